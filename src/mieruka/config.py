@@ -1,0 +1,101 @@
+"""Typed training configuration: one frozen dataclass, saved next to every run and inside its checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from mieruka.augment import AugmentConfig
+from mieruka.models import DEFAULT_ARCH
+
+__all__ = ["TrainConfig"]
+
+BALANCE_CHOICES = ("sampler", "loss", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning defaults for small, imbalanced inspection data sets.
+
+    Attributes:
+        arch: timm architecture.
+        pretrained: ``imagenet`` (offline weights), ``none``, or a ``.safetensors`` file of timm weights.
+        image_size: Images are resized to this square.
+        epochs: Maximum number of epochs.
+        batch_size: Images per optimizer step.
+        lr: Peak AdamW learning rate (reached after the warm-up, then cosine decay).
+        weight_decay: AdamW weight decay (not applied to biases and normalization weights).
+        warmup_epochs: Linear warm-up length.
+        patience: Stop after this many epochs without a better validation balanced accuracy (0: never).
+        label_smoothing: Cross-entropy label smoothing.
+        balance: ``sampler`` draws every class equally often; ``loss`` weights the loss by inverse class
+            frequency; ``none`` trains on the raw distribution.
+        freeze_stages: Keep the stem and this many of the first feature stages fixed (generic edge detectors at
+            high resolution; freezing them roughly halves CPU training time).
+        seed: Seed of weights, sampling and augmentation.
+        split_seed: Seed of the stratified split when the data gives none.
+        ok_classes: Classes that pass; empty means the default naming rule.
+        skip_bad: Skip unreadable images (listing them) instead of stopping.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        cache_gb: Keep decoded images in memory when they need at most this many GiB.
+        max_escape: Escape-rate target for the NG threshold chosen on the validation split.
+        augment: Augmentation strengths.
+    """
+
+    arch: str = DEFAULT_ARCH
+    pretrained: str = "imagenet"
+    image_size: int = 224
+    epochs: int = 25
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.02
+    warmup_epochs: float = 1.0
+    patience: int = 8
+    label_smoothing: float = 0.1
+    balance: str = "sampler"
+    freeze_stages: int = 2
+    seed: int = 0
+    split_seed: int = 0
+    ok_classes: tuple[str, ...] = ()
+    skip_bad: bool = False
+    device: str = "auto"
+    cache_gb: float = 4.0
+    max_escape: float = 0.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.image_size >= 32, "--image-size must be at least 32"),
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.batch_size >= 2, "--batch-size must be at least 2"),
+            (self.lr > 0, "--lr must be positive"),
+            (self.weight_decay >= 0, "--weight-decay must not be negative"),
+            (self.warmup_epochs >= 0, "--warmup-epochs must not be negative"),
+            (self.patience >= 0, "--patience must not be negative"),
+            (0 <= self.label_smoothing < 1, "--label-smoothing must lie in [0, 1)"),
+            (self.balance in BALANCE_CHOICES, f"--balance must be one of {', '.join(BALANCE_CHOICES)}"),
+            (self.freeze_stages >= 0, "--freeze-stages must not be negative"),
+            (self.cache_gb >= 0, "--cache-gb must not be negative"),
+            (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ok_classes"] = list(self.ok_classes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+        values = dict(data)
+        if "augment" in values and isinstance(values["augment"], dict):
+            values["augment"] = AugmentConfig(**values["augment"])
+        if "ok_classes" in values:
+            values["ok_classes"] = tuple(values["ok_classes"])
+        return cls(**values)

@@ -1,0 +1,147 @@
+"""Reading images and masks the way inspection cameras write them.
+
+Every reader returns plain NumPy arrays at the image's *original* size (after EXIF orientation): ``uint8`` RGB of
+shape (H, W, 3) for images and ``bool`` (H, W) for masks. Any problem raises :class:`DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mieruka.errors import DataError
+
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "image_size", "read_image", "read_mask"]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+"""File endings treated as images when a folder tree is scanned."""
+
+MAX_PIXELS = 64_000_000
+"""Images with more pixels than this are refused as possible decompression bombs (64 Mpx ≈ 8000 × 8000)."""
+
+
+def _open(path: Path, max_pixels: int) -> Image.Image:
+    """Open, size-check and fully decode ``path``; all failures become :class:`DataError`."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            width, height = img.size
+            if width * height > max_pixels:
+                raise DataError(
+                    f"{path}: {width}×{height} pixels exceeds the limit of {max_pixels:,} "
+                    "(refused as a possible decompression bomb)"
+                )
+            img.load()
+            oriented: Image.Image = ImageOps.exif_transpose(img)
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image file that can be read (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: the image cannot be decoded ({exc}); the file may be truncated or corrupt") from None
+    return oriented
+
+
+def _to_uint8_gray(arr: np.ndarray) -> np.ndarray:
+    """Scale a 16-bit / 32-bit integer or float single-channel image to 0–255."""
+    if arr.dtype == np.uint8:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = np.nan_to_num(arr.astype(np.float64))
+        hi = 1.0 if arr.max(initial=0.0) <= 1.0 else 65535.0 if arr.max() > 255 else 255.0
+        return np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    arr = arr.astype(np.int64)
+    hi = 65535 if arr.max(initial=0) > 255 else 255
+    return np.clip((arr * 255 + hi // 2) // hi, 0, 255).astype(np.uint8)
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """Any PIL mode to (H, W, 3) uint8; transparency is composited onto white."""
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        gray = _to_uint8_gray(np.asarray(img))
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, RGBA-composited: PIL knows the conversions
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as RGB.
+
+    Handles JPEG, PNG, BMP, TIFF and WebP, 8- and 16-bit, grayscale (replicated to three channels for RGB
+    backbones), palette and alpha images (composited onto white), and honours the EXIF orientation tag.
+
+    Args:
+        path: The image file.
+        max_pixels: Refuse images larger than this (decompression-bomb guard).
+
+    Returns:
+        A (H, W, 3) ``uint8`` array at the original size, EXIF orientation applied.
+
+    Raises:
+        DataError: The file is missing, empty, not an image, truncated, corrupt or too large.
+    """
+    path = Path(path)
+    return _to_rgb(_open(path, max_pixels))
+
+
+def read_mask(
+    path: str | os.PathLike[str],
+    image_path: str | os.PathLike[str] | None = None,
+    image_shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Read a ground-truth mask: any non-zero pixel is defect.
+
+    Args:
+        path: The mask image (any format :func:`read_image` reads; colour masks count every non-black pixel).
+        image_path: The image the mask belongs to, named in the error when the sizes differ.
+        image_shape: (H, W) the mask must have, if known.
+
+    Returns:
+        A (H, W) boolean array.
+    """
+    path = Path(path)
+    img = _open(path, MAX_PIXELS)
+    if img.mode in ("RGBA", "LA", "PA", "P"):
+        img = img.convert("RGBA")
+        arr = np.asarray(img)
+        mask = (arr[..., :3].max(axis=2) > 0) & (arr[..., 3] > 0)
+    else:
+        arr = np.asarray(img)
+        mask = arr.max(axis=2) > 0 if arr.ndim == 3 else arr > 0
+    if image_shape is not None and tuple(mask.shape) != tuple(image_shape):
+        h, w = image_shape
+        raise DataError(
+            f"mask {path} is {mask.shape[1]}×{mask.shape[0]} pixels but its image {image_path or '?'} is {w}×{h}; "
+            "a mask must have exactly the size of its image"
+        )
+    return np.ascontiguousarray(mask)
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of an image after EXIF orientation, reading only its header."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"{path}: cannot read the image header ({exc})") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)

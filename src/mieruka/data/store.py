@@ -1,0 +1,114 @@
+"""Decode, check and cache images as fixed-size uint8 tensors for training and inference.
+
+Building a :class:`ImageStore` opens every image once, so unreadable files are found *before* training starts,
+and keeps the decoded, resized pixels in memory when they fit so that epochs never wait for JPEG decoding.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from mieruka.data.images import read_image
+from mieruka.errors import DataError
+
+__all__ = ["BadFile", "ImageStore", "normalize", "resize_image", "scan_images"]
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """An image that could not be used, and why."""
+
+    path: Path
+    reason: str
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 → (3, size, size) uint8, bilinear with antialiasing (the shared preprocessing step)."""
+    pil = Image.fromarray(image)
+    if pil.size != (size, size):
+        pil = pil.resize((size, size), Image.Resampling.BILINEAR)
+    return np.ascontiguousarray(np.asarray(pil, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (B, 3, S, S) → float32 (B, 3, S, S): ``(x / 255 - mean) / std`` per channel."""
+    m = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+    return (batch.float() / 255.0 - m) / s
+
+
+def _load_one(path: Path, size: int) -> tuple[np.ndarray | None, tuple[int, int], str | None]:
+    try:
+        image = read_image(path)
+    except DataError as exc:
+        return None, (0, 0), str(exc)
+    return resize_image(image, size), (image.shape[0], image.shape[1]), None
+
+
+def _workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def scan_images(
+    paths: Sequence[Path], size: int, *, keep: bool, desc: str = "reading images", progress: bool = True
+) -> tuple[np.ndarray | None, list[tuple[int, int]], list[BadFile]]:
+    """Decode every image once; return the resized pixels (if ``keep``), original (H, W) sizes and bad files."""
+    pixels = np.zeros((len(paths), 3, size, size), dtype=np.uint8) if keep else None
+    sizes: list[tuple[int, int]] = [(0, 0)] * len(paths)
+    bad: list[BadFile] = []
+    with ThreadPoolExecutor(_workers()) as pool:
+        results = pool.map(lambda p: _load_one(p, size), paths)
+        for i, (arr, hw, err) in enumerate(
+            tqdm(results, total=len(paths), desc=desc, disable=not progress, unit="img", leave=False)
+        ):
+            if err is not None:
+                bad.append(BadFile(paths[i], err.removeprefix(f"{paths[i]}: ")))
+                continue
+            sizes[i] = hw
+            if pixels is not None and arr is not None:
+                pixels[i] = arr
+    return pixels, sizes, bad
+
+
+class ImageStore:
+    """Fixed-size uint8 pixels for a list of image files, from memory when cached, else decoded on demand.
+
+    Args:
+        paths: Image files.
+        size: Side of the square the images are resized to.
+        cache_bytes: Keep decoded pixels in memory when they need at most this many bytes.
+        progress: Show a progress bar while reading.
+
+    Attributes:
+        bad: Files that could not be read (empty when all are fine); the caller decides to stop or skip.
+        sizes: Original (H, W) of every image, (0, 0) for bad files.
+    """
+
+    def __init__(self, paths: Sequence[Path], size: int, *, cache_bytes: int = 4 << 30, progress: bool = True):
+        self.paths = list(paths)
+        self.size = size
+        need = len(self.paths) * 3 * size * size
+        self.cached = need <= cache_bytes
+        pixels, self.sizes, self.bad = scan_images(self.paths, size, keep=self.cached, progress=progress)
+        self._pixels = None if pixels is None else torch.from_numpy(pixels)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def get(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, size, size) pixels of the given images."""
+        idx = [int(i) for i in indices]
+        if self._pixels is not None:
+            return self._pixels[torch.tensor(idx, dtype=torch.long)]
+        with ThreadPoolExecutor(_workers()) as pool:
+            arrays = list(pool.map(lambda i: resize_image(read_image(self.paths[i]), self.size), idx))
+        return torch.from_numpy(np.stack(arrays))

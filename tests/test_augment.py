@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import torch
+
+from mieruka.augment import AugmentConfig, augment_batch
+
+OFF = AugmentConfig(hflip=False, vflip=False, rot90=False, degrees=0, scale=0, translate=0, brightness=0, contrast=0)
+
+
+def _batch() -> torch.Tensor:
+    return torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def test_seeded_and_does_not_mutate_input() -> None:
+    x = _batch()
+    before = x.clone()
+    a = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(3))
+    b = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(3))
+    c = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(4))
+    torch.testing.assert_close(x, before)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+    assert a.min() >= 0 and a.max() <= 1
+
+
+def test_all_off_is_identity() -> None:
+    x = _batch()
+    torch.testing.assert_close(augment_batch(x, OFF, torch.Generator()), x)
+
+
+def test_geometric_only_permutes_pixels() -> None:
+    # flips and 90° turns move pixels but never change their values
+    x = _batch()
+    cfg = AugmentConfig(degrees=0, scale=0, translate=0, brightness=0, contrast=0)
+    y = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    for i in range(len(x)):
+        torch.testing.assert_close(y[i].flatten().sort().values, x[i].flatten().sort().values)
+    assert not torch.equal(x, y)
