@@ -237,11 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("info", help="print a model file's description", description="Print a model's metadata.")
-    p.add_argument("model", type=Path)
+    p = sub.add_parser("info", help="print a model file's description",
+                       description="Print the description stored in a model file as JSON: architecture, classes, "
+                       "verdict map, input size, normalization, explanation layer, NG threshold, training "
+                       "configuration and summary. Checks the file's integrity on the way.")
+    p.add_argument("model", type=Path, help="model .safetensors written by mieruka train")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("archs", help="list timm architectures", description="List timm architecture names.")
+    p = sub.add_parser("archs", help="list timm architectures",
+                       description="List the timm architecture names that --arch accepts. Offline ImageNet weights "
+                       "exist for tf_efficientnet_lite0/1/2; the others train with --pretrained none or weights you "
+                       "give as a .safetensors file.")
     p.add_argument("filter", nargs="?", help="wildcard filter, e.g. 'resnet*'")
     p.set_defaults(func=_cmd_archs)
     return parser

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mieruka.cli import build_parser, main
+
+COMMANDS = [a for a in build_parser()._subparsers._group_actions[0].choices]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_explains_itself(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert len(capsys.readouterr().out) > 200
+
+
+def test_console_script_runs() -> None:
+    out = subprocess.run([sys.executable, "-m", "mieruka.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "synth" in out.stdout and "train" in out.stdout and "evaluate" in out.stdout
+
+
+def test_errors_are_one_paragraph_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(tmp_path / "missing.safetensors"), str(tmp_path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "missing.safetensors: model file not found" in err and "Traceback" not in err
+    assert main(["train", str(tmp_path / "nodata"), "--out", str(tmp_path / "run")]) == 2
+    assert "nodata: no such folder" in capsys.readouterr().err
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "r"), "--arch", "nonet"]) == 2
+    assert "--arch 'nonet'" in capsys.readouterr().err
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "r"), "--epochs", "0"]) == 2
+    assert "--epochs must be at least 1" in capsys.readouterr().err
+
+
+def test_debug_shows_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--debug", "info", str(tmp_path / "none.safetensors")]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_synth_info_and_predict_commands(tiny_run: Path, synth_dir: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synth", str(tmp_path / "s"), "--per-class", "2", "--size", "32", "--names", "ja", "--quiet"]) == 0
+    assert (tmp_path / "s" / "欠陥(割れ)" / "crack_0001.png").is_file()
+    assert "wrote 12 images of 6 classes" in capsys.readouterr().out
+    assert main(["info", str(tiny_run / "model.safetensors")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["arch"] == "tf_efficientnet_lite0" and len(info["classes"]) == 6
+    assert main(["predict", str(tiny_run / "model.safetensors"), str(synth_dir / "crack"), "--quiet"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 8
