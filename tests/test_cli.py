@@ -42,8 +42,9 @@ def test_debug_shows_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_synth_info_and_predict_commands(tiny_run: Path, synth_dir: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_synth_info_and_predict_commands(
+    tiny_run: Path, synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["synth", str(tmp_path / "s"), "--per-class", "2", "--size", "32", "--names", "ja", "--quiet"]) == 0
     assert (tmp_path / "s" / "欠陥(割れ)" / "crack_0001.png").is_file()
     assert "wrote 12 images of 6 classes" in capsys.readouterr().out
@@ -52,3 +53,33 @@ def test_synth_info_and_predict_commands(tiny_run: Path, synth_dir: Path, tmp_pa
     assert info["arch"] == "tf_efficientnet_lite0" and len(info["classes"]) == 6
     assert main(["predict", str(tiny_run / "model.safetensors"), str(synth_dir / "crack"), "--quiet"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 8
+
+
+def test_config_file_and_unicode_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "データ"
+    assert main(["synth", str(data), "--per-class", "5", "--size", "32", "--names", "ja", "--quiet"]) == 0
+    config = tmp_path / "options.toml"
+    config.write_text(
+        'pretrained = "none"\nimage_size = 32\nepochs = 3\nbatch_size = 8\nfreeze_stages = 0\n'
+        'ok_classes = ["良品", "正常(キズ)"]\n',
+        encoding="utf-8",
+    )
+    run = tmp_path / "実行"
+    # the command line wins over the file: 1 epoch, not 3
+    assert main(["train", str(data), "--out", str(run), "--config", str(config), "--epochs", "1", "--quiet"]) == 0
+    saved = json.loads((run / "config.json").read_text(encoding="utf-8"))["config"]
+    assert saved["epochs"] == 1 and saved["image_size"] == 32 and saved["ok_classes"] == ["良品", "正常(キズ)"]
+    assert (
+        main(["evaluate", str(run / "model.safetensors"), str(data), "--out", str(tmp_path / "評価"), "--quiet"]) == 0
+    )
+    metrics = json.loads((tmp_path / "評価" / "metrics.json").read_text(encoding="utf-8"))
+    assert "欠陥(割れ)" in metrics["classes"]
+    # 正常(汚れ) is not among the --ok classes of the file, so it is NG here
+    assert metrics["verdicts"] == {c: ("OK" if c in ("良品", "正常(キズ)") else "NG") for c in metrics["classes"]}
+    assert "欠陥(巣穴)" in (tmp_path / "評価" / "predictions.csv").read_text(encoding="utf-8")
+    capsys.readouterr()
+    assert main(["train", str(data), "--out", str(run), "--config", str(tmp_path / "none.toml")]) == 2
+    assert "--config" in capsys.readouterr().err
+    config.write_text("epoch = 3\n")
+    assert main(["train", str(data), "--out", str(run), "--config", str(config)]) == 2
+    assert "unknown training option(s): epoch" in capsys.readouterr().err

@@ -14,8 +14,17 @@ from mieruka.metrics import classification_metrics
 def test_metrics_file_matches_predictions(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
     ev = evaluate(tiny_run / "model.safetensors", synth_dir, tmp_path, split="test", progress=False)
     m = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
-    for key in ("classes", "accuracy", "balanced_accuracy", "per_class", "confusion_matrix", "escape_rate",
-                "overkill_rate", "threshold", "schema_version"):
+    for key in (
+        "classes",
+        "accuracy",
+        "balanced_accuracy",
+        "per_class",
+        "confusion_matrix",
+        "escape_rate",
+        "overkill_rate",
+        "threshold",
+        "schema_version",
+    ):
         assert key in m, key
     assert m == ev.metrics
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000

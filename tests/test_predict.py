@@ -11,8 +11,12 @@ from mieruka.predict import collect_images, predict
 
 def test_predict_folder_and_file(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "preds.csv"
-    results = predict(tiny_run / "model.safetensors", [synth_dir / "crack", synth_dir / "good" / "good_0000.png"],
-                      out=out, progress=False)
+    results = predict(
+        tiny_run / "model.safetensors",
+        [synth_dir / "crack", synth_dir / "good" / "good_0000.png"],
+        out=out,
+        progress=False,
+    )
     assert len(results) == 9
     with open(out, encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))

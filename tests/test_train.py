@@ -138,3 +138,14 @@ def test_freeze_stages_freezes_only_the_early_layers() -> None:
     assert any(n.startswith("blocks.1") for n in frozen)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable[0].startswith("blocks.2.") and "classifier.weight" in trainable
+
+
+def test_mask_of_another_size_names_both_files(synth_dir: Path, tmp_path: Path) -> None:
+    data = _copy(synth_dir, tmp_path)
+    image = sorted((data / "crack").glob("*.png"))[0]
+    mask = data / "masks" / "crack" / image.name
+    Image.new("L", (10, 12)).save(mask)
+    with pytest.raises(DataError) as err:
+        train(data, tmp_path / "run", TINY, progress=False)
+    message = str(err.value)
+    assert str(image) in message and str(mask) in message and "10×12" in message and "64×64" in message

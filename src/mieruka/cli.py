@@ -12,6 +12,25 @@ from mieruka import __version__
 
 __all__ = ["main"]
 
+# Training options whose command-line flags map one to one onto TrainConfig fields.
+_TRAIN_OPTIONS = [
+    "arch",
+    "pretrained",
+    "image_size",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "patience",
+    "balance",
+    "freeze_stages",
+    "seed",
+    "split_seed",
+    "device",
+    "cache_gb",
+    "max_escape",
+]
+
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
@@ -31,7 +50,8 @@ def _cmd_synth(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from mieruka.augment import AugmentConfig
+    from dataclasses import replace
+
     from mieruka.config import TrainConfig
     from mieruka.data.dataset import describe, load_dataset
     from mieruka.train import train
@@ -39,38 +59,21 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         result = train(args.data, args.out, resume=True, progress=not args.quiet)
     else:
-        defaults = TrainConfig()
-        given = {
-            k: getattr(args, k)
-            for k in (
-                "arch",
-                "pretrained",
-                "image_size",
-                "epochs",
-                "batch_size",
-                "lr",
-                "weight_decay",
-                "patience",
-                "balance",
-                "freeze_stages",
-                "seed",
-                "split_seed",
-                "device",
-                "cache_gb",
-                "max_escape",
+        base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+        given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
+        if args.ok:
+            given["ok_classes"] = tuple(args.ok)
+        if args.skip_bad:
+            given["skip_bad"] = True
+        if args.no_rot90 or args.no_flip:
+            aug = base.augment
+            given["augment"] = replace(
+                aug,
+                rot90=aug.rot90 and not args.no_rot90,
+                hflip=aug.hflip and not args.no_flip,
+                vflip=aug.vflip and not args.no_flip,
             )
-            if getattr(args, k) is not None
-        }
-        aug = AugmentConfig(rot90=not args.no_rot90, vflip=not args.no_flip, hflip=not args.no_flip)
-        cfg = TrainConfig(
-            **{
-                **defaults.to_dict(),
-                **given,
-                "ok_classes": tuple(args.ok or ()),
-                "skip_bad": args.skip_bad,
-                "augment": aug,
-            }
-        )
+        cfg = replace(base, **given)
         from mieruka.models import check_arch
 
         check_arch(cfg.arch)
@@ -182,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data", type=Path, help="class-per-folder tree or manifest CSV")
     p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="JSON or TOML file of training options (names as in RUN/config.json); "
+        "options given on the command line win",
+    )
     p.add_argument("--arch", help="timm architecture (default tf_efficientnet_lite0; `mieruka archs` lists them)")
     p.add_argument("--pretrained", help="imagenet (default), none, or a .safetensors file of timm weights")
     p.add_argument("--image-size", type=int, help="input side in pixels (default 224)")
@@ -237,17 +246,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("info", help="print a model file's description",
-                       description="Print the description stored in a model file as JSON: architecture, classes, "
-                       "verdict map, input size, normalization, explanation layer, NG threshold, training "
-                       "configuration and summary. Checks the file's integrity on the way.")
+    p = sub.add_parser(
+        "info",
+        help="print a model file's description",
+        description="Print the description stored in a model file as JSON: architecture, classes, "
+        "verdict map, input size, normalization, explanation layer, NG threshold, training "
+        "configuration and summary. Checks the file's integrity on the way.",
+    )
     p.add_argument("model", type=Path, help="model .safetensors written by mieruka train")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("archs", help="list timm architectures",
-                       description="List the timm architecture names that --arch accepts. Offline ImageNet weights "
-                       "exist for tf_efficientnet_lite0/1/2; the others train with --pretrained none or weights you "
-                       "give as a .safetensors file.")
+    p = sub.add_parser(
+        "archs",
+        help="list timm architectures",
+        description="List the timm architecture names that --arch accepts. Offline ImageNet weights "
+        "exist for tf_efficientnet_lite0/1/2; the others train with --pretrained none or weights you "
+        "give as a .safetensors file.",
+    )
     p.add_argument("filter", nargs="?", help="wildcard filter, e.g. 'resnet*'")
     p.set_defaults(func=_cmd_archs)
     return parser

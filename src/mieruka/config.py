@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import tomllib
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from mieruka.augment import AugmentConfig
@@ -86,6 +90,26 @@ class TrainConfig:
         data = asdict(self)
         data["ok_classes"] = list(self.ok_classes)
         return data
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        """Read options from a JSON or TOML file (a run's ``config.json``, whose options sit under ``config``, too)."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+        except FileNotFoundError:
+            raise ValueError(f"--config {path}: file not found") from None
+        except (ValueError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"--config {path}: cannot parse ({exc})") from None
+        if isinstance(data, dict) and isinstance(data.get("config"), dict):
+            data = data["config"]
+        if not isinstance(data, dict):
+            raise ValueError(f"--config {path}: expected a table of option names and values")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--config {path}: {exc}") from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

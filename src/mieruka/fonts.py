@@ -38,6 +38,6 @@ def use_cjk_font() -> str | None:
 
     font_manager.fontManager.addfont(str(path))
     name = font_manager.FontProperties(fname=str(path)).get_name()
-    rcParams["font.family"] = "sans-serif"
-    rcParams["font.sans-serif"] = ["DejaVu Sans", name, *[f for f in rcParams["font.sans-serif"] if f != name]]
+    # A list of families makes matplotlib fall back glyph by glyph (matplotlib ≥ 3.6).
+    rcParams["font.family"] = ["DejaVu Sans", name]
     return name

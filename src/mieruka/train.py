@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from mieruka._io import write_csv, write_json
 from mieruka.augment import augment_batch
 from mieruka.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from mieruka.config import TrainConfig
-from mieruka.data.dataset import Dataset, load_dataset
-from mieruka.data.store import ImageStore
+from mieruka.data.dataset import Sample, load_dataset
+from mieruka.data.images import image_size
+from mieruka.data.store import BadFile, ImageStore, normalize
 from mieruka.errors import DataError, MierukaError
 from mieruka.inference import predict_logits, select_device
 from mieruka.metrics import choose_threshold, classification_metrics, ng_probability
@@ -146,19 +148,44 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def _check_bad(store: ImageStore, dataset: Dataset, cfg: TrainConfig, run: Path) -> Dataset:
-    if not store.bad:
-        return dataset
-    listing = "\n".join(f"  {b.path}: {b.reason}" for b in store.bad[:20])
-    more = f"\n  … and {len(store.bad) - 20} more" if len(store.bad) > 20 else ""
-    write_csv(run / "bad_images.csv", ("image", "reason"), [(str(b.path), b.reason) for b in store.bad])
+def _mask_problems(samples: Sequence[Sample], store: ImageStore) -> list[BadFile]:
+    """Masks that are missing, unreadable, or of another size than their image (both files named)."""
+    bad_images = {b.path for b in store.bad}
+    problems = []
+    for sample, (h, w) in zip(samples, store.sizes, strict=True):
+        if sample.mask is None or sample.image in bad_images:
+            continue
+        try:
+            mw, mh = image_size(sample.mask)
+        except DataError as exc:
+            problems.append(BadFile(sample.image, f"its mask: {exc}"))
+            continue
+        if (mh, mw) != (h, w):
+            problems.append(
+                BadFile(
+                    sample.image,
+                    f"its mask {sample.mask} is {mw}×{mh} pixels but the image is "
+                    f"{w}×{h}; a mask must have exactly the size of its image",
+                )
+            )
+    return problems
+
+
+def _preflight(samples: Sequence[Sample], store: ImageStore, cfg: TrainConfig, run: Path) -> set[Path]:
+    """Stop (or, with ``skip_bad``, report) before training when any image or mask cannot be used."""
+    bad = [*store.bad, *_mask_problems(samples, store)]
+    if not bad:
+        return set()
+    listing = "\n".join(f"  {b.path}: {b.reason}" for b in bad[:20])
+    more = f"\n  … and {len(bad) - 20} more" if len(bad) > 20 else ""
+    write_csv(run / "bad_images.csv", ("image", "reason"), [(str(b.path), b.reason) for b in bad])
     if not cfg.skip_bad:
         raise DataError(
-            f"{len(store.bad)} image(s) cannot be read; nothing was trained (list in {run / 'bad_images.csv'}):\n"
+            f"{len(bad)} image(s) cannot be used; nothing was trained (list in {run / 'bad_images.csv'}):\n"
             f"{listing}{more}\nFix or remove them, or pass --skip-bad to train without them."
         )
-    print(f"skipping {len(store.bad)} unreadable image(s) (--skip-bad):\n{listing}{more}")
-    return dataset
+    print(f"skipping {len(bad)} image(s) that cannot be used (--skip-bad):\n{listing}{more}")
+    return {b.path for b in bad}
 
 
 def train(
@@ -205,8 +232,7 @@ def train(
     store = ImageStore(
         [s.image for s in samples], cfg.image_size, cache_bytes=int(cfg.cache_gb * (1 << 30)), progress=progress
     )
-    dataset = _check_bad(store, dataset, cfg, run)
-    bad = {b.path for b in store.bad}
+    bad = _preflight(samples, store, cfg, run)
     train_idx = np.array([i for i, s in enumerate(train_samples) if s.image not in bad], dtype=np.int64)
     val_idx = np.array([len(train_samples) + i for i, s in enumerate(val_samples) if s.image not in bad])
     labels = np.array([dataset.label_index(s) for s in samples], dtype=np.int64)
@@ -289,9 +315,7 @@ def train(
             pick = train_idx[order[step * cfg.batch_size : (step + 1) * cfg.batch_size].numpy()]
             x = store.get(pick).to(device, non_blocking=True).float().div_(255)
             x = augment_batch(x, cfg.augment, gen)
-            m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-            s = torch.tensor(std, device=device).view(1, -1, 1, 1)
-            x = ((x - m) / s).contiguous(memory_format=torch.channels_last)
+            x = normalize(x, mean, std).contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(labels[pick]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(x)

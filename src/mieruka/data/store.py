@@ -40,10 +40,14 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (B, 3, S, S) → float32 (B, 3, S, S): ``(x / 255 - mean) / std`` per channel."""
-    m = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-    return (batch.float() / 255.0 - m) / s
+    """(B, 3, S, S) pixels → float32 model input ``(x - mean) / std`` per channel.
+
+    ``batch`` is uint8 (0–255, scaled to 0–1 first) or already a float tensor in 0–1 (e.g. after augmentation).
+    """
+    x = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s
 
 
 def _load_one(path: Path, size: int) -> tuple[np.ndarray | None, tuple[int, int], str | None]:
