@@ -24,6 +24,7 @@ _TRAIN_OPTIONS = [
     "patience",
     "balance",
     "freeze_stages",
+    "ema_decay",
     "seed",
     "split_seed",
     "device",
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, help="early stopping patience in epochs (default 8, 0 = off)")
     p.add_argument("--balance", choices=("sampler", "loss", "none"), help="class balancing (default sampler)")
     p.add_argument("--freeze-stages", type=int, help="feature stages kept frozen (default 2)")
+    p.add_argument("--ema-decay", type=float, help="weight averaging decay (default 0.998, 0 = off)")
     p.add_argument("--seed", type=int, help="seed of training (default 0)")
     p.add_argument("--split-seed", type=int, help="seed of the split when the data gives none (default 0)")
     p.add_argument(

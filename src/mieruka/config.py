@@ -14,7 +14,7 @@ from mieruka.models import DEFAULT_ARCH
 
 __all__ = ["TrainConfig"]
 
-BALANCE_CHOICES = ("sampler", "loss", "none")
+BALANCE_CHOICES = ("sqrt", "sampler", "loss", "none")
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,15 @@ class TrainConfig:
         warmup_epochs: Linear warm-up length.
         patience: Stop after this many epochs without a better validation balanced accuracy (0: never).
         label_smoothing: Cross-entropy label smoothing.
-        balance: ``sampler`` draws every class equally often; ``loss`` weights the loss by inverse class
-            frequency; ``none`` trains on the raw distribution.
+        balance: ``sqrt`` draws each class in proportion to the square root of its size (rare defects are seen
+            several times per epoch while the large OK class is still seen in full); ``sampler`` draws every class
+            equally often; ``loss`` weights the loss by inverse class frequency; ``none`` trains on the raw
+            distribution.
         freeze_stages: Keep the stem and this many of the first feature stages fixed (generic edge detectors at
             high resolution; freezing them roughly halves CPU training time).
+        ema_decay: Decay of the exponential moving average of the weights that is validated and saved (with
+            timm's warm-up, so early epochs average over fewer steps); 0 turns averaging off. Averaging steadies
+            the validation curve of small data sets, so the chosen epoch is not a lucky spike.
         seed: Seed of weights, sampling and augmentation.
         split_seed: Seed of the stratified split when the data gives none.
         ok_classes: Classes that pass; empty means the default naming rule.
@@ -51,13 +56,14 @@ class TrainConfig:
     image_size: int = 224
     epochs: int = 25
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 5e-4
     weight_decay: float = 0.02
     warmup_epochs: float = 1.0
     patience: int = 8
     label_smoothing: float = 0.1
-    balance: str = "sampler"
+    balance: str = "sqrt"
     freeze_stages: int = 2
+    ema_decay: float = 0.998
     seed: int = 0
     split_seed: int = 0
     ok_classes: tuple[str, ...] = ()
@@ -79,6 +85,7 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "--label-smoothing must lie in [0, 1)"),
             (self.balance in BALANCE_CHOICES, f"--balance must be one of {', '.join(BALANCE_CHOICES)}"),
             (self.freeze_stages >= 0, "--freeze-stages must not be negative"),
+            (0 <= self.ema_decay < 1, "--ema-decay must lie in [0, 1)"),
             (self.cache_gb >= 0, "--cache-gb must not be negative"),
             (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),
         ]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -246,6 +247,8 @@ def train(
     frozen_bn = _frozen_modules(model, frozen)
     target_layer = feature_layer(model)
     model.to(device).to(memory_format=torch.channels_last)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
+    evaluated = ema.module if ema is not None else model  # the weights that are validated and saved
 
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     steps_per_epoch = max(1, len(train_idx) // cfg.batch_size)
@@ -265,6 +268,10 @@ def train(
         resumed, _, saved = load_checkpoint(run / "resume.safetensors", device)
         meta = json.loads(saved["metadata"]["train_state"])
         model.load_state_dict(resumed.state_dict())
+        if ema is not None:
+            ema.module.load_state_dict(
+                {k[len("_ema.") :]: v for k, v in saved["extra"].items() if k.startswith("_ema.")}
+            )
         _restore_optimizer(optimizer, saved["extra"], meta["param_groups"])
         gen.set_state(saved["extra"]["_rng.gen"])
         torch.set_rng_state(saved["extra"]["_rng.torch"])
@@ -324,11 +331,13 @@ def train(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update(model, step=scheduler.last_epoch)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
 
-        model.eval()
-        logits_val = predict_logits(model, store, val_idx.tolist(), mean=mean, std=std)
+        evaluated.eval()
+        logits_val = predict_logits(evaluated, store, val_idx.tolist(), mean=mean, std=std)
         y_val = labels[val_idx]
         val_loss = float(F.cross_entropy(torch.from_numpy(logits_val), torch.from_numpy(y_val)))
         metrics = classification_metrics(y_val, logits_val.argmax(1), dataset.classes)
@@ -346,7 +355,7 @@ def train(
         improved = score > best_score or (score == best_score and val_loss < history[best_epoch - 1]["val_loss"])
         if improved:
             best_score, best_epoch = score, epoch
-            save_checkpoint(run / "model.safetensors", model, info_for({"best_epoch": epoch, **_rounded(row)}))
+            save_checkpoint(run / "model.safetensors", evaluated, info_for({"best_epoch": epoch, **_rounded(row)}))
         tqdm.write(
             f"epoch {epoch:>3}  loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
             f"val acc {row['val_accuracy']:.4f}  val bal acc {score:.4f}  {row['seconds']:.0f}s"
@@ -355,6 +364,8 @@ def train(
         write_csv(run / "history.csv", HISTORY_FIELDS, [[h[k] for k in HISTORY_FIELDS] for h in history])
         write_json(run / "history.json", history)
         opt_tensors, groups_json = _optimizer_tensors(optimizer)
+        if ema is not None:
+            opt_tensors.update({f"_ema.{k}": v for k, v in ema.module.state_dict().items()})
         state = {
             "epoch": epoch,
             "step": epoch * steps_per_epoch,
