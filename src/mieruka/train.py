@@ -100,10 +100,10 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def _sampling_weights(labels: np.ndarray, num_classes: int, balance: str) -> torch.Tensor:
+    """Per-image draw weights: class shares ∝ n_c (none/loss), √n_c (sqrt) or 1 (sampler)."""
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    if balance == "sampler":
-        return torch.tensor(1.0 / counts[labels], dtype=torch.double)
-    return torch.ones(len(labels), dtype=torch.double)
+    power = {"sampler": 1.0, "sqrt": 0.5}.get(balance, 0.0)
+    return torch.tensor(counts[labels] ** -power, dtype=torch.double)
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
@@ -307,13 +307,11 @@ def train(
         model.train()
         for module in frozen_bn:
             module.eval()
-        order = (
-            torch.multinomial(
-                weights, steps_per_epoch * cfg.batch_size, replacement=cfg.balance == "sampler", generator=gen
-            )
-            if cfg.balance == "sampler"
-            else torch.randperm(len(train_idx), generator=gen)[: steps_per_epoch * cfg.batch_size]
-        )
+        draws = steps_per_epoch * cfg.batch_size
+        if cfg.balance in ("sampler", "sqrt"):
+            order = torch.multinomial(weights, draws, replacement=True, generator=gen)
+        else:
+            order = torch.randperm(len(train_idx), generator=gen)[:draws]
         losses = []
         bar = tqdm(
             range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False, unit="step"
