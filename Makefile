@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO ?= demo
 
-.PHONY: setup demo test test-fast lint format bench clean
+.PHONY: setup browser demo test test-fast lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -17,14 +17,22 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/mieruka synth $(DEMO)/data --per-class 60 --seed 0
-	$(VENV)/bin/mieruka train $(DEMO)/data --out $(DEMO)/run --epochs 8 --image-size 128
+	$(VENV)/bin/mieruka synth $(DEMO)/data --per-class 80 --seed 0
+	$(VENV)/bin/mieruka train $(DEMO)/data --out $(DEMO)/run --epochs 12
 	$(VENV)/bin/mieruka evaluate $(DEMO)/run/model.safetensors $(DEMO)/data --split test --out $(DEMO)/eval
+	$(VENV)/bin/mieruka explain $(DEMO)/run/model.safetensors $(DEMO)/data --split test --out $(DEMO)/explain
 	@echo
-	@echo "Demo finished. Model: $(DEMO)/run/model.safetensors; training log: $(DEMO)/run/;"
-	@echo "metrics: $(DEMO)/eval/metrics.json; confusion matrix: $(DEMO)/eval/confusion_matrix.png"
+	@echo "Demo finished."
+	@echo "  model:             $(DEMO)/run/model.safetensors (training curve: $(DEMO)/run/training_curve.png)"
+	@echo "  test metrics:      $(DEMO)/eval/metrics.json, $(DEMO)/eval/confusion_matrix.png"
+	@echo "  explanations:      $(DEMO)/explain/grid.png and $(DEMO)/explain/panels/"
 
-test: setup
+# The report test drives a real headless Chromium from Debian's packages (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "warning: could not install chromium; the browser test will be skipped"
+
+test: setup browser
 	$(PY) -m pytest -q
 
 test-fast: setup

@@ -62,8 +62,13 @@ def main() -> None:
     model.load_state_dict(_pretrained_state("tf_efficientnet_lite0", "imagenet"))
     model.reset_classifier(len(classes))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
-    train_dl = DataLoader(ManifestImages(split["train"], base, classes, True), batch_size=32, shuffle=True,
-                          num_workers=2, persistent_workers=True)
+    train_dl = DataLoader(
+        ManifestImages(split["train"], base, classes, True),
+        batch_size=32,
+        shuffle=True,
+        num_workers=2,
+        persistent_workers=True,
+    )
     test_dl = DataLoader(ManifestImages(split["test"], base, classes, False), batch_size=64, num_workers=2)
 
     t0 = time.perf_counter()
@@ -85,9 +90,16 @@ def main() -> None:
             trues.append(y)
     p, t = torch.cat(preds).numpy(), torch.cat(trues).numpy()
     recalls = [float((p[t == k] == k).mean()) for k in range(len(classes)) if (t == k).any()]
-    print(json.dumps({"test_accuracy": round(float((p == t).mean()), 4),
-                      "test_balanced_accuracy": round(float(np.mean(recalls)), 4),
-                      "train_seconds": round(train_s, 1), "epochs": args.epochs}))
+    print(
+        json.dumps(
+            {
+                "test_accuracy": round(float((p == t).mean()), 4),
+                "test_balanced_accuracy": round(float(np.mean(recalls)), 4),
+                "train_seconds": round(train_s, 1),
+                "epochs": args.epochs,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -22,33 +22,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("train_args", nargs="*", help="extra options for mieruka train (after --)")
-    args = parser.parse_args()
+    args, train_args = parser.parse_known_args()  # everything else goes to mieruka train
+    train_args = [a for a in train_args if a != "--"]
     cli = [sys.executable, "-m", "mieruka.cli"]
     t0 = time.perf_counter()
-    subprocess.run([*cli, "train", str(args.data), "--out", str(args.out / "run"), *args.train_args], check=True)
+    subprocess.run([*cli, "train", str(args.data), "--out", str(args.out / "run"), *train_args], check=True)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    subprocess.run([*cli, "evaluate", str(args.out / "run" / "model.safetensors"), str(args.data), "--split", "test",
-                    "--out", str(args.out / "eval"), "--quiet"], check=True)
+    subprocess.run(
+        [
+            *cli,
+            "evaluate",
+            str(args.out / "run" / "model.safetensors"),
+            str(args.data),
+            "--split",
+            "test",
+            "--out",
+            str(args.out / "eval"),
+            "--quiet",
+        ],
+        check=True,
+    )
     eval_s = time.perf_counter() - t1
     m = json.loads((args.out / "eval" / "metrics.json").read_text(encoding="utf-8"))
-    info = json.loads(subprocess.run([*cli, "info", str(args.out / "run" / "model.safetensors")], check=True,
-                                     capture_output=True, text=True).stdout)
-    print(json.dumps({
-        "train_seconds": round(train_s, 1),
-        "evaluate_seconds": round(eval_s, 1),
-        "best_epoch": info["summary"].get("best_epoch"),
-        "epochs_run": len(json.loads((args.out / "run" / "history.json").read_text())),
-        "test_accuracy": round(m["accuracy"], 4),
-        "test_balanced_accuracy": round(m["balanced_accuracy"], 4),
-        "escape_rate": m["escape_rate"],
-        "overkill_rate": m["overkill_rate"],
-        "threshold": round(m["threshold"], 4),
-        "escape_at_threshold": m["gate_at_threshold"]["escape_rate"],
-        "overkill_at_threshold": m["gate_at_threshold"]["overkill_rate"],
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-    }))
+    info = json.loads(
+        subprocess.run(
+            [*cli, "info", str(args.out / "run" / "model.safetensors")], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    print(
+        json.dumps(
+            {
+                "train_seconds": round(train_s, 1),
+                "evaluate_seconds": round(eval_s, 1),
+                "best_epoch": info["summary"].get("best_epoch"),
+                "epochs_run": len(json.loads((args.out / "run" / "history.json").read_text())),
+                "test_accuracy": round(m["accuracy"], 4),
+                "test_balanced_accuracy": round(m["balanced_accuracy"], 4),
+                "escape_rate": m["escape_rate"],
+                "overkill_rate": m["overkill_rate"],
+                "threshold": round(m["threshold"], 4),
+                "escape_at_threshold": m["gate_at_threshold"]["escape_rate"],
+                "overkill_at_threshold": m["gate_at_threshold"]["overkill_rate"],
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

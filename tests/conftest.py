@@ -15,7 +15,7 @@ MAGNETIC_TILE = SHARED / "data" / "magnetic-tile" / "manifest.csv"
 
 torch.set_num_threads(2)
 
-TINY = TrainConfig(pretrained="none", image_size=64, epochs=2, batch_size=8, patience=0, freeze_stages=0)
+TINY = TrainConfig(pretrained="none", image_size=64, epochs=2, batch_size=8, patience=0, freeze_stages=0, tta="auto")
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,9 @@ def test_metrics_file_matches_predictions(tiny_run: Path, synth_dir: Path, tmp_p
     rejected = np.array([float(r["ng_probability"]) >= m["threshold"] for r in rows])
     assert m["gate_at_threshold"]["escapes"] == int((is_ng & ~rejected).sum())
     assert m["threshold_chosen_on"] == "val"
+    from mieruka.checkpoint import read_info
+
+    assert m["tta"] == read_info(tiny_run / "model.safetensors").tta
 
 
 def test_unknown_class_in_data_is_named(tiny_run: Path, tmp_path: Path) -> None:

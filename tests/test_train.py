@@ -36,6 +36,10 @@ def test_run_folder_contents(tiny_run: Path, synth_dir: Path) -> None:
     assert info.verdicts["normal (dirt)"] == "OK" and info.verdicts["crack"] == "NG"
     assert info.target_layer == "bn2" and info.image_size == 64 and info.mean == (0.5, 0.5, 0.5)
     assert info.config["epochs"] == 2 and 0.0 <= info.ng_threshold <= 1.0
+    # test-time augmentation chosen on validation among the views training covered
+    by_tta = info.summary["val_balanced_accuracy_by_tta"]
+    assert set(by_tta) == {"none", "flip", "d4"}
+    assert by_tta[info.tta] == max(by_tta.values())
     best = max(history, key=lambda h: h["val_balanced_accuracy"])
     assert info.summary["val_balanced_accuracy"] == pytest.approx(best["val_balanced_accuracy"], abs=1e-6)
     cfg = json.loads((tiny_run / "config.json").read_text())
@@ -101,12 +105,11 @@ def test_bad_images_stop_before_training_and_are_listed(synth_dir: Path, tmp_pat
     empty.write_bytes(b"")
     text = data / "good" / "notes.png"
     text.write_text("not an image")
-    # a split file pins these two into the training split
     run = tmp_path / "run"
     with pytest.raises(DataError) as err:
         train(data, run, replace(TINY, split_seed=0), progress=False)
     message = str(err.value)
-    assert "2 image(s) cannot be read" in message and str(empty) in message and str(text) in message
+    assert "2 image(s) cannot be used" in message and str(empty) in message and str(text) in message
     assert "--skip-bad" in message
     assert not (run / "model.safetensors").exists()
     with open(run / "bad_images.csv", encoding="utf-8") as fh:

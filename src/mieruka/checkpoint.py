@@ -41,6 +41,8 @@ class ModelInfo:
         std: Per-channel normalization standard deviation.
         target_layer: Default layer to explain (the last convolutional block).
         ng_threshold: NG-probability threshold chosen on the validation split, if one was.
+        tta: Test-time augmentation used by evaluate and predict (``none``, ``flip``, ``d4``), chosen on the
+            validation split at the end of training.
         version: mieruka version that wrote the file.
         config: The resolved training configuration.
         summary: Training summary metrics.
@@ -54,6 +56,7 @@ class ModelInfo:
     std: tuple[float, ...]
     target_layer: str
     ng_threshold: float | None = None
+    tta: str = "none"
     version: str = __version__
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)

@@ -25,12 +25,22 @@ _TRAIN_OPTIONS = [
     "balance",
     "freeze_stages",
     "ema_decay",
+    "tta",
     "seed",
     "split_seed",
     "device",
     "cache_gb",
     "max_escape",
 ]
+
+
+def _add_tta(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tta",
+        choices=("none", "flip", "d4"),
+        help="test-time augmentation: average over flips (flip: 2 views) or flips and 90° turns (d4: 8 "
+        "views); default: the model's, chosen on the validation split at training time",
+    )
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -101,6 +111,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         split=args.split,
         max_escape=args.max_escape,
         device=args.device,
+        tta=args.tta,
         progress=not args.quiet,
     )
     m = ev.metrics
@@ -126,7 +137,13 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from mieruka.predict import predict
 
     results = predict(
-        args.model, args.inputs, out=args.out, threshold=args.threshold, device=args.device, progress=not args.quiet
+        args.model,
+        args.inputs,
+        out=args.out,
+        threshold=args.threshold,
+        device=args.device,
+        tta=args.tta,
+        progress=not args.quiet,
     )
     if args.out is None:
         for r in results:
@@ -134,6 +151,74 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     else:
         ng = sum(r.verdict == "NG" for r in results)
         print(f"{len(results)} images: {len(results) - ng} OK, {ng} NG; written to {args.out}")
+
+
+def _cmd_explain(args: argparse.Namespace) -> None:
+    from mieruka.explain.run import run_explain
+
+    layers = [name for item in args.layer or [] for name in item.split(",") if name]
+    run = run_explain(
+        args.model,
+        args.inputs,
+        args.out,
+        method=args.method,
+        target=args.target,
+        split=args.split,
+        layers=layers or None,
+        normalization=args.normalize,
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    m = run.manifest
+    fast = sum(r["fast_path"] for r in m["images"])
+    print(
+        f"explained {len(m['images'])} images with {m['method']} on {', '.join(m['layers'])} "
+        f"(target: {m['target']}; closed-form fast path for {fast})"
+    )
+    print(
+        f"panels: {run.out_dir / 'panels'}; maps: {run.out_dir / 'maps.npz'}; manifest: {run.out_dir / 'manifest.json'}"
+    )
+
+
+def _cmd_audit(args: argparse.Namespace) -> None:
+    from mieruka.audit.run import AuditConfig, run_audit
+
+    cfg = AuditConfig(tolerance=args.tolerance, threshold=args.threshold)
+    methods = [m for m in args.method.split(",") if m]
+    run = run_audit(
+        args.model,
+        args.data,
+        args.out,
+        split=args.split,
+        methods=methods,
+        target=args.target,
+        config=cfg,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    print(f"{'method':<36}{'energy in':>10}{'lift':>8}{'pointing':>10}{'rank acc':>10}   (defect images; uniform)")
+    for method, groups in run.summary["methods"].items():
+        a = groups["all"]
+        if a["with_region"]:
+            u = a["baselines"]["uniform"]
+            print(
+                f"{method:<36}{a['energy_inside']:>10.3f}{a['lift']:>8.2f}{a['pointing_hit']:>10.3f}"
+                f"{a['relevance_rank']:>10.3f}   ({u['energy_inside']:.3f}, {u['pointing_hit']:.3f})"
+            )
+        print(f"  categories: {a['categories']}")
+    print(
+        f"results: {run.out_dir / 'audit.csv'}, {run.out_dir / 'summary.json'}, {run.out_dir / 'review.csv'}; "
+        f"report: {run.out_dir / 'report' / 'index.html'}"
+    )
+
+
+def _cmd_methods(args: argparse.Namespace) -> None:
+    from mieruka.explain import methods_table
+
+    print(methods_table())
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -194,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--arch", help="timm architecture (default tf_efficientnet_lite0; `mieruka archs` lists them)")
     p.add_argument("--pretrained", help="imagenet (default), none, or a .safetensors file of timm weights")
-    p.add_argument("--image-size", type=int, help="input side in pixels (default 224)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default 25)")
+    p.add_argument("--image-size", type=int, help="input side in pixels (default 256)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default 20)")
     p.add_argument("--batch-size", type=int, help="default 32")
     p.add_argument("--lr", type=float, help="peak learning rate (default 5e-4)")
     p.add_argument("--weight-decay", type=float, help="default 0.02")
@@ -203,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balance", choices=("sqrt", "sampler", "loss", "none"), help="class balancing (default sqrt)")
     p.add_argument("--freeze-stages", type=int, help="feature stages kept frozen (default 2)")
     p.add_argument("--ema-decay", type=float, help="weight averaging decay (default 0.998, 0 = off)")
+    p.add_argument(
+        "--tta",
+        choices=("auto", "none", "flip", "d4"),
+        help="test-time augmentation stored with the model: none (default), flip, d4, or auto (picked on val)",
+    )
     p.add_argument("--seed", type=int, help="seed of training (default 0)")
     p.add_argument("--split-seed", type=int, help="seed of the split when the data gives none (default 0)")
     p.add_argument(
@@ -233,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"), help="default test")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--max-escape", type=float, default=0.0, help="escape-rate target for the threshold (default 0)")
+    _add_tta(p)
     _add_common(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -245,8 +336,97 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
     p.add_argument("--out", type=Path, help="write a CSV here (else print a table)")
     p.add_argument("--threshold", type=float, help="NG-probability threshold (default: the model's)")
+    _add_tta(p)
     _add_common(p)
     p.set_defaults(func=_cmd_predict)
+
+    from mieruka.explain.methods import METHODS
+
+    p = sub.add_parser(
+        "explain",
+        help="heatmaps of where the evidence is, with the paper's input | heatmap panels",
+        description="Explain predictions with a CAM-family heatmap (red = evidence, blue = none). By default: every "
+        "validation image of DATA, the map of its true class, a panel captioned 'true: X / predicted: Y (p=…)'. "
+        "Writes DIR/panels/*.png, DIR/maps.npz (raw float16 maps), DIR/grid.png and DIR/manifest.json. Methods: "
+        + "; ".join(f"{n} ({c.paper})" for n, c in METHODS.items()),
+    )
+    p.add_argument("model", type=Path, help="model .safetensors")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="DATA_OR_IMAGES",
+        help="a data set (folder tree of the model's classes or manifest CSV) or image files/folders",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--method", default="gradcam", choices=list(METHODS), help="default gradcam")
+    p.add_argument(
+        "--target",
+        default="true",
+        help="true (default), pred, ng (evidence for rejecting), all (every class) or a class name",
+    )
+    p.add_argument(
+        "--split",
+        default="val",
+        choices=("train", "val", "test", "all"),
+        help="split of a data set to explain (default val)",
+    )
+    p.add_argument(
+        "--layer",
+        action="append",
+        metavar="NAME",
+        help="module to explain (repeatable or comma-separated; several are fused); default: the last "
+        "convolutional block",
+    )
+    p.add_argument(
+        "--normalize",
+        default="per-image",
+        choices=("per-image", "fixed"),
+        help="display scaling: per-image min–max, or one scale shared by all images",
+    )
+    p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity in the overlay (default 0.5)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    _add_common(p)
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser(
+        "audit",
+        help="is the model looking at the defect? localization metrics, triage, review list, HTML report",
+        description="For every image of a split and every method: the explained map at the original size, its "
+        "localization against the defect mask (energy inside, lift over uniform, pointing game, relevance rank "
+        "accuracy, average precision, IoU/Dice, fragmentation) beside chance baselines, and a triage category. "
+        "Writes DIR/audit.csv, DIR/summary.json, DIR/review.csv and DIR/report/index.html.",
+    )
+    p.add_argument("model", type=Path, help="model .safetensors")
+    p.add_argument("data", type=Path, help="data set with masks (folder tree or manifest CSV)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--split", default="test", choices=("train", "val", "test", "all"), help="default test")
+    p.add_argument(
+        "--method",
+        default="gradcam",
+        help="comma-separated methods, each optionally with layers: gradcam,layercam:blocks.4+blocks.5+bn2",
+    )
+    p.add_argument("--target", default="pred", help="pred (default), true, ng or a class name")
+    p.add_argument("--tolerance", type=int, default=15, help="pointing-game tolerance in pixels (default 15)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="fraction of the map's maximum above which pixels count for IoU/Dice/fragments (0.5)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--lang", choices=("en", "ja"), default="en", help="language of the HTML report")
+    _add_common(p)
+    p.set_defaults(func=_cmd_audit)
+
+    p = sub.add_parser(
+        "methods",
+        help="list the explanation methods (Markdown table)",
+        description="Print the explanation methods mieruka implements as a Markdown table: name, "
+        "paper, formula, whether it needs gradients and whether the one-forward-pass fast path "
+        "applies on a global-average-pooling + linear head.",
+    )
+    p.set_defaults(func=_cmd_methods)
 
     p = sub.add_parser(
         "info",

@@ -41,6 +41,9 @@ class TrainConfig:
         ema_decay: Decay of the exponential moving average of the weights that is validated and saved (with
             timm's warm-up, so early epochs average over fewer steps); 0 turns averaging off. Averaging steadies
             the validation curve of small data sets, so the chosen epoch is not a lucky spike.
+        tta: Test-time augmentation stored with the model for evaluate and predict: ``none`` (default, one view),
+            ``flip``, ``d4``, or ``auto``, which picks among the views the training augmentation covered the one
+            with the best validation balanced accuracy (ties go to fewer views).
         seed: Seed of weights, sampling and augmentation.
         split_seed: Seed of the stratified split when the data gives none.
         ok_classes: Classes that pass; empty means the default naming rule.
@@ -53,8 +56,8 @@ class TrainConfig:
 
     arch: str = DEFAULT_ARCH
     pretrained: str = "imagenet"
-    image_size: int = 224
-    epochs: int = 25
+    image_size: int = 256
+    epochs: int = 20
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.02
@@ -64,6 +67,7 @@ class TrainConfig:
     balance: str = "sqrt"
     freeze_stages: int = 2
     ema_decay: float = 0.998
+    tta: str = "none"
     seed: int = 0
     split_seed: int = 0
     ok_classes: tuple[str, ...] = ()
@@ -86,6 +90,7 @@ class TrainConfig:
             (self.balance in BALANCE_CHOICES, f"--balance must be one of {', '.join(BALANCE_CHOICES)}"),
             (self.freeze_stages >= 0, "--freeze-stages must not be negative"),
             (0 <= self.ema_decay < 1, "--ema-decay must lie in [0, 1)"),
+            (self.tta in ("auto", "none", "flip", "d4"), "--tta must be one of auto, none, flip, d4"),
             (self.cache_gb >= 0, "--cache-gb must not be negative"),
             (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),
         ]

@@ -22,7 +22,7 @@ from mieruka.checkpoint import ModelInfo, load_checkpoint
 from mieruka.data.dataset import Dataset, Sample, load_dataset
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError
-from mieruka.inference import predict_logits, select_device
+from mieruka.inference import predict_probs, select_device
 from mieruka.metrics import choose_threshold, classification_metrics, gate_rates, ng_probability
 
 __all__ = ["Evaluation", "evaluate", "plot_confusion"]
@@ -39,24 +39,30 @@ class Evaluation:
 
 
 def _probabilities(
-    model: torch.nn.Module, info: ModelInfo, samples: Sequence[Sample], batch_size: int, progress: bool, desc: str
+    model: torch.nn.Module,
+    info: ModelInfo,
+    samples: Sequence[Sample],
+    batch_size: int,
+    progress: bool,
+    desc: str,
+    tta: str,
 ) -> np.ndarray:
     store = ImageStore([s.image for s in samples], info.image_size, progress=progress)
     if store.bad:
         listing = "\n".join(f"  {b.path}: {b.reason}" for b in store.bad[:20])
         raise DataError(f"{len(store.bad)} image(s) cannot be read:\n{listing}")
     model = model.to(memory_format=torch.channels_last)
-    logits = predict_logits(
+    return predict_probs(
         model,
         store,
         list(range(len(samples))),
         mean=info.mean,
         std=info.std,
+        tta=tta,
         batch_size=batch_size,
         progress=progress,
         desc=desc,
     )
-    return torch.from_numpy(logits).softmax(1).numpy()
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str = "Confusion matrix") -> Path:
@@ -94,6 +100,7 @@ def evaluate(
     max_escape: float = 0.0,
     device: str = "auto",
     batch_size: int = 64,
+    tta: str | None = None,
     progress: bool = True,
 ) -> Evaluation:
     """Evaluate a trained model on one split of a data set.
@@ -106,6 +113,7 @@ def evaluate(
         max_escape: Escape-rate target used to choose the NG threshold on the validation split.
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: Images per forward pass.
+        tta: Test-time augmentation (``none``, ``flip``, ``d4``); default: the model's, chosen on validation.
         progress: Show progress bars.
     """
     model, info, _ = load_checkpoint(model_path, select_device(device))
@@ -115,7 +123,8 @@ def evaluate(
     samples = dataset.split(split)
     if not samples:
         raise DataError(f"{data}: the {split} split is empty")
-    probs = _probabilities(model, info, samples, batch_size, progress, f"evaluating {split}")
+    tta = tta or info.tta
+    probs = _probabilities(model, info, samples, batch_size, progress, f"evaluating {split}", tta)
     y_true = np.array([dataset.label_index(s) for s in samples])
     y_pred = probs.argmax(1)
     metrics: dict[str, Any] = {
@@ -127,6 +136,7 @@ def evaluate(
         "classes": list(info.classes),
         "verdicts": dict(info.verdicts),
         "images": len(samples),
+        "tta": tta,
     }
     metrics.update(classification_metrics(y_true, y_pred, info.classes))
 
@@ -139,7 +149,7 @@ def evaluate(
 
     val = dataset.split("val")
     if split != "val" and val:
-        p_val = ng_probability(_probabilities(model, info, val, batch_size, progress, "calibrating on val"), ng)
+        p_val = ng_probability(_probabilities(model, info, val, batch_size, progress, "calibrating on val", tta), ng)
         is_ng_val = np.array([info.verdicts[s.label] == "NG" for s in val])
         threshold_source = "val"
     else:

@@ -11,7 +11,10 @@ from tqdm.auto import tqdm
 
 from mieruka.data.store import ImageStore, normalize
 
-__all__ = ["predict_logits", "select_device"]
+__all__ = ["TTA_CHOICES", "predict_logits", "predict_probs", "select_device", "tta_views"]
+
+TTA_CHOICES = ("none", "flip", "d4")
+"""Test-time augmentation: no extra view, a horizontal flip (2 views), or the 8 flips and 90° turns of the square."""
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -45,6 +48,49 @@ def predict_logits(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(x)
         outs.append(logits.float().cpu())
+    if not outs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(outs).numpy()
+
+
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """The views of a (B, C, S, S) batch that ``tta`` averages over (the identity first)."""
+    if tta == "none":
+        return [x]
+    if tta == "flip":
+        return [x, x.flip(3)]
+    if tta == "d4":
+        turns = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
+        return turns + [t.flip(3) for t in turns]
+    raise ValueError(f"--tta {tta!r}: choose one of {', '.join(TTA_CHOICES)}")
+
+
+@torch.inference_mode()
+def predict_probs(
+    model: nn.Module,
+    store: ImageStore,
+    indices: Sequence[int],
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    tta: str = "none",
+    batch_size: int = 64,
+    progress: bool = False,
+    desc: str = "predicting",
+) -> np.ndarray:
+    """Class probabilities (N, K), the softmax averaged over the ``tta`` views. The model must be in eval mode."""
+    device = next(model.parameters()).device
+    outs = []
+    for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
+        batch = store.get(indices[start : start + batch_size]).to(device, non_blocking=True)
+        x = normalize(batch, mean, std)
+        views = tta_views(x, tta)
+        probs = torch.zeros(x.shape[0], 0)
+        for v in views:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                p = model(v.contiguous(memory_format=torch.channels_last)).float().softmax(1).cpu()
+            probs = p if probs.numel() == 0 else probs + p
+        outs.append(probs / len(views))
     if not outs:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(outs).numpy()

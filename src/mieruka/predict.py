@@ -14,7 +14,7 @@ from mieruka.checkpoint import load_checkpoint
 from mieruka.data.images import IMAGE_EXTENSIONS
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError
-from mieruka.inference import predict_logits, select_device
+from mieruka.inference import predict_probs, select_device
 from mieruka.metrics import ng_probability
 
 __all__ = ["Prediction", "collect_images", "predict"]
@@ -65,9 +65,10 @@ def predict(
     threshold: float | None = None,
     device: str = "auto",
     batch_size: int = 64,
+    tta: str | None = None,
     progress: bool = True,
 ) -> list[Prediction]:
-    """Class, probability and verdict of every image.
+    """Class, probability and verdict of every image (``tta`` default: the model's, chosen on validation).
 
     The verdict is NG when the NG probability reaches ``threshold`` (default: the threshold chosen on the validation
     split at training time, else 0.5).
@@ -79,10 +80,16 @@ def predict(
         listing = "\n".join(f"  {b.path}: {b.reason}" for b in store.bad[:20])
         raise DataError(f"{len(store.bad)} image(s) cannot be read:\n{listing}")
     model = model.to(memory_format=torch.channels_last)
-    logits = predict_logits(
-        model, store, list(range(len(paths))), mean=info.mean, std=info.std, batch_size=batch_size, progress=progress
+    probs = predict_probs(
+        model,
+        store,
+        list(range(len(paths))),
+        mean=info.mean,
+        std=info.std,
+        tta=tta or info.tta,
+        batch_size=batch_size,
+        progress=progress,
     )
-    probs = torch.from_numpy(logits).softmax(1).numpy()
     p_ng = ng_probability(probs, info.ng_classes)
     t = threshold if threshold is not None else info.ng_threshold if info.ng_threshold is not None else 0.5
     top = probs.argmax(1)

@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,9 @@ from mieruka.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from mieruka.config import TrainConfig
 from mieruka.data.dataset import Sample, load_dataset
 from mieruka.data.images import image_size
-from mieruka.data.store import BadFile, ImageStore, normalize
+from mieruka.data.store import BadFile, ImageStore, normalize, scan_images
 from mieruka.errors import DataError, MierukaError
-from mieruka.inference import predict_logits, select_device
+from mieruka.inference import predict_logits, predict_probs, select_device
 from mieruka.metrics import choose_threshold, classification_metrics, ng_probability
 from mieruka.models import build_model, feature_layer, load_pretrained, normalization_for
 
@@ -149,11 +149,10 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def _mask_problems(samples: Sequence[Sample], store: ImageStore) -> list[BadFile]:
+def _mask_problems(samples: Sequence[Sample], sizes: Sequence[tuple[int, int]], bad_images: set[Path]) -> list[BadFile]:
     """Masks that are missing, unreadable, or of another size than their image (both files named)."""
-    bad_images = {b.path for b in store.bad}
     problems = []
-    for sample, (h, w) in zip(samples, store.sizes, strict=True):
+    for sample, (h, w) in zip(samples, sizes, strict=True):
         if sample.mask is None or sample.image in bad_images:
             continue
         try:
@@ -172,9 +171,15 @@ def _mask_problems(samples: Sequence[Sample], store: ImageStore) -> list[BadFile
     return problems
 
 
-def _preflight(samples: Sequence[Sample], store: ImageStore, cfg: TrainConfig, run: Path) -> set[Path]:
-    """Stop (or, with ``skip_bad``, report) before training when any image or mask cannot be used."""
-    bad = [*store.bad, *_mask_problems(samples, store)]
+def _preflight(
+    samples: Sequence[Sample],
+    sizes: Sequence[tuple[int, int]],
+    unreadable: Sequence[BadFile],
+    cfg: TrainConfig,
+    run: Path,
+) -> set[Path]:
+    """Stop (or, with ``skip_bad``, report) before training when any image or mask of any split cannot be used."""
+    bad = [*unreadable, *_mask_problems(samples, sizes, {b.path for b in unreadable})]
     if not bad:
         return set()
     listing = "\n".join(f"  {b.path}: {b.reason}" for b in bad[:20])
@@ -233,7 +238,12 @@ def train(
     store = ImageStore(
         [s.image for s in samples], cfg.image_size, cache_bytes=int(cfg.cache_gb * (1 << 30)), progress=progress
     )
-    bad = _preflight(samples, store, cfg, run)
+    # Test images are not trained on, but a bad one would only surface at evaluation: check them now, uncached.
+    test_samples = dataset.split("test")
+    _, test_sizes, test_bad = scan_images(
+        [s.image for s in test_samples], cfg.image_size, keep=False, desc="checking test images", progress=progress
+    )
+    bad = _preflight([*samples, *test_samples], [*store.sizes, *test_sizes], [*store.bad, *test_bad], cfg, run)
     train_idx = np.array([i for i, s in enumerate(train_samples) if s.image not in bad], dtype=np.int64)
     val_idx = np.array([len(train_samples) + i for i, s in enumerate(val_samples) if s.image not in bad])
     labels = np.array([dataset.label_index(s) for s in samples], dtype=np.int64)
@@ -384,8 +394,16 @@ def train(
     # Final model: the best epoch's weights, with the NG threshold calibrated on the validation split.
     best, _, _ = load_checkpoint(run / "model.safetensors", device)
     best = best.to(memory_format=torch.channels_last)
-    logits_val = predict_logits(best, store, val_idx.tolist(), mean=mean, std=std)
-    probs = torch.from_numpy(logits_val).softmax(1).numpy()
+    y_val = labels[val_idx]
+    tta_scores: dict[str, float] = {}
+    probs_by_tta: dict[str, np.ndarray] = {}
+    for tta in _tta_candidates(cfg):
+        probs_by_tta[tta] = predict_probs(best, store, val_idx.tolist(), mean=mean, std=std, tta=tta)
+        tta_scores[tta] = classification_metrics(y_val, probs_by_tta[tta].argmax(1), dataset.classes)[
+            "balanced_accuracy"
+        ]
+    chosen = max(tta_scores, key=lambda k: (tta_scores[k], -list(tta_scores).index(k)))
+    probs = probs_by_tta[chosen]
     is_ng = np.array([dataset.verdicts[dataset.classes[i]] == "NG" for i in labels[val_idx]])
     info = info_for(
         {
@@ -393,10 +411,11 @@ def train(
             **_rounded(history[best_epoch - 1]),
             "train_images": len(train_idx),
             "val_images": len(val_idx),
+            "val_balanced_accuracy_by_tta": {k: round(v, 6) for k, v in tta_scores.items()},
         }
     )
     threshold = choose_threshold(ng_probability(probs, info.ng_classes), is_ng, cfg.max_escape)
-    save_checkpoint(run / "model.safetensors", best, info_for(info.summary, threshold))
+    save_checkpoint(run / "model.safetensors", best, replace(info_for(info.summary, threshold), tta=chosen))
     return TrainResult(
         run_dir=run,
         model_path=run / "model.safetensors",
@@ -404,6 +423,19 @@ def train(
         best_val_balanced_accuracy=best_score,
         history=tuple(history),
     )
+
+
+def _tta_candidates(cfg: TrainConfig) -> list[str]:
+    """Test-time views worth trying: only those the training augmentation taught the model to see."""
+    if cfg.tta != "auto":
+        return [cfg.tta]
+    aug = cfg.augment
+    out = ["none"]
+    if aug.hflip:
+        out.append("flip")
+    if aug.hflip and aug.vflip and aug.rot90:
+        out.append("d4")
+    return out
 
 
 def _rounded(row: dict[str, float]) -> dict[str, float]:

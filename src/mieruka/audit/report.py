@@ -1,0 +1,248 @@
+"""The audit's HTML report: one self-contained folder that opens offline (no CDN, no server).
+
+``DIR/report/index.html`` shows the summary figures, the confusion matrix, the OK/NG gate, per-class tables, the
+localization summary by class and method beside chance baselines, and a gallery of input | heatmap panels grouped by
+triage category (thumbnails that open full size, filters by class and category). English or Japanese (``lang``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mieruka._io import atomic_write
+from mieruka.metrics import classification_metrics, gate_rates
+
+__all__ = ["TEXT", "write_report"]
+
+TEXT: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "mieruka audit",
+        "summary": "Summary",
+        "images": "images",
+        "accuracy": "accuracy",
+        "balanced": "balanced accuracy",
+        "escape": "escape rate (NG passed)",
+        "overkill": "overkill rate (OK rejected)",
+        "confusion": "Confusion matrix",
+        "true": "true",
+        "predicted": "predicted",
+        "per_class": "Per class",
+        "class": "class",
+        "precision": "precision",
+        "recall": "recall",
+        "support": "images",
+        "localization": "Localization on images with a defect region",
+        "method": "method",
+        "energy": "energy inside",
+        "lift": "lift",
+        "pointing": "pointing game",
+        "rank": "rank accuracy",
+        "ap": "AP",
+        "uniform": "uniform map",
+        "random": "random map",
+        "centre": "centre",
+        "gallery": "Gallery",
+        "all": "all",
+        "category": "category",
+        "review": "Review list (top 50)",
+        "reasons": "reasons",
+        "correct_on_target": "correct, on the defect",
+        "correct_off_target": "correct, off the defect (right for the wrong reason)",
+        "wrong_off_target": "wrong, attention off the defect",
+        "wrong_fragmented": "wrong, attention fragmented",
+        "wrong_on_target": "wrong although on the defect (class confusion)",
+        "no_region": "no region known",
+        "caption": "true: {t} / predicted: {p} (p={q})",
+    },
+    "ja": {
+        "title": "mieruka 監査レポート",
+        "summary": "概要",
+        "images": "画像数",
+        "accuracy": "正解率",
+        "balanced": "バランス正解率",
+        "escape": "見逃し率（NG を合格）",
+        "overkill": "過検出率（OK を不合格）",
+        "confusion": "混同行列",
+        "true": "正解",
+        "predicted": "予測",
+        "per_class": "クラス別",
+        "class": "クラス",
+        "precision": "適合率",
+        "recall": "再現率",
+        "support": "画像数",
+        "localization": "欠陥領域のある画像での位置の一致",
+        "method": "手法",
+        "energy": "領域内エネルギー",
+        "lift": "一様比",
+        "pointing": "ポインティング",
+        "rank": "順位正解率",
+        "ap": "AP",
+        "uniform": "一様マップ",
+        "random": "ランダム",
+        "centre": "中心",
+        "gallery": "ギャラリー",
+        "all": "すべて",
+        "category": "分類",
+        "review": "確認リスト（上位 50）",
+        "reasons": "理由",
+        "correct_on_target": "正解・欠陥を注視",
+        "correct_off_target": "正解・欠陥外を注視（誤った理由で正解）",
+        "wrong_off_target": "不正解・欠陥外を注視",
+        "wrong_fragmented": "不正解・注視が分散",
+        "wrong_on_target": "不正解・欠陥を注視（クラスの混同）",
+        "no_region": "領域情報なし",
+        "caption": "正解: {t} / 予測: {p} (p={q})",
+    },
+}
+
+_CSS = """
+body{font-family:'IPAexGothic','Noto Sans CJK JP',sans-serif;margin:24px;color:#222}
+table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}.figs{display:flex;gap:24px;flex-wrap:wrap}
+.fig{border:1px solid #ddd;padding:8px 14px;border-radius:6px}.fig b{font-size:1.6em;display:block}
+.gallery{display:flex;flex-wrap:wrap;gap:8px}.card{width:220px;font-size:12px}
+.card img{width:220px;height:auto;border:1px solid #ccc}h3{margin-top:18px}.hidden{display:none}
+"""
+
+_JS = """
+function applyFilter(){const c=document.getElementById('f-class').value,k=document.getElementById('f-cat').value,
+m=document.getElementById('f-method').value;document.querySelectorAll('.card').forEach(e=>{const ok=
+(c==='*'||e.dataset.cls===c)&&(k==='*'||e.dataset.cat===k)&&(m==='*'||e.dataset.method===m);
+e.classList.toggle('hidden',!ok)});document.querySelectorAll('.group').forEach(g=>{g.classList.toggle('hidden',
+!g.querySelector('.card:not(.hidden)'))})}
+document.addEventListener('DOMContentLoaded',()=>{['f-class','f-cat','f-method'].forEach(i=>
+document.getElementById(i).addEventListener('change',applyFilter))});
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
+def write_report(
+    out_dir: Path,
+    rows: Sequence[dict[str, Any]],
+    summary: dict[str, Any],
+    classes: Sequence[str],
+    verdicts: dict[str, str],
+    panels: dict[tuple[str, str], tuple[str, str]],
+    review: Sequence[Any],
+    lang: str = "en",
+) -> Path:
+    """Write ``out_dir/report/index.html``; ``panels`` maps (image, method) → (thumbnail, full) paths relative
+    to the report folder."""
+    if lang not in TEXT:
+        raise ValueError(f"--lang {lang!r}: choose en or ja")
+    t = TEXT[lang]
+    report = out_dir / "report"
+    one = [r for r in rows if r["method"] == rows[0]["method"]]  # classification is the same for every method
+    y_true = [classes.index(r["true"]) for r in one]
+    y_pred = [classes.index(r["predicted"]) for r in one]
+    cls = classification_metrics(y_true, y_pred, classes)
+    gate = gate_rates(
+        np.array([r["true_verdict"] == "NG" for r in one]), np.array([r["predicted_verdict"] == "NG" for r in one])
+    )
+    parts = [
+        f"<!doctype html><html lang='{lang}'><head><meta charset='utf-8'><title>{_e(t['title'])}</title>"
+        f"<style>{_CSS}</style><script>{_JS}</script></head><body><h1>{_e(t['title'])}</h1>"
+    ]
+    parts.append(f"<h2>{t['summary']}</h2><div class='figs' id='figures'>")
+    for label, value in (
+        (t["images"], str(len(one))),
+        (t["accuracy"], _pct(cls["accuracy"])),
+        (t["balanced"], _pct(cls["balanced_accuracy"])),
+        (t["escape"], _pct(gate["escape_rate"])),
+        (t["overkill"], _pct(gate["overkill_rate"])),
+    ):
+        parts.append(f"<div class='fig'><b>{_e(value)}</b>{_e(label)}</div>")
+    parts.append("</div>")
+    cm = cls["confusion_matrix"]
+    parts.append(
+        f"<h2>{t['confusion']}</h2><table id='confusion'><tr><th>{t['true']} \\ {t['predicted']}</th>"
+        + "".join(f"<th>{_e(c)}</th>" for c in classes)
+        + "</tr>"
+    )
+    for i, c in enumerate(classes):
+        parts.append(f"<tr><td>{_e(c)} ({verdicts[c]})</td>" + "".join(f"<td>{v}</td>" for v in cm[i]) + "</tr>")
+    parts.append("</table>")
+    parts.append(
+        f"<h2>{t['per_class']}</h2><table><tr><th>{t['class']}</th><th>{t['precision']}</th>"
+        f"<th>{t['recall']}</th><th>F1</th><th>{t['support']}</th></tr>"
+    )
+    for c in classes:
+        pc = cls["per_class"][c]
+        parts.append(
+            f"<tr><td>{_e(c)}</td><td>{pc['precision']:.3f}</td><td>{pc['recall']:.3f}</td>"
+            f"<td>{pc['f1']:.3f}</td><td>{pc['support']}</td></tr>"
+        )
+    parts.append("</table>")
+    parts.append(
+        f"<h2>{t['localization']}</h2><table id='localization'><tr><th>{t['method']}</th>"
+        f"<th>{t['class']}</th><th>n</th><th>{t['energy']}</th><th>{t['lift']}</th><th>{t['pointing']}</th>"
+        f"<th>{t['rank']}</th><th>{t['ap']}</th><th>{t['energy']} ({t['uniform']})</th>"
+        f"<th>{t['pointing']} ({t['uniform']})</th><th>{t['pointing']} ({t['centre']})</th></tr>"
+    )
+    for method, groups in summary["methods"].items():
+        for name in ["all", *classes]:
+            g = groups.get(name)
+            if not g or not g["with_region"]:
+                continue
+            b = g["baselines"]
+            parts.append(
+                f"<tr><td>{_e(method)}</td><td>{_e(t['all'] if name == 'all' else name)}</td><td>{g['with_region']}"
+                f"</td><td>{g['energy_inside']:.3f}</td><td>{g['lift']:.2f}</td><td>{g['pointing_hit']:.3f}</td>"
+                f"<td>{g['relevance_rank']:.3f}</td><td>{g['average_precision']:.3f}</td>"
+                f"<td>{b['uniform']['energy_inside']:.3f}</td><td>{b['uniform']['pointing_hit']:.3f}</td>"
+                f"<td>{b['centre']['pointing_hit']:.3f}</td></tr>"
+            )
+    parts.append("</table>")
+    methods = list(summary["methods"])
+    parts.append(
+        f"<h2>{t['gallery']}</h2><p>{t['class']} <select id='f-class'><option value='*'>{t['all']}</option>"
+        + "".join(f"<option value='{_e(c)}'>{_e(c)}</option>" for c in classes)
+        + f"</select> {t['category']} <select id='f-cat'><option value='*'>{t['all']}</option>"
+        + "".join(f"<option value='{k}'>{_e(t[k])}</option>" for k in summary["categories"])
+        + f"</select> {t['method']} <select id='f-method'><option value='*'>{t['all']}</option>"
+        + "".join(f"<option value='{_e(m)}'>{_e(m)}</option>" for m in methods)
+        + "</select></p>"
+    )
+    for cat in summary["categories"]:
+        members = [r for r in rows if r["category"] == cat]
+        if not members:
+            continue
+        parts.append(f"<div class='group' data-cat='{cat}'><h3>{_e(t[cat])} ({len(members)})</h3><div class='gallery'>")
+        for r in members:
+            thumb, full = panels[(r["image"], r["method"])]
+            cap = t["caption"].format(t=r["true"], p=r["predicted"], q=f"{r['probability']:.2f}")
+            parts.append(
+                f"<div class='card' data-cls='{_e(r['true'])}' data-cat='{cat}' "
+                f"data-method='{_e(r['method'])}'><a href='{_e(full)}'><img loading='lazy' "
+                f"src='{_e(thumb)}' alt='{_e(cap)}'></a><br>{_e(cap)}<br>{_e(r['method'])}</div>"
+            )
+        parts.append("</div></div>")
+    parts.append(
+        f"<h2>{t['review']}</h2><table id='review'><tr><th>#</th><th>image</th><th>{t['method']}</th>"
+        f"<th>{t['true']}</th><th>{t['predicted']}</th><th>{t['reasons']}</th></tr>"
+    )
+    for row in review[:50]:
+        parts.append(
+            f"<tr><td>{row[0]}</td><td>{_e(Path(row[1]).name)}</td><td>{_e(row[2])}</td><td>{_e(row[3])}"
+            f"</td><td>{_e(row[4])}</td><td style='text-align:left'>{_e(row[8])}</td></tr>"
+        )
+    parts.append("</table>")
+    parts.append(
+        f"<script type='application/json' id='summary-data'>{json.dumps(summary, ensure_ascii=False)}"
+        "</script></body></html>"
+    )
+    text = "\n".join(parts)
+    return atomic_write(report / "index.html", lambda p: p.write_text(text, encoding="utf-8"))

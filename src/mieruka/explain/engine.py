@@ -1,0 +1,338 @@
+"""One entry point, :func:`explain`: scores, probabilities and heatmaps for a batch, exact and fast.
+
+Two paths give the same numbers (tested to 1e-5):
+
+* **fast path** — when the explained layer is the model's final feature map and the head is global average pooling
+  followed by one linear layer (detected from timm's ``forward_features``/``forward_head`` surface and *checked*
+  numerically on the batch itself), ∂y/∂A = (∂y/∂logits · W) / Z at every position. One forward pass, no backward
+  through the network, and every class's map from a single matrix product.
+* **general path** — one forward pass and one backward pass per target, with gradients taken to the hooked layers
+  only (``torch.autograd.grad``), never to the parameters.
+
+The caller's model is left exactly as it was: mode, parameter gradients, ``requires_grad`` flags and hooks, also when
+an exception is raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mieruka.explain.methods import METHODS, CAMMethod, EigenCAM, ScoreCAM
+from mieruka.explain.targets import ClassTarget, PredictedClass, Target
+
+__all__ = ["Explanation", "explain", "fast_path_head", "preserved"]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What :func:`explain` returns. Tensors stay on the model's device.
+
+    Attributes:
+        method: Method name.
+        layers: Explained layer names.
+        logits: (B, C) class scores.
+        probs: (B, C) softmax probabilities.
+        maps: (B, T, H, W) heatmaps at the input tensor's size, before display normalization (≥ 0).
+        class_indices: (B, T) the class each map explains, or -1 where the target is not one class.
+        fast_path: Whether the closed-form gradient was used.
+    """
+
+    method: str
+    layers: tuple[str, ...]
+    logits: torch.Tensor
+    probs: torch.Tensor
+    maps: torch.Tensor
+    class_indices: torch.Tensor
+    fast_path: bool
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode for the block, then restore every module's mode and every parameter's ``.grad``
+    and ``requires_grad`` exactly, whatever happens inside."""
+    modes = [(m, m.training) for m in model.modules()]
+    params = [(p, p.grad, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, grad, requires in params:
+            p.grad = grad
+            p.requires_grad_(requires)
+
+
+@contextlib.contextmanager
+def _capture(model: nn.Module, layers: Sequence[str], differentiable: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """Forward hooks that keep each layer's output; removed on exit, exceptions included."""
+    modules = dict(model.named_modules())
+    missing = [name for name in layers if name not in modules]
+    if missing:
+        raise ValueError(f"--layer {', '.join(missing)}: no such module in the model")
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def fn(_module: nn.Module, _inp: object, out: torch.Tensor) -> torch.Tensor | None:
+            if differentiable and not out.requires_grad:
+                # Nothing before this layer needs a gradient (frozen or inference-only weights): start the graph here.
+                out = out.detach().requires_grad_(True)
+                store[name] = out
+                return out
+            store[name] = out
+            return None
+
+        return fn
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def fast_path_head(model: nn.Module) -> nn.Linear | None:
+    """The model's linear classifier if its head is (structurally) global average pooling + one linear layer."""
+    if not all(hasattr(model, a) for a in ("forward_features", "forward_head", "get_classifier")):
+        return None
+    pool = getattr(model, "global_pool", None)
+    head = model.get_classifier()  # type: ignore[operator]
+    if not isinstance(head, nn.Linear) or pool is None:
+        return None
+    if getattr(pool, "pool_type", None) != "avg" and not isinstance(pool, nn.AdaptiveAvgPool2d):
+        return None
+    if any(
+        isinstance(m, nn.Module) and m is not head and m is not pool and list(m.parameters())
+        for m in _head_modules(model)
+    ):
+        return None
+    return head
+
+
+def _head_modules(model: nn.Module) -> list[nn.Module]:
+    # timm heads live in attributes such as head_drop / fc_norm / head; the parameter-carrying ones must be absent
+    names = ("fc_norm", "head_drop", "head", "norm_pre_logits", "pre_logits")
+    return [getattr(model, n) for n in names if isinstance(getattr(model, n, None), nn.Module)]
+
+
+def _targets_for(targets: Sequence[Target] | str, num_classes: int) -> list[Target]:
+    if isinstance(targets, str):
+        if targets != "all":
+            raise ValueError(f"targets {targets!r}: give target callables or 'all'")
+        return [ClassTarget(k) for k in range(num_classes)]
+    return list(targets) or [PredictedClass()]
+
+
+def _class_indices(targets: Sequence[Target], logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    cols = []
+    for t in targets:
+        idx = getattr(t, "indices", None)
+        cols.append(idx(logits, labels) if idx is not None else torch.full_like(logits[:, 0], -1, dtype=torch.long))
+    return torch.stack(cols, 1)  # (B, T)
+
+
+def _logit_grads(targets: Sequence[Target], logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """∂target/∂logits (B, T, C); one-hot for class targets, autograd on the small logits tensor otherwise."""
+    out = []
+    for t in targets:
+        idx = getattr(t, "indices", None)
+        if idx is not None:
+            out.append(F.one_hot(idx(logits, labels), logits.shape[1]).to(logits.dtype))
+            continue
+        with torch.inference_mode(False), torch.enable_grad():
+            lg = logits.detach().clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(t(lg, labels).sum(), lg)
+        out.append(g)
+    return torch.stack(out, 1)
+
+
+def _normalize_each(maps: torch.Tensor) -> torch.Tensor:
+    """Min–max scale every (h, w) map to [0, 1] (constant maps become 0)."""
+    flat = maps.flatten(-2)
+    lo, hi = flat.min(-1, keepdim=True).values, flat.max(-1, keepdim=True).values
+    return ((flat - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))).view_as(maps)
+
+
+def explain(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    method: str | CAMMethod = "gradcam",
+    targets: Sequence[Target] | str = (),
+    layers: Sequence[str] | None = None,
+    labels: torch.Tensor | None = None,
+    allow_fast_path: bool = True,
+    score_batch_size: int = 64,
+) -> Explanation:
+    """Explain a batch.
+
+    Args:
+        model: A classifier (timm models get the fast path when their head allows it).
+        x: (B, 3, H, W) normalized input on the model's device.
+        method: A name from :data:`~mieruka.explain.methods.METHODS` or a method instance.
+        targets: Target callables (default: the predicted class), or ``"all"`` for every class.
+        layers: Module names to explain (default: the module producing ``forward_features``); several layers are
+            fused as the mean of their per-layer min–max scaled maps.
+        labels: (B,) true class indices, needed by :class:`~mieruka.explain.targets.TrueClass`.
+        allow_fast_path: Use the closed-form gradient when the head allows it (the result is the same).
+        score_batch_size: Masked inputs per forward pass for Score-CAM.
+    """
+    cam = METHODS[method]() if isinstance(method, str) else method
+    final_layer = _feature_layer(model)
+    layer_names = tuple(layers) if layers else (final_layer,)
+    with preserved(model):
+        num_classes = _num_classes(model, x)
+        tlist = _targets_for(targets, num_classes)
+        head = fast_path_head(model) if allow_fast_path and not isinstance(cam, ScoreCAM) else None
+        if head is not None and layer_names == (final_layer,):
+            result = _fast(model, head, cam, x, tlist, layer_names, labels)
+            if result is not None:
+                return result
+        return _general(model, cam, x, tlist, layer_names, labels, score_batch_size)
+
+
+_FEATURE_LAYERS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def _feature_layer(model: nn.Module) -> str:
+    """:func:`mieruka.models.feature_layer`, traced once per model object (it costs a forward pass)."""
+    from mieruka.models import feature_layer
+
+    if model not in _FEATURE_LAYERS:
+        _FEATURE_LAYERS[model] = feature_layer(model)
+    return _FEATURE_LAYERS[model]
+
+
+def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None  # type: ignore[operator]
+    if isinstance(head, nn.Linear):
+        return head.out_features
+    with torch.inference_mode():
+        return int(model(x[:1]).shape[1])
+
+
+def _finish(cam: CAMMethod, per_layer: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Resize (B, T, h, w) maps to the input size; several layers are each min–max scaled at their own resolution,
+    resized, and averaged (LayerCAM's fusion, in the order pytorch-grad-cam uses)."""
+    size = x.shape[-2:]
+    if len(per_layer) == 1:
+        return F.interpolate(per_layer[0], size=size, mode="bilinear", align_corners=False)
+    ups = [F.interpolate(_normalize_each(m), size=size, mode="bilinear", align_corners=False) for m in per_layer]
+    return torch.stack(ups).mean(0)
+
+
+def _fast(
+    model: nn.Module,
+    head: nn.Linear,
+    cam: CAMMethod,
+    x: torch.Tensor,
+    targets: Sequence[Target],
+    layer_names: tuple[str, ...],
+    labels: torch.Tensor | None,
+) -> Explanation | None:
+    with torch.inference_mode():
+        feats = model.forward_features(x)  # type: ignore[operator]  # (B, K, h, w)
+        logits = model.forward_head(feats)  # type: ignore[operator]  # (B, C)
+        # The shape the closed form needs, checked on this very batch: logits == W · mean(A) + b.
+        expected = F.linear(feats.mean(dim=(2, 3)), head.weight, head.bias)
+        if not torch.allclose(logits.float(), expected.float(), rtol=1e-4, atol=1e-4 * float(expected.abs().max())):
+            return None
+        class_idx = _class_indices(targets, logits, labels)
+        if isinstance(cam, EigenCAM):
+            maps = cam.project(feats)[:, None].expand(-1, len(targets), -1, -1)
+        else:
+            z = feats.shape[2] * feats.shape[3]
+            dlogits = _logit_grads(targets, logits, labels)  # (B, T, C)
+            grads = (dlogits @ head.weight.to(dlogits.dtype) / z)[..., None, None]  # (B, T, K, 1, 1)
+            maps = cam.combine(feats, grads)  # (B, T, h, w)
+        out = _finish(cam, [maps], x)
+        return Explanation(
+            method=cam.name,
+            layers=layer_names,
+            logits=logits,
+            probs=logits.softmax(1),
+            maps=out,
+            class_indices=class_idx,
+            fast_path=True,
+        )
+
+
+def _general(
+    model: nn.Module,
+    cam: CAMMethod,
+    x: torch.Tensor,
+    targets: Sequence[Target],
+    layer_names: tuple[str, ...],
+    labels: torch.Tensor | None,
+    score_batch_size: int,
+) -> Explanation:
+    needs_grad = cam.uses_gradients
+    with torch.inference_mode(False), torch.set_grad_enabled(needs_grad):
+        x_in = x.clone() if x.is_inference() else x
+        with _capture(model, layer_names, differentiable=needs_grad) as acts:
+            logits = model(x_in)  # (B, C)
+        class_idx = _class_indices(targets, logits.detach(), labels)
+        per_layer: list[torch.Tensor] = []
+        if needs_grad:
+            grads_by_layer: dict[str, list[torch.Tensor]] = {n: [] for n in layer_names}
+            for i, t in enumerate(targets):
+                score = t(logits, labels).sum()  # images are independent in eval mode: ∂Σ/∂A_b = ∂y_b/∂A_b
+                gs = torch.autograd.grad(score, [acts[n] for n in layer_names], retain_graph=i < len(targets) - 1)
+                for n, g in zip(layer_names, gs, strict=True):
+                    grads_by_layer[n].append(g)
+            for n in layer_names:
+                grads = torch.stack(grads_by_layer[n], 1)  # (B, T, K, h, w)
+                per_layer.append(cam.combine(acts[n].detach(), grads))
+        elif isinstance(cam, EigenCAM):
+            per_layer = [cam.project(acts[n].detach())[:, None].expand(-1, len(targets), -1, -1) for n in layer_names]
+        elif isinstance(cam, ScoreCAM):
+            for n in layer_names:
+                a = acts[n].detach()
+                w = _score_weights(cam, x_in.detach(), a, class_idx, targets, model, score_batch_size)
+                per_layer.append(F.relu(torch.einsum("btk,bkhw->bthw", w, a)))
+        else:
+            raise ValueError(f"method {cam.name}: no general computation")
+        logits = logits.detach()
+        out = _finish(cam, per_layer, x)
+    return Explanation(
+        method=cam.name,
+        layers=layer_names,
+        logits=logits,
+        probs=logits.softmax(1),
+        maps=out,
+        class_indices=class_idx,
+        fast_path=False,
+    )
+
+
+def _score_weights(
+    cam: ScoreCAM,
+    x: torch.Tensor,
+    acts: torch.Tensor,
+    class_idx: torch.Tensor,
+    targets: Sequence[Target],
+    model: nn.Module,
+    batch_size: int,
+) -> torch.Tensor:
+    """Score-CAM weights (B, T, K): each image's masked copies are scored on that image's target classes."""
+    out = []
+    with torch.no_grad():
+        for i in range(x.shape[0]):
+
+            def score(inp: torch.Tensor, i: int = i) -> torch.Tensor:
+                lg = model(inp)  # (n, C)
+                cols = [
+                    lg[:, int(c)] if int(c) >= 0 else t(lg, None) for c, t in zip(class_idx[i], targets, strict=True)
+                ]
+                return torch.stack(cols, 1)  # (n, T)
+
+            out.append(cam.score_weights(x[i : i + 1], acts[i : i + 1], score, batch_size)[0])
+    return torch.stack(out)

@@ -1,0 +1,136 @@
+"""Pictures of explanations: heatmap overlays and the paper's "input | visualization" panels.
+
+Display normalization is explicit and separate from the maps: ``per-image`` min–max scaling (each map uses the full
+colour range) or a ``fixed`` scale shared by all images (colours comparable between parts). Colours follow the jet
+map: red where the evidence is, blue where it is not.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+from mieruka.fonts import cjk_font_path
+
+__all__ = ["colorize", "grid", "normalize_for_display", "overlay", "panel", "to_original_size"]
+
+
+def normalize_for_display(maps: torch.Tensor, mode: str = "per-image", vmax: float | None = None) -> torch.Tensor:
+    """Scale maps (…, H, W) to [0, 1].
+
+    Args:
+        maps: Non-negative heatmaps.
+        mode: ``per-image`` (min–max of each map) or ``fixed`` (divide by ``vmax``, shared across maps).
+        vmax: The shared scale for ``fixed`` (default: the largest value among ``maps``).
+    """
+    if mode == "per-image":
+        flat = maps.flatten(-2)
+        lo, hi = flat.min(-1, keepdim=True).values, flat.max(-1, keepdim=True).values
+        return ((flat - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))).view_as(maps)
+    if mode == "fixed":
+        scale = float(maps.max()) if vmax is None else float(vmax)
+        return (maps / scale).clamp(0, 1) if scale > 0 else torch.zeros_like(maps)
+    raise ValueError(f"--normalize {mode!r}: choose per-image or fixed")
+
+
+def to_original_size(heat: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of one (h, w) map to the original image's (H, W)."""
+    return F.interpolate(heat[None, None].float(), size=size_hw, mode="bilinear", align_corners=False)[0, 0]
+
+
+@functools.cache
+def _jet_lut() -> np.ndarray:
+    from matplotlib import colormaps
+
+    return (colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)  # (256, 3)
+
+
+def colorize(heat: np.ndarray) -> np.ndarray:
+    """(H, W) values in [0, 1] → (H, W, 3) uint8 jet colours (blue = 0, red = 1)."""
+    idx = np.clip(np.asarray(heat, dtype=np.float32) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return _jet_lut()[idx]
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Alpha-blend the jet-coloured ``heat`` (H, W) in [0, 1] over ``image`` (H, W, 3) uint8."""
+    if image.shape[:2] != heat.shape:
+        raise ValueError(f"heatmap {heat.shape} and image {image.shape[:2]} differ in size; resize the map first")
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(heat).astype(np.float32)
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+@functools.cache
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    path = cjk_font_path()
+    return ImageFont.truetype(str(path), size) if path else ImageFont.load_default()
+
+
+def _colorbar(height: int, width: int = 14) -> Image.Image:
+    ramp = np.linspace(1, 0, height)[:, None].repeat(width, 1)
+    return Image.fromarray(colorize(ramp))
+
+
+def panel(
+    image: np.ndarray, heat: np.ndarray, caption: str, *, alpha: float = 0.5, height: int = 256, colorbar: bool = True
+) -> Image.Image:
+    """The paper's figure for one image: input on the left, overlay on the right, caption below.
+
+    Args:
+        image: (H, W, 3) uint8 original image.
+        heat: (H, W) display-normalized map at the original size.
+        caption: E.g. ``"true: crack / predicted: crack (p=0.97)"``; any Unicode.
+        alpha: Heatmap opacity.
+        height: Height of each half in pixels (aspect ratio kept).
+        colorbar: Draw a jet scale bar (high at the top) on the right.
+    """
+    h, w = image.shape[:2]
+    width = max(1, round(w * height / h))
+    left = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
+    right = Image.fromarray(overlay(image, heat, alpha)).resize((width, height), Image.Resampling.BILINEAR)
+    font = _font(max(12, height // 14))
+    pad = 6
+    bar_w = 22 if colorbar else 0
+    text_h = int(font.getbbox("Hgあ")[3]) + 2 * pad
+    lines = _wrap(caption, font, 2 * width + pad - 0)
+    out = Image.new("RGB", (2 * width + pad + bar_w, height + text_h * len(lines)), "white")
+    out.paste(left, (0, 0))
+    out.paste(right, (width + pad, 0))
+    if colorbar:
+        out.paste(_colorbar(height - 2 * pad), (2 * width + pad + 4, pad))
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        draw.text((pad, height + pad + i * text_h), line, fill="black", font=font)
+    return out
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> list[str]:
+    lines: list[str] = []
+    for part in text.split("\n"):
+        current = ""
+        for ch in part:
+            if current and font.getlength(current + ch) > width - 8:
+                lines.append(current)
+                current = ch
+            else:
+                current += ch
+        lines.append(current)
+    return lines
+
+
+def grid(panels: Sequence[Image.Image], cols: int = 4, gap: int = 8) -> Image.Image:
+    """Lay panels out in rows of ``cols`` on a white sheet."""
+    if not panels:
+        raise ValueError("no panels to lay out")
+    cols = max(1, min(cols, len(panels)))
+    rows = -(-len(panels) // cols)
+    cw = max(p.width for p in panels)
+    ch = max(p.height for p in panels)
+    sheet = Image.new("RGB", (cols * cw + (cols - 1) * gap, rows * ch + (rows - 1) * gap), "white")
+    for i, p in enumerate(panels):
+        sheet.paste(p, ((i % cols) * (cw + gap), (i // cols) * (ch + gap)))
+    return sheet

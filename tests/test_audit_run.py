@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mieruka.audit.localization import LocalizationScores
+from mieruka.audit.run import CATEGORIES, AuditConfig, parse_method_spec, run_audit, triage
+from mieruka.cli import main
+
+
+def _scores(hit: bool, components: int = 1, share: float = 1.0) -> LocalizationScores:
+    return LocalizationScores(
+        energy_inside=0.5,
+        area_fraction=0.1,
+        lift=5.0,
+        pointing_hit=hit,
+        relevance_rank=0.5,
+        average_precision=0.5,
+        iou=0.3,
+        dice=0.4,
+        components=components,
+        largest_component_share=share,
+    )
+
+
+def test_triage_categories() -> None:
+    cfg = AuditConfig()
+    assert triage(True, _scores(True), cfg) == "correct_on_target"
+    assert triage(True, _scores(False), cfg) == "correct_off_target"
+    assert triage(False, _scores(True), cfg) == "wrong_on_target"
+    assert triage(False, _scores(False), cfg) == "wrong_off_target"
+    assert triage(False, _scores(False, components=4, share=0.3), cfg) == "wrong_fragmented"
+    assert triage(False, _scores(False, components=4, share=0.7), cfg) == "wrong_off_target"
+    assert triage(True, None, cfg) == "no_region"
+
+
+def test_method_specs() -> None:
+    assert parse_method_spec("gradcam") == ("gradcam", ())
+    assert parse_method_spec("layercam:blocks.5+bn2") == ("layercam", ("blocks.5", "bn2"))
+    with pytest.raises(ValueError, match="unknown method 'gradcan'"):
+        parse_method_spec("gradcan")
+
+
+@pytest.fixture(scope="module")
+def audited(tiny_run: Path, synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("audit")
+    run_audit(
+        tiny_run / "model.safetensors",
+        synth_dir,
+        out,
+        split="test",
+        methods=["gradcam", "layercam:blocks.5+bn2"],
+        lang="ja",
+        progress=False,
+    )
+    return out
+
+
+def test_audit_outputs(audited: Path) -> None:
+    with open(audited / "audit.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * 12  # 12 test images, two methods
+    assert {r["method"] for r in rows} == {"gradcam", "layercam:blocks.5+bn2"}
+    assert {r["category"] for r in rows} <= set(CATEGORIES)
+    good = [r for r in rows if r["true"] == "good"]
+    assert good and all(r["category"] == "no_region" and r["energy_inside"] == "" for r in good)
+    defects = [r for r in rows if r["true"] != "good"]
+    assert all(0 <= float(r["energy_inside"]) <= 1 and float(r["area_fraction"]) > 0 for r in defects)
+    summary = json.loads((audited / "summary.json").read_text(encoding="utf-8"))
+    assert summary["schema_version"] == 1 and summary["split"] == "test"
+    allg = summary["methods"]["gradcam"]["all"]
+    assert allg["images"] == 12 and allg["with_region"] == 10
+    gradcam_rows = [r for r in defects if r["method"] == "gradcam"]
+    assert allg["energy_inside"] == pytest.approx(sum(float(r["energy_inside"]) for r in gradcam_rows) / 10, rel=1e-4)
+    uniform = allg["baselines"]["uniform"]
+    assert uniform["energy_inside"] == pytest.approx(
+        sum(float(r["area_fraction"]) for r in gradcam_rows) / 10, rel=1e-4
+    )
+    assert set(allg["baselines"]) == {"uniform", "random", "centre"}
+    with open(audited / "review.csv", encoding="utf-8") as fh:
+        review = list(csv.DictReader(fh))
+    priorities = [float(r["priority"]) for r in review]
+    assert priorities == sorted(priorities, reverse=True) and all(r["reasons"] for r in review)
+
+
+def test_report_is_offline_and_japanese(audited: Path) -> None:
+    page = (audited / "report" / "index.html").read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page  # no CDN: works from its folder
+    assert "正解" in page and "予測" in page and "混同行列" in page
+    assert page.count("class='card'") == 24
+    for src in __import__("re").findall(r"src='([^']+)'", page):
+        assert (audited / "report" / src).is_file()
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (make test installs it)")
+def test_report_renders_in_a_real_headless_browser(audited: Path, tmp_path: Path) -> None:
+    page = (audited / "report" / "index.html").resolve()
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        [_chromium(), *flags, "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert 'id="figures"' in dom and 'id="localization"' in dom and dom.count('class="card') == 24
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [_chromium(), *flags, "--window-size=1280,2000", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    from PIL import Image
+
+    img = Image.open(shot).convert("L")
+    assert img.size == (1280, 2000)
+    assert len(set(img.resize((64, 100)).getdata())) > 20  # something was drawn, not a blank page
+
+
+def test_audit_command(tiny_run: Path, synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            [
+                "audit",
+                str(tiny_run / "model.safetensors"),
+                str(synth_dir),
+                "--out",
+                str(tmp_path),
+                "--method",
+                "gradcam,eigencam",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "gradcam" in out and "eigencam" in out and "report" in out
+    assert (tmp_path / "report" / "index.html").is_file()

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from mieruka.explain.render import colorize, grid, normalize_for_display, overlay, panel, to_original_size
+
+
+def test_normalization_per_image_and_fixed() -> None:
+    maps = torch.tensor([[[0.0, 1.0], [2.0, 4.0]], [[1.0, 1.0], [1.0, 3.0]]])
+    per = normalize_for_display(maps, "per-image")
+    torch.testing.assert_close(per[0], torch.tensor([[0.0, 0.25], [0.5, 1.0]]))
+    torch.testing.assert_close(per[1], torch.tensor([[0.0, 0.0], [0.0, 1.0]]))
+    fixed = normalize_for_display(maps, "fixed")  # shared scale: the largest value, 4
+    torch.testing.assert_close(fixed[1], torch.tensor([[0.25, 0.25], [0.25, 0.75]]))
+    torch.testing.assert_close(normalize_for_display(maps, "fixed", vmax=2.0)[0], torch.tensor([[0, 0.5], [1, 1.0]]))
+    assert normalize_for_display(torch.zeros(1, 2, 2)).sum() == 0  # a flat map stays blue, no division by zero
+    with pytest.raises(ValueError, match="--normalize"):
+        normalize_for_display(maps, "global")
+
+
+def test_jet_is_blue_for_low_and_red_for_high() -> None:
+    c = colorize(np.array([[0.0, 1.0]]))
+    low, high = c[0, 0].astype(int), c[0, 1].astype(int)
+    assert low[2] > 100 and low[0] < 10  # blue
+    assert high[0] > 100 and high[2] < 10  # red
+
+
+def test_overlay_blend_and_size_check() -> None:
+    image = np.full((2, 3, 3), 100, dtype=np.uint8)
+    heat = np.ones((2, 3))
+    out = overlay(image, heat, alpha=0.5)
+    expected = np.round(0.5 * 100 + 0.5 * colorize(heat).astype(float))
+    np.testing.assert_array_equal(out, expected.astype(np.uint8))
+    np.testing.assert_array_equal(overlay(image, heat, alpha=0.0), image)
+    with pytest.raises(ValueError, match="differ in size"):
+        overlay(image, np.ones((3, 3)))
+
+
+def test_map_resized_to_original_image() -> None:
+    heat = torch.zeros(4, 4)
+    heat[0, 0] = 1
+    big = to_original_size(heat, (40, 20))
+    assert big.shape == (40, 20)
+    assert big[:10, :5].mean() > big[30:, 15:].mean()
+
+
+def test_panel_renders_japanese_caption_side_by_side() -> None:
+    image = np.zeros((100, 50, 3), dtype=np.uint8)
+    heat = np.zeros((100, 50))
+    heat[40:60, 20:30] = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pic = panel(image, heat, "true: 欠陥(割れ) / predicted: 正常(キズ) (p=0.91)", height=200)
+    arr = np.asarray(pic)
+    assert pic.height > 200 and pic.width >= 2 * 100  # two halves of 100 px width at 200 px height
+    right = arr[:200, 106:206]
+    r, g, b = (int(v) for v in right[100, 50])
+    assert r > 50 and g < 10 and b < 10  # the hot spot is (dark) red on the right half
+    r, g, b = (int(v) for v in right[10, 10])
+    assert b > 50 and r < 10  # away from it, blue
+    assert arr[:200, :100].max() == 0  # the input half is the (black) input
+    caption = arr[200:, :200]
+    assert (caption < 128).sum() > 50  # text was drawn (a missing font would draw nothing or boxes)
+    sheet = grid([pic, pic, pic], cols=2)
+    assert sheet.width == 2 * pic.width + 8 and sheet.height == 2 * pic.height + 8

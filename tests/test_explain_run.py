@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mieruka.cli import main
+from mieruka.explain import methods_table
+from mieruka.explain.run import run_explain
+
+
+def test_defaults_reproduce_the_papers_experiment(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+    run = run_explain(tiny_run / "model.safetensors", [synth_dir], tmp_path, progress=False)
+    m = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
+    assert m == run.manifest
+    assert m["schema_version"] == 1 and m["method"] == "gradcam" and m["target"] == "true"
+    assert m["layers"] == ["bn2"] and m["split"] == "val"
+    assert len(m["images"]) == 12  # every validation image: 2 per class
+    maps = np.load(tmp_path / "maps.npz")
+    for rec in m["images"]:
+        assert rec["explained_class"] == [rec["true"]]  # the map of the true class
+        assert rec["fast_path"] is True
+        arr = maps[rec["map_key"]]
+        assert arr.dtype == np.float16 and arr.shape == (1, 64, 64) and (arr >= 0).all()
+        pic = Image.open(tmp_path / rec["panel"])
+        w, h = rec["original_size"]
+        assert pic.width > 2 * 256 * w / h  # input and overlay side by side at 256 px height
+        assert abs(sum(rec["probabilities"].values()) - 1) < 1e-4
+    assert (tmp_path / "grid.png").is_file()
+
+
+def test_all_classes_ng_target_and_bare_images(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+    run = run_explain(
+        tiny_run / "model.safetensors",
+        [synth_dir],
+        tmp_path / "a",
+        target="all",
+        split="test",
+        normalization="fixed",
+        progress=False,
+    )
+    assert run.manifest["fixed_scale"] > 0
+    assert np.load(tmp_path / "a" / "maps.npz")["00000"].shape == (6, 64, 64)
+    run = run_explain(
+        tiny_run / "model.safetensors",
+        [synth_dir / "crack" / "crack_0000.png"],
+        tmp_path / "b",
+        target="ng",
+        progress=False,
+    )
+    rec = run.manifest["images"][0]
+    assert rec["true"] is None and rec["explained_class"] == [None]
+    with pytest.raises(ValueError, match="--target true needs images with known classes"):
+        run_explain(tiny_run / "model.safetensors", [synth_dir / "crack"], tmp_path / "c", progress=False)
+    with pytest.raises(ValueError, match="--target 'dent'"):
+        run_explain(tiny_run / "model.safetensors", [synth_dir], tmp_path / "d", target="dent", progress=False)
+
+
+@pytest.mark.parametrize("method", ["layercam", "eigencam", "gradcam++"])
+def test_cli_methods_and_layers(method: str, tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+    args = [
+        "explain",
+        str(tiny_run / "model.safetensors"),
+        str(synth_dir),
+        "--out",
+        str(tmp_path),
+        "--method",
+        method,
+        "--split",
+        "test",
+        "--quiet",
+    ]
+    if method == "layercam":
+        args += ["--layer", "blocks.5,bn2"]
+    assert main(args) == 0
+    m = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
+    assert m["method"] == method and len(m["images"]) == 12
+    assert m["layers"] == (["blocks.5", "bn2"] if method == "layercam" else ["bn2"])
+
+
+def test_methods_table_in_readme_is_generated_from_the_registry() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert methods_table() in readme

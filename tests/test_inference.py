@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mieruka.data.store import ImageStore
+from mieruka.inference import predict_logits, predict_probs, tta_views
+from mieruka.models import build_model
+
+
+def test_tta_views() -> None:
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    assert len(tta_views(x, "none")) == 1 and tta_views(x, "none")[0] is x
+    flip = tta_views(x, "flip")
+    torch.testing.assert_close(flip[1], x.flip(3))
+    d4 = tta_views(x, "d4")
+    assert len(d4) == 8 and torch.equal(d4[0], x)
+    assert len({tuple(v[0, 0].flatten().tolist()) for v in d4}) == 8  # eight distinct views of a generic square
+    with pytest.raises(ValueError, match="--tta"):
+        tta_views(x, "d8")
+
+
+def test_predict_probs_averages_softmax_over_views(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(paths[-1])
+    store = ImageStore(paths, 32, progress=False)
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3).eval()
+    torch.nn.init.normal_(model.fc.weight, std=0.5)
+    mean, std = (0.5,) * 3, (0.5,) * 3
+    plain = predict_probs(model, store, [0, 1, 2], mean=mean, std=std)
+    logits = predict_logits(model, store, [0, 1, 2], mean=mean, std=std)
+    np.testing.assert_allclose(plain, torch.from_numpy(logits).softmax(1).numpy(), atol=1e-6)
+    d4 = predict_probs(model, store, [0, 1, 2], mean=mean, std=std, tta="d4", batch_size=2)
+    from mieruka.data.store import normalize
+
+    x = normalize(store.get([0, 1, 2]), mean, std)
+    with torch.no_grad():
+        expected = torch.stack([model(v).softmax(1) for v in tta_views(x, "d4")]).mean(0)
+    np.testing.assert_allclose(d4, expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(d4.sum(1), 1.0, atol=1e-5)
+    assert not np.allclose(d4, plain, atol=1e-3)
