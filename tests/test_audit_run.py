@@ -40,8 +40,11 @@ def test_triage_categories() -> None:
 
 
 def test_method_specs() -> None:
-    assert parse_method_spec("gradcam") == ("gradcam", ())
-    assert parse_method_spec("layercam:blocks.5+bn2") == ("layercam", ("blocks.5", "bn2"))
+    assert parse_method_spec("gradcam") == ("gradcam", (), "mean")
+    assert parse_method_spec("layercam:blocks.5+bn2") == ("layercam", ("blocks.5", "bn2"), "mean")
+    assert parse_method_spec("layercam:multiscale/product") == ("layercam", ("multiscale",), "product")
+    with pytest.raises(ValueError, match="unknown fusion 'max'"):
+        parse_method_spec("layercam:multiscale/max")
     with pytest.raises(ValueError, match="unknown method 'gradcan'"):
         parse_method_spec("gradcan")
 
@@ -54,7 +57,7 @@ def audited(tiny_run: Path, synth_dir: Path, tmp_path_factory: pytest.TempPathFa
         synth_dir,
         out,
         split="test",
-        methods=["gradcam", "layercam:blocks.5+bn2"],
+        methods=["gradcam", "layercam:multiscale/product"],
         lang="ja",
         progress=False,
     )
@@ -65,7 +68,8 @@ def test_audit_outputs(audited: Path) -> None:
     with open(audited / "audit.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * 12  # 12 test images, two methods
-    assert {r["method"] for r in rows} == {"gradcam", "layercam:blocks.5+bn2"}
+    assert {r["method"] for r in rows} == {"gradcam", "layercam:multiscale/product"}
+    assert {r["layers"] for r in rows} == {"bn2", "blocks.2,blocks.4,blocks.6,bn2"}
     assert {r["category"] for r in rows} <= set(CATEGORIES)
     good = [r for r in rows if r["true"] == "good"]
     assert good and all(r["category"] == "no_region" and r["energy_inside"] == "" for r in good)

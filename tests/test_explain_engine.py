@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mieruka.explain.engine import explain, fast_path_head
+from mieruka.explain.engine import explain, fast_path_head, multiscale_layers
 from mieruka.explain.methods import METHODS, EigenCAM
 from mieruka.explain.targets import ClassTarget, NGScore, TrueClass
 from mieruka.models import build_model
@@ -137,6 +137,23 @@ def test_layercam_fuses_layers_as_mean_of_scaled_maps(batch: torch.Tensor) -> No
     torch.testing.assert_close(fused.maps, (expected[0] + expected[1]) / 2, rtol=1e-5, atol=1e-6)
     assert fused.layers == ("layer3", "layer4")
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_product_fusion_multiplies_the_scaled_layer_maps(batch: torch.Tensor) -> None:
+    model = _model("resnet18")
+    layers = multiscale_layers(model)
+    assert layers == ("layer2", "layer3", "layer4")
+    mean = explain(model, batch, method="layercam", layers=layers, targets=[ClassTarget(1)])
+    prod = explain(model, batch, method="layercam", layers=layers, targets=[ClassTarget(1)], fusion="product")
+    singles = [
+        explain(model, batch, method="layercam", layers=layers[i : i + 2], targets=[ClassTarget(1)], fusion="product")
+        for i in (0,)
+    ]
+    assert prod.maps.max() <= 1 and prod.maps.min() >= 0 and singles[0].maps.shape == prod.maps.shape
+    # product ≤ every factor ≤ 1, so it never exceeds the mean of the same factors (AM–GM and more)
+    assert bool((prod.maps <= mean.maps + 1e-6).all())
+    with pytest.raises(ValueError, match="fusion 'max'"):
+        explain(model, batch, layers=layers, fusion="max")
 
 
 def test_scorecam_matches_a_hand_computation() -> None:

@@ -359,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a data set (folder tree of the model's classes or manifest CSV) or image files/folders",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--method", default="gradcam", choices=list(METHODS), help="default gradcam")
+    p.add_argument(
+        "--method", default="layercam:multiscale/product,gradcam", choices=list(METHODS), help="default gradcam"
+    )
     p.add_argument(
         "--target",
         default="true",
@@ -403,8 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"), help="default test")
     p.add_argument(
         "--method",
-        default="gradcam",
-        help="comma-separated methods, each optionally with layers: gradcam,layercam:blocks.4+blocks.5+bn2",
+        default="layercam:multiscale/product,gradcam",
+        help="comma-separated NAME[:LAYER+LAYER…][/mean|product]; the layer word multiscale means every stage from "
+        "stride 8 down plus the last block; default: the recommended layercam:multiscale/product beside plain gradcam",
     )
     p.add_argument("--target", default="pred", help="pred (default), true, ng or a class name")
     p.add_argument("--tolerance", type=int, default=15, help="pointing-game tolerance in pixels (default 15)")

@@ -43,7 +43,7 @@ from mieruka.data.dataset import load_dataset
 from mieruka.data.images import read_image, read_mask
 from mieruka.data.store import ImageStore, normalize
 from mieruka.errors import DataError
-from mieruka.explain.engine import explain
+from mieruka.explain.engine import explain, multiscale_layers
 from mieruka.explain.render import panel, to_original_size
 from mieruka.explain.targets import parse_target
 from mieruka.inference import select_device
@@ -194,7 +194,9 @@ def run_audit(
 
     rows: list[dict[str, Any]] = []
     for spec in methods:
-        method, method_layers = parse_method_spec(spec)
+        method, method_layers, fusion = parse_method_spec(spec)
+        if method_layers == ("multiscale",):
+            method_layers = multiscale_layers(model)
         for start in tqdm(
             range(0, len(samples), batch_size),
             desc=f"auditing ({method})",
@@ -205,7 +207,13 @@ def run_audit(
             idx = list(range(start, min(start + batch_size, len(samples))))
             x = normalize(store.get(idx).to(dev), info.mean, info.std).contiguous(memory_format=torch.channels_last)
             ex = explain(
-                model, x, method=method, targets=targets, layers=method_layers or None, labels=labels[idx].to(dev)
+                model,
+                x,
+                method=method,
+                targets=targets,
+                layers=method_layers or None,
+                labels=labels[idx].to(dev),
+                fusion=fusion,
             )
             maps = ex.maps[:, 0].float().cpu()
             probs = ex.probs.float().cpu()
@@ -289,14 +297,24 @@ def _write_panel(report_dir: Path, stem: str, image_path: Path, heat: np.ndarray
     return thumb.as_posix(), full.as_posix()
 
 
-def parse_method_spec(spec: str) -> tuple[str, tuple[str, ...]]:
-    """``gradcam`` or ``layercam:blocks.4+blocks.5+bn2`` → (method, layers); no layers means the default one."""
+def parse_method_spec(spec: str) -> tuple[str, tuple[str, ...], str]:
+    """``NAME[:LAYER+LAYER…][/FUSION]`` → (method, layers, fusion).
+
+    No layers means the model's default layer; the layer word ``multiscale`` means every feature stage from stride 8
+    down plus the final feature map (:func:`mieruka.explain.engine.multiscale_layers`); ``FUSION`` is ``mean``
+    (default) or ``product``. Example: ``layercam:multiscale/product`` (the recommended audit method).
+    """
+    from mieruka.explain.engine import FUSIONS
     from mieruka.explain.methods import METHODS
 
-    name, _, layer_part = spec.partition(":")
+    body, _, fusion = spec.partition("/")
+    name, _, layer_part = body.partition(":")
     if name not in METHODS:
         raise ValueError(f"--method {spec!r}: unknown method {name!r}; choose from {', '.join(METHODS)}")
-    return name, tuple(n for n in layer_part.split("+") if n)
+    fusion = fusion or "mean"
+    if fusion not in FUSIONS:
+        raise ValueError(f"--method {spec!r}: unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}")
+    return name, tuple(n for n in layer_part.split("+") if n), fusion
 
 
 def _fmt(v: Any) -> Any:

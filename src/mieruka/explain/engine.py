@@ -27,7 +27,7 @@ from torch import nn
 from mieruka.explain.methods import METHODS, CAMMethod, EigenCAM, ScoreCAM
 from mieruka.explain.targets import ClassTarget, PredictedClass, Target
 
-__all__ = ["Explanation", "explain", "fast_path_head", "preserved"]
+__all__ = ["FUSIONS", "Explanation", "explain", "fast_path_head", "multiscale_layers", "preserved"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,7 @@ def explain(
     labels: torch.Tensor | None = None,
     allow_fast_path: bool = True,
     score_batch_size: int = 64,
+    fusion: str = "mean",
 ) -> Explanation:
     """Explain a batch.
 
@@ -184,7 +185,12 @@ def explain(
         labels: (B,) true class indices, needed by :class:`~mieruka.explain.targets.TrueClass`.
         allow_fast_path: Use the closed-form gradient when the head allows it (the result is the same).
         score_batch_size: Masked inputs per forward pass for Score-CAM.
+        fusion: How several layers combine after each is min–max scaled and resized: ``mean`` (LayerCAM's fusion,
+            as in pytorch-grad-cam) or ``product`` (a pixel keeps weight only where every scale agrees; sharper
+            maps for small defects, same ranking of pixels as the geometric mean).
     """
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion {fusion!r}: choose one of {', '.join(FUSIONS)}")
     cam = METHODS[method]() if isinstance(method, str) else method
     final_layer = _feature_layer(model)
     layer_names = tuple(layers) if layers else (final_layer,)
@@ -196,7 +202,7 @@ def explain(
             result = _fast(model, head, cam, x, tlist, layer_names, labels)
             if result is not None:
                 return result
-        return _general(model, cam, x, tlist, layer_names, labels, score_batch_size)
+        return _general(model, cam, x, tlist, layer_names, labels, score_batch_size, fusion)
 
 
 _FEATURE_LAYERS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
@@ -219,14 +225,28 @@ def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
         return int(model(x[:1]).shape[1])
 
 
-def _finish(cam: CAMMethod, per_layer: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+FUSIONS = ("mean", "product")
+
+
+def multiscale_layers(model: nn.Module, min_reduction: int = 8) -> tuple[str, ...]:
+    """Layers for a multi-scale map: every timm feature stage with stride ≥ ``min_reduction`` (fine enough for
+    defects that cover well under 1 % of the image) plus the final feature map."""
+    info = getattr(model, "feature_info", None) or []
+    stages = [i["module"] for i in info if i.get("reduction", 0) >= min_reduction]
+    final = _feature_layer(model)
+    return (*[s for s in stages if s != final], final)
+
+
+def _finish(cam: CAMMethod, per_layer: list[torch.Tensor], x: torch.Tensor, fusion: str = "mean") -> torch.Tensor:
     """Resize (B, T, h, w) maps to the input size; several layers are each min–max scaled at their own resolution,
-    resized, and averaged (LayerCAM's fusion, in the order pytorch-grad-cam uses)."""
+    resized, and fused (``mean``: LayerCAM's fusion, in the order pytorch-grad-cam uses; ``product``)."""
     size = x.shape[-2:]
     if len(per_layer) == 1:
         return F.interpolate(per_layer[0], size=size, mode="bilinear", align_corners=False)
-    ups = [F.interpolate(_normalize_each(m), size=size, mode="bilinear", align_corners=False) for m in per_layer]
-    return torch.stack(ups).mean(0)
+    ups = torch.stack(
+        [F.interpolate(_normalize_each(m), size=size, mode="bilinear", align_corners=False) for m in per_layer]
+    )  # (L, B, T, H, W)
+    return ups.prod(0) if fusion == "product" else ups.mean(0)
 
 
 def _fast(
@@ -273,6 +293,7 @@ def _general(
     layer_names: tuple[str, ...],
     labels: torch.Tensor | None,
     score_batch_size: int,
+    fusion: str = "mean",
 ) -> Explanation:
     needs_grad = cam.uses_gradients
     with torch.inference_mode(False), torch.set_grad_enabled(needs_grad):
@@ -301,7 +322,7 @@ def _general(
         else:
             raise ValueError(f"method {cam.name}: no general computation")
         logits = logits.detach()
-        out = _finish(cam, per_layer, x)
+        out = _finish(cam, per_layer, x, fusion)
     return Explanation(
         method=cam.name,
         layers=layer_names,
