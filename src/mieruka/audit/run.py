@@ -341,17 +341,7 @@ def _summarize(
         for name in ["all", *classes]:
             g = [r for r in groups.get(name, []) if r["energy_inside"] is not None]
             entry: dict[str, Any] = {"images": len(groups.get(name, [])), "with_region": len(g)}
-            for k in (
-                "energy_inside",
-                "lift",
-                "pointing_hit",
-                "relevance_rank",
-                "average_precision",
-                "iou",
-                "dice",
-                "largest_component_share",
-                "components",
-            ):
+            for k in METRICS:
                 entry[k] = _mean([float(r[k]) for r in g])
             bl = [b for b in (by_image[r["image"]] for r in g) if b is not None]
             entry["baselines"] = {
