@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(VENV)/bin/mieruka synth $(DEMO)/data --per-class 80 --seed 0
-	$(VENV)/bin/mieruka train $(DEMO)/data --out $(DEMO)/run --epochs 12
+	$(VENV)/bin/mieruka train $(DEMO)/data --out $(DEMO)/run --image-size 224 --epochs 20
 	$(VENV)/bin/mieruka evaluate $(DEMO)/run/model.safetensors $(DEMO)/data --split test --out $(DEMO)/eval
 	$(VENV)/bin/mieruka explain $(DEMO)/run/model.safetensors $(DEMO)/data --split test --out $(DEMO)/explain
 	@echo

@@ -84,3 +84,11 @@ def test_cli_methods_and_layers(method: str, tiny_run: Path, synth_dir: Path, tm
 def test_methods_table_in_readme_is_generated_from_the_registry() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert methods_table() in readme
+
+
+def test_cli_defaults_match_the_library(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+    assert (
+        main(["explain", str(tiny_run / "model.safetensors"), str(synth_dir), "--out", str(tmp_path), "--quiet"]) == 0
+    )
+    m = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
+    assert (m["method"], m["target"], m["split"], m["normalization"]) == ("gradcam", "true", "val", "per-image")

@@ -359,9 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a data set (folder tree of the model's classes or manifest CSV) or image files/folders",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument(
-        "--method", default="layercam:multiscale/product,gradcam", choices=list(METHODS), help="default gradcam"
-    )
+    p.add_argument("--method", default="gradcam", choices=list(METHODS), help="default gradcam")
     p.add_argument(
         "--target",
         default="true",

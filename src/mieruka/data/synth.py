@@ -110,16 +110,16 @@ def _mark(kind: str, rng: np.random.Generator, size: int) -> tuple[np.ndarray, n
     if kind in ("normal (scratch)", "scratch"):
         faint = kind == "normal (scratch)"
         pts = _polyline(rng, size, rng.uniform(0.08, 0.16) if faint else rng.uniform(0.35, 0.6), 0.08)
-        width = max(1, round((1 if faint else rng.uniform(2, 3.5)) * s))
+        width = max(1, round((1.5 if faint else rng.uniform(2.5, 3.5)) * s))
         alpha = _draw(size, lambda d: d.line(pts, fill=255, width=width, joint="curve"), blur=0.6 * s)
         sign = 1.0 if rng.random() < 0.5 else -1.0
-        amp = rng.uniform(0.06, 0.1) if faint else rng.uniform(0.25, 0.4)
+        amp = rng.uniform(0.12, 0.16) if faint else rng.uniform(0.3, 0.45)
         return sign * amp * alpha, alpha > 0.25
     if kind == "normal (dirt)":
         cx, cy = rng.uniform(0.2, 0.8, 2) * size
         r = rng.uniform(0.05, 0.1) * size
         alpha = _draw(size, lambda d: d.ellipse((cx - r, cy - r * 0.7, cx + r, cy + r * 0.7), fill=255), blur=r / 3)
-        return -rng.uniform(0.07, 0.12) * alpha, alpha > 0.5
+        return -rng.uniform(0.16, 0.22) * alpha, alpha > 0.5
     if kind == "crack":
         main = _polyline(rng, size, rng.uniform(0.3, 0.5), 0.6)
         branches = []
