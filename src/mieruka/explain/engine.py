@@ -273,16 +273,7 @@ def _fast(
             dlogits = _logit_grads(targets, logits, labels)  # (B, T, C)
             grads = (dlogits @ head.weight.to(dlogits.dtype) / z)[..., None, None]  # (B, T, K, 1, 1)
             maps = cam.combine(feats, grads)  # (B, T, h, w)
-        out = _finish(cam, [maps], x)
-        return Explanation(
-            method=cam.name,
-            layers=layer_names,
-            logits=logits,
-            probs=logits.softmax(1),
-            maps=out,
-            class_indices=class_idx,
-            fast_path=True,
-        )
+        return _result(cam, layer_names, logits, _finish(cam, [maps], x), class_idx, fast_path=True)
 
 
 def _general(
@@ -323,14 +314,26 @@ def _general(
             raise ValueError(f"method {cam.name}: no general computation")
         logits = logits.detach()
         out = _finish(cam, per_layer, x, fusion)
+    return _result(cam, layer_names, logits, out, class_idx, fast_path=False)
+
+
+def _result(
+    cam: CAMMethod,
+    layer_names: tuple[str, ...],
+    logits: torch.Tensor,
+    maps: torch.Tensor,
+    class_idx: torch.Tensor,
+    *,
+    fast_path: bool,
+) -> Explanation:
     return Explanation(
         method=cam.name,
         layers=layer_names,
         logits=logits,
         probs=logits.softmax(1),
-        maps=out,
+        maps=maps,
         class_indices=class_idx,
-        fast_path=False,
+        fast_path=fast_path,
     )
 
 
