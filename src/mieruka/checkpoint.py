@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
@@ -21,6 +21,9 @@ from torch import nn
 from mieruka import __version__
 from mieruka._io import atomic_write
 from mieruka.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from mieruka.data.dataset import Dataset
 
 __all__ = ["FORMAT", "ModelInfo", "load_checkpoint", "read_info", "save_checkpoint", "tensor_digest"]
 
@@ -65,6 +68,14 @@ class ModelInfo:
     def ng_classes(self) -> list[int]:
         """Indices of the classes whose verdict is NG."""
         return [i for i, c in enumerate(self.classes) if self.verdicts[c] == "NG"]
+
+    def load_dataset(self, source: str | os.PathLike[str]) -> Dataset:
+        """Index a data set as this model sees it: its class order, its verdicts, its split seed."""
+        from mieruka.data.dataset import load_dataset
+
+        return load_dataset(
+            source, classes=self.classes, verdicts=self.verdicts, split_seed=int(self.config.get("split_seed", 0))
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, allow_nan=False)

@@ -19,7 +19,7 @@ import torch
 from mieruka import __version__
 from mieruka._io import atomic_write, write_csv, write_json
 from mieruka.checkpoint import ModelInfo, load_checkpoint
-from mieruka.data.dataset import Dataset, Sample, load_dataset
+from mieruka.data.dataset import Dataset, Sample
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError
 from mieruka.inference import predict_probs, select_device
@@ -47,10 +47,7 @@ def _probabilities(
     desc: str,
     tta: str,
 ) -> np.ndarray:
-    store = ImageStore([s.image for s in samples], info.image_size, progress=progress)
-    if store.bad:
-        listing = "\n".join(f"  {b.path}: {b.reason}" for b in store.bad[:20])
-        raise DataError(f"{len(store.bad)} image(s) cannot be read:\n{listing}")
+    store = ImageStore([s.image for s in samples], info.image_size, progress=progress).require_readable()
     model = model.to(memory_format=torch.channels_last)
     return predict_probs(
         model,
@@ -117,9 +114,7 @@ def evaluate(
         progress: Show progress bars.
     """
     model, info, _ = load_checkpoint(model_path, select_device(device))
-    dataset: Dataset = load_dataset(
-        data, classes=info.classes, verdicts=info.verdicts, split_seed=int(info.config.get("split_seed", 0))
-    )
+    dataset: Dataset = info.load_dataset(data)
     samples = dataset.split(split)
     if not samples:
         raise DataError(f"{data}: the {split} split is empty")

@@ -84,13 +84,11 @@ def predict_probs(
     for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
         batch = store.get(indices[start : start + batch_size]).to(device, non_blocking=True)
         x = normalize(batch, mean, std)
-        views = tta_views(x, tta)
-        probs = torch.zeros(x.shape[0], 0)
-        for v in views:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                p = model(v.contiguous(memory_format=torch.channels_last)).float().softmax(1).cpu()
-            probs = p if probs.numel() == 0 else probs + p
-        outs.append(probs / len(views))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            probs = [
+                model(v.contiguous(memory_format=torch.channels_last)).float().softmax(1) for v in tta_views(x, tta)
+            ]
+        outs.append(torch.stack(probs).mean(0).cpu())  # (B, K), averaged over the views
     if not outs:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(outs).numpy()

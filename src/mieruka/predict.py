@@ -75,10 +75,7 @@ def predict(
     """
     model, info, _ = load_checkpoint(model_path, select_device(device))
     paths = collect_images(inputs)
-    store = ImageStore(paths, info.image_size, progress=progress)
-    if store.bad:
-        listing = "\n".join(f"  {b.path}: {b.reason}" for b in store.bad[:20])
-        raise DataError(f"{len(store.bad)} image(s) cannot be read:\n{listing}")
+    store = ImageStore(paths, info.image_size, progress=progress).require_readable()
     model = model.to(memory_format=torch.channels_last)
     probs = predict_probs(
         model,

@@ -39,7 +39,6 @@ from mieruka.audit.localization import (
 )
 from mieruka.audit.report import TEXT, write_report
 from mieruka.checkpoint import load_checkpoint
-from mieruka.data.dataset import load_dataset
 from mieruka.data.images import read_image, read_mask
 from mieruka.data.store import ImageStore, normalize
 from mieruka.errors import DataError
@@ -166,18 +165,11 @@ def run_audit(
         raise ValueError(f"--lang {lang!r}: choose en or ja")
     cfg = config or AuditConfig()
     model, info, _ = load_checkpoint(model_path, select_device(device))
-    ds = load_dataset(
-        data, classes=info.classes, verdicts=info.verdicts, split_seed=int(info.config.get("split_seed", 0))
-    )
+    ds = info.load_dataset(data)
     samples = ds.split(split)
     if not samples:
         raise DataError(f"{data}: the {split} split is empty")
-    store = ImageStore([s.image for s in samples], info.image_size, progress=progress)
-    if store.bad:
-        raise DataError(
-            f"{len(store.bad)} image(s) cannot be read:\n"
-            + "\n".join(f"  {b.path}: {b.reason}" for b in store.bad[:20])
-        )
+    store = ImageStore([s.image for s in samples], info.image_size, progress=progress).require_readable()
     masks: list[np.ndarray | None] = []
     for s, hw in zip(samples, store.sizes, strict=True):
         m = read_mask(s.mask, s.image, hw) if s.mask is not None else None

@@ -108,6 +108,14 @@ class ImageStore:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def require_readable(self) -> ImageStore:
+        """Raise :class:`DataError` listing (up to 20 of) the unreadable files, if any; return the store."""
+        if self.bad:
+            listing = "\n".join(f"  {b.path}: {b.reason}" for b in self.bad[:20])
+            more = f"\n  … and {len(self.bad) - 20} more" if len(self.bad) > 20 else ""
+            raise DataError(f"{len(self.bad)} image(s) cannot be read:\n{listing}{more}")
+        return self
+
     def get(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, size, size) pixels of the given images."""
         idx = [int(i) for i in indices]

@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from mieruka import __version__
 from mieruka._io import atomic_write, write_json
 from mieruka.checkpoint import ModelInfo, load_checkpoint
-from mieruka.data.dataset import load_dataset
 from mieruka.data.images import read_image
 from mieruka.data.store import ImageStore, normalize
 from mieruka.errors import DataError
@@ -70,9 +69,7 @@ def _inputs(
     for src in sources:
         p = Path(src)
         if _is_dataset(p, info):
-            ds = load_dataset(
-                p, classes=info.classes, verdicts=info.verdicts, split_seed=int(info.config.get("split_seed", 0))
-            )
+            ds = info.load_dataset(p)
             samples = ds.split(split)
             if not samples:
                 raise DataError(f"{p}: the {split} split is empty")
@@ -111,10 +108,7 @@ def run_explain(
         raise DataError("--target true needs images with known classes (a data set); use --target pred for bare images")
     targets = parse_target(target, info.classes, info.verdicts)
     layer_names = tuple(layers) if layers else (info.target_layer,)
-    store = ImageStore(paths, info.image_size, progress=progress)
-    if store.bad:
-        listing = "\n".join(f"  {b.path}: {b.reason}" for b in store.bad[:20])
-        raise DataError(f"{len(store.bad)} image(s) cannot be read:\n{listing}")
+    store = ImageStore(paths, info.image_size, progress=progress).require_readable()
 
     out_dir = Path(out)
     (out_dir / "panels").mkdir(parents=True, exist_ok=True)
