@@ -6,6 +6,7 @@ shape (H, W, 3) for images and ``bool`` (H, W) for masks. Any problem raises :cl
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -15,7 +16,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mieruka.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "image_size", "read_image", "read_mask"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "ImageTooLarge",
+    "NotAnImage",
+    "decode_image",
+    "image_size",
+    "read_image",
+    "read_mask",
+]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 """File endings treated as images when a folder tree is scanned."""
@@ -24,19 +34,32 @@ MAX_PIXELS = 64_000_000
 """Images with more pixels than this are refused as possible decompression bombs (64 Mpx ≈ 8000 × 8000)."""
 
 
+class NotAnImage(DataError):
+    """The bytes are not an image format that can be read (the service answers 415)."""
+
+
+class ImageTooLarge(DataError):
+    """More pixels than allowed: refused as a possible decompression bomb (the service answers 413)."""
+
+
 def _open(path: Path, max_pixels: int) -> Image.Image:
     """Open, size-check and fully decode ``path``; all failures become :class:`DataError`."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes)")
+    return _decode(path, str(path), max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, path: str, max_pixels: int) -> Image.Image:
+    """Size-check and fully decode an image from a file or bytes; ``path`` names it in errors."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source)
             width, height = img.size
             if width * height > max_pixels:
-                raise DataError(
+                raise ImageTooLarge(
                     f"{path}: {width}×{height} pixels exceeds the limit of {max_pixels:,} "
                     "(refused as a possible decompression bomb)"
                 )
@@ -45,9 +68,9 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+        raise ImageTooLarge(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not an image file that can be read (unknown or corrupt format)") from None
+        raise NotAnImage(f"{path}: not an image file that can be read (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: the image cannot be decoded ({exc}); the file may be truncated or corrupt") from None
     return oriented
@@ -100,6 +123,13 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) ->
     """
     path = Path(path)
     return _to_rgb(_open(path, max_pixels))
+
+
+def decode_image(data: bytes, name: str = "upload", *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """:func:`read_image` for bytes already in memory (an upload); ``name`` is used in error messages."""
+    if not data:
+        raise NotAnImage(f"{name}: the file is empty (0 bytes)")
+    return _to_rgb(_decode(io.BytesIO(data), name, max_pixels))
 
 
 def read_mask(
