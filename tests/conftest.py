@@ -34,3 +34,11 @@ def tiny_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("run")
     train(synth_dir, run, TINY, progress=False)
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_run``'s model exported to ONNX (probabilities + Grad-CAM heatmap)."""
+    from mieruka.export import export_onnx
+
+    return export_onnx(tiny_run / "model.safetensors", tmp_path_factory.mktemp("onnx") / "model.onnx").path

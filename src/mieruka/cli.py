@@ -136,9 +136,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> None:
     from mieruka.predict import predict
 
+    model, inputs = (args.model, args.paths) if args.model else (args.paths[0], args.paths[1:])
+    if not inputs:
+        raise ValueError("give the model and at least one image or folder: mieruka predict MODEL IMAGE_OR_DIR...")
     results = predict(
-        args.model,
-        args.inputs,
+        model,
+        inputs,
         out=args.out,
         threshold=args.threshold,
         device=args.device,
@@ -151,6 +154,39 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     else:
         ng = sum(r.verdict == "NG" for r in results)
         print(f"{len(results)} images: {len(results) - ng} OK, {ng} NG; written to {args.out}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from mieruka.export import export_onnx
+
+    r = export_onnx(args.model, args.out, method=args.method, all_classes=args.all_classes, opset=args.opset)
+    if r.method is None:
+        print(
+            "note: the model's head is not global average pooling + one linear layer, so the graph cannot compute "
+            "a heatmap; exported class probabilities only"
+        )
+    diffs = f"probabilities {r.max_prob_diff:.1e}" + (
+        f", maps {r.max_map_diff:.1e}" if r.max_map_diff is not None else ""
+    )
+    print(f"wrote {r.path} ({r.path.stat().st_size / 1e6:.1f} MB, {r.seconds:.0f} s): outputs {', '.join(r.outputs)}")
+    print(f"checked with ONNX Runtime against PyTorch: largest difference {diffs}")
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    import os
+
+    from mieruka.serve import serve
+
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or os.environ.get("MIERUKA_API_KEY") or None,
+        method=args.method,
+        device="cpu" if args.device == "auto" else args.device,
+        max_upload_mb=args.max_upload_mb,
+        max_images=args.max_images,
+    )
 
 
 def _cmd_explain(args: argparse.Namespace) -> None:
@@ -330,10 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "predict",
         help="class, probability and verdict of images",
-        description="Classify images (files or folders, searched recursively).",
+        description="Classify images (files or folders, searched recursively) with a .safetensors model (PyTorch) "
+        "or a .onnx file from 'mieruka export' (ONNX Runtime on the CPU, same preprocessing). "
+        "Usage: mieruka predict MODEL IMAGE_OR_DIR... or mieruka predict --model MODEL IMAGE_OR_DIR...",
     )
-    p.add_argument("model", type=Path, help="model .safetensors")
-    p.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
+    p.add_argument("--model", type=Path, help="the model (.safetensors or .onnx), instead of the first argument")
+    p.add_argument("paths", nargs="+", type=Path, metavar="[MODEL] IMAGE_OR_DIR")
     p.add_argument("--out", type=Path, help="write a CSV here (else print a table)")
     p.add_argument("--threshold", type=float, help="NG-probability threshold (default: the model's)")
     _add_tta(p)
@@ -341,6 +379,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     from mieruka.explain.methods import METHODS
+
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX: class probabilities and heatmap in one graph",
+        description="Write one self-contained ONNX file whose graph maps an image batch (dynamic batch size) to "
+        "class probabilities and the heatmap of the predicted class, computed by the one-forward-pass CAM "
+        "(no autograd needed at run time). Class names, verdicts, input size and normalization go into the "
+        "file's metadata. The file is checked with ONNX Runtime against PyTorch before the command succeeds.",
+    )
+    p.add_argument("model", type=Path, help="model .safetensors written by mieruka train")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="output format (onnx)")
+    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument(
+        "--method",
+        default="gradcam",
+        choices=[m for m, c in METHODS.items() if c.uses_gradients],
+        help="CAM method computed in the graph (default gradcam)",
+    )
+    p.add_argument("--all-classes", action="store_true", help="also output every class's heatmap ('heatmaps')")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP with a web page",
+        description="Serve a model (.onnx from 'mieruka export', run by ONNX Runtime, or .safetensors, run by "
+        "PyTorch): POST /v1/predict (multipart field 'files', one or several images) returns class, "
+        "probabilities, OK/NG verdict and the heatmap overlay as base64 PNG; GET /v1/model, GET /healthz; API "
+        "docs at /docs; a web page at /. Oversized uploads get 413, non-images 415, corrupt images 422.",
+    )
+    p.add_argument("model", type=Path, metavar="MODEL_OR_ONNX", help="a .onnx or .safetensors model")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--api-key",
+        help="require this key in the X-API-Key header for /v1/* (default: $MIERUKA_API_KEY, else none)",
+    )
+    p.add_argument(
+        "--method",
+        default="gradcam",
+        choices=[m for m, c in METHODS.items() if c.uses_gradients],
+        help="CAM method for a .safetensors model (an .onnx file carries its own; default gradcam)",
+    )
+    p.add_argument("--max-upload-mb", type=float, default=32.0, help="largest request body in MiB (default 32)")
+    p.add_argument("--max-images", type=int, default=16, help="most images per request (default 16)")
+    p.add_argument("--device", default="auto", help="cpu or cuda for a .safetensors model (default cpu)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(
         "explain",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
 
 @torch.inference_mode()
 def predict_probs(
-    model: nn.Module,
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     store: ImageStore,
     indices: Sequence[int],
     *,
@@ -78,16 +78,28 @@ def predict_probs(
     progress: bool = False,
     desc: str = "predicting",
 ) -> np.ndarray:
-    """Class probabilities (N, K), the softmax averaged over the ``tta`` views. The model must be in eval mode."""
-    device = next(model.parameters()).device
+    """Class probabilities (N, K), the softmax averaged over the ``tta`` views.
+
+    ``model`` is a PyTorch classifier in eval mode, or any callable from a normalized CPU batch to probabilities
+    (an :class:`~mieruka.runtime.OnnxModel`): both get the same preprocessing and the same views.
+    """
+    probs_of: Callable[[torch.Tensor], torch.Tensor]
+    if isinstance(model, nn.Module):
+        device = next(model.parameters()).device
+        module = model
+
+        def module_probs(v: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                return module(v.contiguous(memory_format=torch.channels_last)).float().softmax(1)
+
+        probs_of = module_probs
+    else:
+        device, probs_of = torch.device("cpu"), model
     outs = []
     for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
         batch = store.get(indices[start : start + batch_size]).to(device, non_blocking=True)
         x = normalize(batch, mean, std)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            probs = [
-                model(v.contiguous(memory_format=torch.channels_last)).float().softmax(1) for v in tta_views(x, tta)
-            ]
+        probs = [probs_of(v) for v in tta_views(x, tta)]
         outs.append(torch.stack(probs).mean(0).cpu())  # (B, K), averaged over the views
     if not outs:
         return np.zeros((0, 0), dtype=np.float32)

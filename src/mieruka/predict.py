@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from mieruka._io import write_csv
 from mieruka.checkpoint import load_checkpoint
@@ -16,6 +17,7 @@ from mieruka.data.store import ImageStore
 from mieruka.errors import DataError
 from mieruka.inference import predict_probs, select_device
 from mieruka.metrics import ng_probability
+from mieruka.runtime import OnnxModel
 
 __all__ = ["Prediction", "collect_images", "predict"]
 
@@ -70,13 +72,21 @@ def predict(
 ) -> list[Prediction]:
     """Class, probability and verdict of every image (``tta`` default: the model's, chosen on validation).
 
+    ``model_path`` is a ``.safetensors`` checkpoint (PyTorch) or a ``.onnx`` file from ``mieruka export`` (ONNX
+    Runtime on the CPU; ``device`` is then ignored). Both get the same preprocessing.
+
     The verdict is NG when the NG probability reaches ``threshold`` (default: the threshold chosen on the validation
     split at training time, else 0.5).
     """
-    model, info, _ = load_checkpoint(model_path, select_device(device))
+    model: nn.Module | OnnxModel
+    if Path(model_path).suffix.lower() == ".onnx":
+        model = OnnxModel(model_path)
+        info = model.info
+    else:
+        model, info, _ = load_checkpoint(model_path, select_device(device))
+        model = model.to(memory_format=torch.channels_last)
     paths = collect_images(inputs)
     store = ImageStore(paths, info.image_size, progress=progress).require_readable()
-    model = model.to(memory_format=torch.channels_last)
     probs = predict_probs(
         model,
         store,

@@ -1,0 +1,139 @@
+"""Running a model for prediction with heatmaps, from an ONNX file (ONNX Runtime, CPU) or a checkpoint (PyTorch).
+
+Both backends take the same input — :func:`prepare`, the preprocessing every mieruka command uses
+(:func:`~mieruka.data.store.resize_image` then :func:`~mieruka.data.store.normalize`) — and return the same outputs:
+probabilities (B, C) and the predicted class's heatmap (B, S, S) in [0, 1], or ``None`` where the model has no
+heatmap. Neither keeps mutable state between calls, so one instance serves concurrent requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from mieruka.checkpoint import ModelInfo
+from mieruka.data.store import normalize, resize_image
+from mieruka.errors import CheckpointError, MierukaError
+
+__all__ = ["OnnxModel", "Runtime", "TorchModel", "load_runtime", "prepare", "run_with_tta"]
+
+
+def prepare(images: Sequence[np.ndarray], info: ModelInfo) -> np.ndarray:
+    """(H, W, 3) uint8 images → the model input, float32 (B, 3, S, S), exactly as training and evaluation do."""
+    pixels = torch.from_numpy(np.stack([resize_image(im, info.image_size) for im in images]))
+    return normalize(pixels, info.mean, info.std).numpy()
+
+
+class Runtime(Protocol):
+    """What the predict command and the service need from a model."""
+
+    info: ModelInfo
+    method: str | None
+    backend: str
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (B, C) and heatmaps (B, S, S) in [0, 1] (``None`` without a heatmap) for input ``x``."""
+        ...
+
+
+class OnnxModel:
+    """A file written by ``mieruka export``, run by ONNX Runtime on the CPU.
+
+    Args:
+        path: The ``.onnx`` file.
+        threads: Threads per inference call (default: ONNX Runtime's choice, one per core).
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:  # pragma: no cover - depends on the installation
+            raise MierukaError("running ONNX models needs onnxruntime: pip install 'mieruka[onnx]'") from None
+        from mieruka.export import ONNX_FORMAT
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CheckpointError(f"{self.path}: model file not found")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise CheckpointError(f"{self.path}: not an ONNX model that ONNX Runtime can load ({exc})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("format") != ONNX_FORMAT:
+            raise CheckpointError(
+                f"{self.path}: an ONNX model, but not one written by mieruka export (no mieruka metadata)"
+            )
+        try:
+            self.info = ModelInfo.from_json(meta["info"])
+            self.outputs: tuple[str, ...] = tuple(json.loads(meta["outputs"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{self.path}: the model description in the metadata is damaged ({exc})") from None
+        self.method: str | None = meta.get("method") or None
+        self.input_name = self.session.get_inputs()[0].name
+
+    @property
+    def has_heatmap(self) -> bool:
+        return "heatmap" in self.outputs
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        wanted = ["probabilities", "heatmap"] if self.has_heatmap else ["probabilities"]
+        out = self.session.run(wanted, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
+        return out[0], (out[1] if self.has_heatmap else None)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities for a normalized batch (the form :func:`mieruka.inference.predict_probs` takes)."""
+        return torch.from_numpy(self.run(x.detach().cpu().numpy())[0])
+
+
+class TorchModel:
+    """A ``.safetensors`` checkpoint run by PyTorch through :class:`~mieruka.export.ExplainedModel`, the very
+    module that ``mieruka export`` writes to ONNX."""
+
+    backend = "pytorch"
+
+    def __init__(self, path: str | os.PathLike[str], *, method: str = "gradcam", device: str = "cpu"):
+        from mieruka.checkpoint import load_checkpoint
+        from mieruka.export import ExplainedModel
+
+        model, self.info, _ = load_checkpoint(path, device)
+        self.module = ExplainedModel(model, method).eval()
+        self.method = method if self.module.has_heatmap else None
+        self.device = torch.device(device)
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device))
+        return out[0].float().cpu().numpy(), (out[1].float().cpu().numpy() if len(out) > 1 else None)
+
+
+def run_with_tta(runtime: Runtime, x: np.ndarray, tta: str = "none") -> tuple[np.ndarray, np.ndarray | None]:
+    """:meth:`Runtime.run` with the probabilities averaged over the ``tta`` views (as ``mieruka predict`` does);
+    the heatmap is the unchanged image's."""
+    from mieruka.inference import tta_views
+
+    probs, heat = runtime.run(x)
+    if tta != "none":
+        views = tta_views(torch.from_numpy(x), tta)[1:]
+        probs = np.mean([probs, *(runtime.run(np.ascontiguousarray(v.numpy()))[0] for v in views)], axis=0)
+    return probs, heat
+
+
+def load_runtime(path: str | os.PathLike[str], *, method: str = "gradcam", device: str = "cpu") -> Runtime:
+    """An :class:`OnnxModel` for ``.onnx`` files, else a :class:`TorchModel` (``method`` applies to the latter; an
+    ONNX file carries its own)."""
+    if Path(path).suffix.lower() == ".onnx":
+        return OnnxModel(path)
+    return TorchModel(path, method=method, device=device)
