@@ -1,0 +1,184 @@
+"""The HTTP service: ``POST /v1/predict`` (class, probabilities, OK/NG verdict and the heatmap overlay),
+``GET /v1/model``, ``GET /healthz``, and a web page at ``/``.
+
+Bad input never reaches the model: a body over the size limit gets 413, bytes that are not an image 415, a corrupt
+image 422 and an image with more pixels than allowed (a decompression bomb) 413, each with a message naming the file.
+The request path keeps no mutable state between requests: the runtime is read-only, every array is local.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import io
+import time
+from importlib import resources
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.security import APIKeyHeader
+from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mieruka import __version__
+from mieruka.data.images import MAX_PIXELS, ImageTooLarge, NotAnImage, decode_image
+from mieruka.errors import DataError
+from mieruka.explain.render import overlay, to_original_size
+from mieruka.fonts import cjk_font_path
+from mieruka.metrics import ng_probability
+from mieruka.runtime import Runtime, prepare, run_with_tta
+
+__all__ = ["API_KEY_HEADER", "create_app"]
+
+API_KEY_HEADER = "X-API-Key"
+"""The header that carries the API key when the service is started with one."""
+
+_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="required when the service has a key")
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    api_key: str | None = None,
+    max_upload_mb: float = 32.0,
+    max_images: int = 16,
+    max_pixels: int = MAX_PIXELS,
+    overlay_max_side: int = 512,
+) -> FastAPI:
+    """Build the service around a loaded model.
+
+    Args:
+        runtime: An :class:`~mieruka.runtime.OnnxModel` or :class:`~mieruka.runtime.TorchModel`.
+        api_key: When given, ``/v1/*`` requires it in the ``X-API-Key`` header (the page and ``/healthz`` stay open).
+        max_upload_mb: Largest request body; larger ones get 413.
+        max_images: Most images in one request.
+        max_pixels: Largest image (width × height) decoded; larger ones are refused as decompression bombs (413).
+        overlay_max_side: The overlay PNG is drawn at the image's size, shrunk to at most this many pixels a side.
+    """
+    info = runtime.info
+    limit_bytes = int(max_upload_mb * 1024 * 1024)
+    app = FastAPI(
+        title="mieruka",
+        version=__version__,
+        description="Explainable visual inspection: class, OK/NG verdict and a Grad-CAM-family heatmap per image.",
+        max_body_size=limit_bytes,
+    )
+
+    def check_key(given: Annotated[str | None, Depends(_key_header)]) -> None:
+        if api_key is not None and not hmac.compare_digest((given or "").encode(), api_key.encode()):
+            raise HTTPException(401, f"missing or wrong API key (send it in the {API_KEY_HEADER} header)")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        if exc.status_code == 413 and detail == "Content Too Large":
+            detail = f"the upload is larger than the limit of {max_upload_mb:g} MiB"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    model_description = {
+        "arch": info.arch,
+        "classes": list(info.classes),
+        "verdicts": info.verdicts,
+        "image_size": info.image_size,
+        "ng_threshold": _threshold(info.ng_threshold),
+        "tta": info.tta,
+        "method": runtime.method,
+        "heatmap": runtime.method is not None,
+        "backend": runtime.backend,
+        "version": info.version,
+        "limits": {"max_upload_mb": max_upload_mb, "max_images": max_images, "max_pixels": max_pixels},
+        "auth": api_key is not None,
+    }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        html = resources.files("mieruka.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/static/cjk-font.ttf", include_in_schema=False)
+    def font() -> FileResponse:
+        path = cjk_font_path()
+        if path is None:
+            raise HTTPException(404, "no bundled CJK font")
+        return FileResponse(path, media_type="font/ttf", headers={"Cache-Control": "max-age=86400"})
+
+    @app.get("/healthz", summary="liveness")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/model", summary="what the model is", dependencies=[Depends(check_key)])
+    def model() -> dict[str, Any]:
+        return model_description
+
+    @app.post("/v1/predict", summary="classify and explain images", dependencies=[Depends(check_key)])
+    def predict(
+        files: Annotated[list[UploadFile], File(description="one or several images (JPEG, PNG, BMP, TIFF, WebP)")],
+        overlay_png: Annotated[bool, Query(alias="overlay", description="include the overlay PNG (base64)")] = True,
+        threshold: Annotated[
+            float | None, Query(ge=0.0, le=1.0, description="NG-probability threshold (default: the model's)")
+        ] = None,
+    ) -> dict[str, Any]:
+        start = time.perf_counter()
+        if len(files) > max_images:
+            raise HTTPException(413, f"{len(files)} images in one request; the limit is {max_images}")
+        images = [_decode(f, max_pixels) for f in files]
+        probs, heat = run_with_tta(runtime, prepare(images, info), info.tta)
+        t = threshold if threshold is not None else _threshold(info.ng_threshold)
+        p_ng = ng_probability(probs, info.ng_classes)
+        results = []
+        for i, (f, image) in enumerate(zip(files, images, strict=True)):
+            top = int(probs[i].argmax())
+            item: dict[str, Any] = {
+                "filename": f.filename,
+                "width": image.shape[1],
+                "height": image.shape[0],
+                "class": info.classes[top],
+                "class_index": top,
+                "probability": float(probs[i, top]),
+                "verdict": "NG" if p_ng[i] >= t else "OK",
+                "ng_probability": float(p_ng[i]),
+                "threshold": t,
+                "probabilities": {c: float(p) for c, p in zip(info.classes, probs[i], strict=True)},
+            }
+            if overlay_png and heat is not None:
+                item["overlay_png"] = _overlay_png(image, heat[i], overlay_max_side)
+            results.append(item)
+        return {
+            "method": runtime.method,
+            "results": results,
+            "elapsed_ms": round((time.perf_counter() - start) * 1000, 2),
+        }
+
+    return app
+
+
+def _threshold(value: float | None) -> float:
+    return 0.5 if value is None else float(value)
+
+
+def _decode(upload: UploadFile, max_pixels: int) -> np.ndarray:
+    name = upload.filename or "upload"
+    try:
+        return decode_image(upload.file.read(), name, max_pixels=max_pixels)
+    except NotAnImage as exc:
+        raise HTTPException(415, str(exc)) from None
+    except ImageTooLarge as exc:
+        raise HTTPException(413, str(exc)) from None
+    except DataError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _overlay_png(image: np.ndarray, heat: np.ndarray, max_side: int) -> str:
+    """The jet overlay of ``heat`` (S, S) on ``image``, at the image's size shrunk to ``max_side``, as base64 PNG."""
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if size != (h, w):
+        image = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+    heat_full = to_original_size(torch.from_numpy(np.asarray(heat)), size).clamp(0, 1).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(overlay(image, heat_full)).save(buf, format="PNG", compress_level=1)
+    return base64.b64encode(buf.getvalue()).decode("ascii")

@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from mieruka.checkpoint import load_checkpoint, save_checkpoint
+from mieruka.predict import predict
+from mieruka.runtime import OnnxModel, TorchModel
+from mieruka.serve import create_app, is_loopback
+
+
+@pytest.fixture(scope="module")
+def onnx_client(tiny_onnx: Path) -> TestClient:
+    return TestClient(create_app(OnnxModel(tiny_onnx), max_images=4))
+
+
+def _png(path: Path) -> tuple[str, bytes, str]:
+    return (path.name, path.read_bytes(), "image/png")
+
+
+def _crack_images(synth_dir: Path) -> list[Path]:
+    return sorted((synth_dir / "crack").glob("*.png"))
+
+
+def test_health_model_docs_and_page(onnx_client: TestClient) -> None:
+    assert onnx_client.get("/healthz").json() == {"status": "ok"}
+    m = onnx_client.get("/v1/model").json()
+    assert m["classes"] == ["blowhole", "crack", "good", "normal (dirt)", "normal (scratch)", "scratch"]
+    assert m["verdicts"]["crack"] == "NG" and m["verdicts"]["good"] == "OK"
+    assert m["method"] == "gradcam" and m["backend"] == "onnxruntime" and m["heatmap"] is True
+    assert "/v1/predict" in onnx_client.get("/openapi.json").json()["paths"]
+    assert onnx_client.get("/docs").status_code == 200
+    page = onnx_client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    # offline: nothing is loaded from another host
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page.text)
+    assert 'url("static/cjk-font.ttf")' in page.text
+    font = onnx_client.get("/static/cjk-font.ttf")
+    assert font.status_code == 200 and font.content[:4] in (b"\x00\x01\x00\x00", b"OTTO", b"true")
+
+
+def test_predict_matches_the_predict_command(onnx_client: TestClient, tiny_onnx: Path, synth_dir: Path) -> None:
+    paths = _crack_images(synth_dir)[:3]
+    r = onnx_client.post("/v1/predict", files=[("files", _png(p)) for p in paths])
+    assert r.status_code == 200
+    body = r.json()
+    assert body["method"] == "gradcam" and len(body["results"]) == 3
+    expected = predict(tiny_onnx, paths, progress=False)
+    for res, exp, path in zip(body["results"], expected, paths, strict=True):
+        assert res["filename"] == path.name
+        assert res["class"] == exp.label and res["verdict"] == exp.verdict
+        assert np.allclose(list(res["probabilities"].values()), exp.probabilities, atol=1e-6)
+        assert res["probability"] == pytest.approx(max(exp.probabilities), abs=1e-6)
+        assert res["verdict"] == ("NG" if res["ng_probability"] >= res["threshold"] else "OK")
+        png = Image.open(io.BytesIO(base64.b64decode(res["overlay_png"])))
+        assert png.format == "PNG" and png.size == (res["width"], res["height"]) == (64, 64)
+
+
+def test_overlay_is_the_jet_heatmap_blended_on_the_image(tiny_run: Path, synth_dir: Path) -> None:
+    """Where the map is 1 the overlay leans red, where it is 0 blue (jet), blended half and half."""
+    runtime = TorchModel(tiny_run / "model.safetensors")
+    client = TestClient(create_app(runtime))
+    gray = Image.new("RGB", (96, 48), (128, 128, 128))
+    buf = io.BytesIO()
+    gray.save(buf, "PNG")
+    res = client.post("/v1/predict", files=[("files", ("gray.png", buf.getvalue(), "image/png"))]).json()["results"][0]
+    over = np.asarray(Image.open(io.BytesIO(base64.b64decode(res["overlay_png"]))).convert("RGB")).astype(int)
+    assert over.shape == (48, 96, 3)
+    from mieruka.runtime import prepare
+
+    _, heat = runtime.run(prepare([np.asarray(gray)], runtime.info))
+    assert heat is not None
+    hot = np.unravel_index(heat[0].argmax(), heat[0].shape)
+    cold = np.unravel_index(heat[0].argmin(), heat[0].shape)
+    scale = np.array([48, 96]) / heat[0].shape[0]
+    hy, hx = (np.array(hot) * scale).astype(int)
+    cy, cx = (np.array(cold) * scale).astype(int)
+    assert over[hy, hx, 0] > over[hy, hx, 2]  # red over blue where the evidence is
+    assert over[cy, cx, 2] > over[cy, cx, 0]  # blue over red where there is none
+
+
+def test_overlay_can_be_left_out_and_threshold_set(onnx_client: TestClient, synth_dir: Path) -> None:
+    path = _crack_images(synth_dir)[0]
+    r = onnx_client.post("/v1/predict", params={"overlay": "false", "threshold": 1.0}, files=[("files", _png(path))])
+    res = r.json()["results"][0]
+    assert "overlay_png" not in res and res["threshold"] == 1.0 and res["verdict"] == "OK"
+    r = onnx_client.post("/v1/predict", params={"threshold": 0.0}, files=[("files", _png(path))])
+    assert r.json()["results"][0]["verdict"] == "NG"
+    assert onnx_client.post("/v1/predict", params={"threshold": 2}, files=[("files", _png(path))]).status_code == 422
+
+
+def _bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(buf, "PNG")  # 81 Mpx in about 10 kB
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "status", "message"),
+    [
+        ("notes.txt", b"this is not an image", 415, "notes.txt: not an image"),
+        ("empty.png", b"", 415, "empty.png: the file is empty"),
+        ("half.png", None, 422, "half.png: the image cannot be decoded"),
+        ("bomb.png", "bomb", 413, "bomb.png: 9000×9000 pixels exceeds the limit"),
+    ],
+)
+def test_bad_uploads_get_4xx_with_a_message(
+    onnx_client: TestClient, synth_dir: Path, name: str, payload: bytes | str | None, status: int, message: str
+) -> None:
+    if payload is None:
+        data = _crack_images(synth_dir)[0].read_bytes()
+        payload = data[: len(data) // 2]
+    elif payload == "bomb":
+        payload = _bomb()
+    good = _png(_crack_images(synth_dir)[0])
+    r = onnx_client.post("/v1/predict", files=[("files", good), ("files", (name, payload, "image/png"))])
+    assert r.status_code == status
+    assert message in r.json()["detail"]
+
+
+def test_limits_on_size_and_count(tiny_onnx: Path, synth_dir: Path) -> None:
+    client = TestClient(create_app(OnnxModel(tiny_onnx), max_upload_mb=0.01, max_images=2))
+    big = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(big, "PNG")
+    assert len(big.getvalue()) > 0.01 * 1024 * 1024
+    r = client.post("/v1/predict", files=[("files", ("big.png", big.getvalue(), "image/png"))])
+    assert r.status_code == 413
+    small = _png(_crack_images(synth_dir)[0])
+    r = client.post("/v1/predict", files=[("files", small)] * 3)
+    assert r.status_code == 413 and "limit is 2" in r.json()["detail"]
+    assert client.post("/v1/predict").status_code == 422  # no file at all
+    assert client.post("/v1/predict", files=[("files", small)] * 2).status_code == 200
+
+
+def test_api_key(tiny_onnx: Path, synth_dir: Path) -> None:
+    client = TestClient(create_app(OnnxModel(tiny_onnx), api_key="s3cret"))
+    small = _png(_crack_images(synth_dir)[0])
+    assert client.get("/healthz").status_code == 200 and client.get("/").status_code == 200
+    assert client.get("/v1/model").status_code == 401
+    assert client.get("/v1/model", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.post("/v1/predict", files=[("files", small)]).status_code == 401
+    assert client.get("/v1/model", headers={"X-API-Key": "s3cret"}).json()["auth"] is True
+    assert client.post("/v1/predict", files=[("files", small)], headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+def test_both_backends_answer_alike(tiny_run: Path, tiny_onnx: Path, synth_dir: Path) -> None:
+    paths = _crack_images(synth_dir)[:2]
+    files = [("files", _png(p)) for p in paths]
+    a = TestClient(create_app(OnnxModel(tiny_onnx))).post("/v1/predict", files=files).json()["results"]
+    b = TestClient(create_app(TorchModel(tiny_run / "model.safetensors"))).post("/v1/predict", files=files).json()
+    for x, y in zip(a, b["results"], strict=True):
+        assert x["class"] == y["class"] and x["verdict"] == y["verdict"]
+        assert np.allclose(list(x["probabilities"].values()), list(y["probabilities"].values()), atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_concurrent_requests_get_their_own_answers(
+    backend: str, tiny_run: Path, tiny_onnx: Path, synth_dir: Path
+) -> None:
+    runtime = OnnxModel(tiny_onnx) if backend == "onnx" else TorchModel(tiny_run / "model.safetensors")
+    client = TestClient(create_app(runtime))
+    paths = sorted(synth_dir.glob("*/*.png"))[::4][:12]
+
+    def ask(path: Path) -> dict:
+        r = client.post("/v1/predict", files=[("files", _png(path))])
+        assert r.status_code == 200
+        return r.json()["results"][0]
+
+    alone = [ask(p) for p in paths]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(ask, paths * 3))
+    for i, res in enumerate(together):
+        ref = alone[i % len(paths)]
+        assert res["filename"] == ref["filename"] and res["class"] == ref["class"]
+        assert np.allclose(list(res["probabilities"].values()), list(ref["probabilities"].values()), atol=1e-6)
+        assert res["overlay_png"] == ref["overlay_png"]
+
+
+# --- a real browser -----------------------------------------------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def live_ja_service(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The tiny model with Japanese class names, served by uvicorn on a free loopback port."""
+    import uvicorn
+
+    model, info, _ = load_checkpoint(tiny_run / "model.safetensors")
+    names = ("欠陥A", "欠陥B", "良品", "正常(汚れ)", "正常(キズ)", "欠陥C")
+    ja = replace(info, classes=names, verdicts=dict(zip(names, ("NG", "NG", "OK", "OK", "OK", "NG"), strict=True)))
+    path = save_checkpoint(tmp_path_factory.mktemp("ja") / "ja.safetensors", model, ja)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(TorchModel(path)), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the service did not start"
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (make test installs it)")
+def test_web_page_in_a_real_browser(live_ja_service: str, synth_dir: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    image = _crack_images(synth_dir)[0]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale="en-US")
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(live_ja_service)
+            page.wait_for_function("document.getElementById('model').textContent.includes('欠陥A')")
+            page.set_input_files("#files", str(image))
+            verdict = page.locator(".result .verdict").first
+            verdict.wait_for(timeout=20_000)
+            assert verdict.inner_text() in ("OK", "NG")
+            color = verdict.evaluate("e => getComputedStyle(e).color")
+            assert color == ("rgb(207, 34, 46)" if verdict.inner_text() == "NG" else "rgb(26, 127, 55)")
+            # input and overlay side by side, both decoded by the browser
+            sizes = page.eval_on_selector_all(".result figure img", "els => els.map(e => [e.naturalWidth, e.complete])")
+            assert sizes == [[64, True], [64, True]]
+            boxes = [page.locator(f".result figure.{c} img").bounding_box() for c in ("input", "overlay")]
+            assert boxes[0] and boxes[1] and boxes[1]["x"] > boxes[0]["x"] + boxes[0]["width"] - 1
+            names = page.eval_on_selector_all(".result .bars td.name", "els => els.map(e => e.textContent)")
+            assert sorted(names) == sorted(["欠陥A", "欠陥B", "良品", "正常(汚れ)", "正常(キズ)", "欠陥C"])
+            # Japanese glyphs render with a real font: a CJK name is wider than the same number of spaces would be
+            width = page.eval_on_selector(".result .bars td.name", "e => e.getBoundingClientRect().width")
+            assert width > 20
+            assert page.inner_text(".result figure.overlay figcaption").startswith("heatmap")
+            page.click("#lang")
+            assert page.inner_text(".result figure.input figcaption") == "入力画像"
+            assert page.inner_text(".result .predicted").startswith("予測: ")
+            assert page.evaluate("document.documentElement.lang") == "ja"
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
