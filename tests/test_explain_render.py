@@ -67,3 +67,21 @@ def test_panel_renders_japanese_caption_side_by_side() -> None:
     assert (caption < 128).sum() > 50  # text was drawn (a missing font would draw nothing or boxes)
     sheet = grid([pic, pic, pic], cols=2)
     assert sheet.width == 2 * pic.width + 8 and sheet.height == 2 * pic.height + 8
+
+
+def test_encode_png_round_trips_exactly() -> None:
+    import io
+
+    from PIL import Image
+
+    from mieruka.explain.render import encode_png
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1, 3), (7, 13, 3), (64, 48, 3)]:
+        rgb = rng.integers(0, 256, shape, dtype=np.uint8)
+        data = encode_png(rgb)
+        img = Image.open(io.BytesIO(data))
+        assert img.format == "PNG" and img.mode == "RGB" and img.size == (shape[1], shape[0])
+        np.testing.assert_array_equal(np.asarray(img), rgb)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        encode_png(np.zeros((4, 4), np.uint8))

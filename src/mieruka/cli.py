@@ -186,6 +186,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         device="cpu" if args.device == "auto" else args.device,
         max_upload_mb=args.max_upload_mb,
         max_images=args.max_images,
+        threads=args.threads,
     )
 
 
@@ -424,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-upload-mb", type=float, default=32.0, help="largest request body in MiB (default 32)")
     p.add_argument("--max-images", type=int, default=16, help="most images per request (default 16)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="ONNX Runtime threads per request (default: one per core; 1 can serve many concurrent requests better)",
+    )
     p.add_argument("--device", default="auto", help="cpu or cuda for a .safetensors model (default cpu)")
     p.set_defaults(func=_cmd_serve)
 

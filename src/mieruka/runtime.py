@@ -65,6 +65,9 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Idle worker threads sleep instead of spinning: on a small CPU box the cores are shared with decoding,
+        # the overlay and HTTP, which spinning threads would slow down.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         try:
@@ -131,9 +134,11 @@ def run_with_tta(runtime: Runtime, x: np.ndarray, tta: str = "none") -> tuple[np
     return probs, heat
 
 
-def load_runtime(path: str | os.PathLike[str], *, method: str = "gradcam", device: str = "cpu") -> Runtime:
-    """An :class:`OnnxModel` for ``.onnx`` files, else a :class:`TorchModel` (``method`` applies to the latter; an
-    ONNX file carries its own)."""
+def load_runtime(
+    path: str | os.PathLike[str], *, method: str = "gradcam", device: str = "cpu", threads: int | None = None
+) -> Runtime:
+    """An :class:`OnnxModel` for ``.onnx`` files (``threads`` per call), else a :class:`TorchModel` (``method``
+    applies to the latter; an ONNX file carries its own)."""
     if Path(path).suffix.lower() == ".onnx":
-        return OnnxModel(path)
+        return OnnxModel(path, threads=threads)
     return TorchModel(path, method=method, device=device)

@@ -8,6 +8,8 @@ map: red where the evidence is, blue where it is not.
 from __future__ import annotations
 
 import functools
+import struct
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from mieruka.fonts import cjk_font_path
 
-__all__ = ["colorize", "grid", "normalize_for_display", "overlay", "panel", "to_original_size"]
+__all__ = ["colorize", "encode_png", "grid", "normalize_for_display", "overlay", "panel", "to_original_size"]
 
 
 def normalize_for_display(maps: torch.Tensor, mode: str = "per-image", vmax: float | None = None) -> torch.Tensor:
@@ -62,6 +64,34 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
         raise ValueError(f"heatmap {heat.shape} and image {image.shape[:2]} differ in size; resize the map first")
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(heat).astype(np.float32)
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def encode_png(rgb: np.ndarray, level: int = 1) -> bytes:
+    """(H, W, 3) uint8 → PNG bytes, quickly: every row uses the Sub filter and zlib compresses at ``level``.
+
+    Pillow tries five filters on every row, which takes most of a web request's time for a 512 px overlay; one
+    fixed filter is 2–3× faster for about a fifth more bytes. The output is a standard 8-bit RGB PNG.
+    """
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"encode_png needs an (H, W, 3) image, got {rgb.shape}")
+    h, w, _ = rgb.shape
+    rows = rgb.reshape(h, 3 * w)
+    raw = np.empty((h, 1 + 3 * w), dtype=np.uint8)
+    raw[:, 0] = 1  # filter type Sub: each byte minus the same channel of the pixel to its left (mod 256)
+    raw[:, 1:4] = rows[:, :3]
+    np.subtract(rows[:, 3:], rows[:, :-3], out=raw[:, 4:])
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
+        + chunk(b"IEND", b"")
+    )
 
 
 @functools.cache

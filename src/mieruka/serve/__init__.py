@@ -31,6 +31,7 @@ def serve(
     device: str = "cpu",
     max_upload_mb: float = 32.0,
     max_images: int = 16,
+    threads: int | None = None,
     log_level: str = "info",
 ) -> None:
     """Load ``model`` (``.onnx`` or ``.safetensors``) and serve it until interrupted."""
@@ -38,7 +39,13 @@ def serve(
 
     from mieruka.runtime import load_runtime
 
-    runtime = load_runtime(model, method=method, device=device)
+    runtime = load_runtime(model, method=method, device=device, threads=threads)
+    if runtime.backend == "onnxruntime":
+        import torch
+
+        # ONNX Runtime does the heavy work with its own threads; the small tensor steps around it (normalization,
+        # resizing the heatmap) run in the request threads, where more torch threads would only contend.
+        torch.set_num_threads(1)
     if api_key is None and not is_loopback(host):
         print(
             f"warning: listening on {host} without an API key: anyone who can reach this port can use the model "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import io
 import time
 from importlib import resources
 from typing import Annotated, Any
@@ -26,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mieruka import __version__
 from mieruka.data.images import MAX_PIXELS, ImageTooLarge, NotAnImage, decode_image
 from mieruka.errors import DataError
-from mieruka.explain.render import overlay, to_original_size
+from mieruka.explain.render import colorize, encode_png, overlay, to_original_size
 from mieruka.fonts import cjk_font_path
 from mieruka.metrics import ng_probability
 from mieruka.runtime import Runtime, prepare, run_with_tta
@@ -59,6 +58,7 @@ def create_app(
         overlay_max_side: The overlay PNG is drawn at the image's size, shrunk to at most this many pixels a side.
     """
     info = runtime.info
+    colorize(np.zeros((1, 1), np.float32))  # load the colour map now, not in the first request
     limit_bytes = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(
         title="mieruka",
@@ -179,6 +179,4 @@ def _overlay_png(image: np.ndarray, heat: np.ndarray, max_side: int) -> str:
     if size != (h, w):
         image = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
     heat_full = to_original_size(torch.from_numpy(np.asarray(heat)), size).clamp(0, 1).numpy()
-    buf = io.BytesIO()
-    Image.fromarray(overlay(image, heat_full)).save(buf, format="PNG", compress_level=1)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(encode_png(overlay(image, heat_full))).decode("ascii")
