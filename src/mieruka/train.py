@@ -27,6 +27,7 @@ from mieruka._io import write_csv, write_json
 from mieruka.augment import augment_batch
 from mieruka.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from mieruka.config import TrainConfig
+from mieruka.data.annotations import ANNOTATION_EXTENSIONS, read_region
 from mieruka.data.dataset import Sample, load_dataset
 from mieruka.data.images import image_size
 from mieruka.data.store import BadFile, ImageStore, normalize, scan_images
@@ -150,10 +151,17 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
 
 
 def _mask_problems(samples: Sequence[Sample], sizes: Sequence[tuple[int, int]], bad_images: set[Path]) -> list[BadFile]:
-    """Masks that are missing, unreadable, or of another size than their image (both files named)."""
+    """Masks that are missing, unreadable, or of another size than their image, and box annotations that cannot be
+    read or do not fit their image (both files named)."""
     problems = []
     for sample, (h, w) in zip(samples, sizes, strict=True):
         if sample.mask is None or sample.image in bad_images:
+            continue
+        if sample.mask.suffix.lower() in ANNOTATION_EXTENSIONS:  # boxes: parse them, check them against the image
+            try:
+                read_region(sample.mask, sample.image, (h, w))
+            except DataError as exc:
+                problems.append(BadFile(sample.image, f"its annotation: {exc}"))
             continue
         try:
             mw, mh = image_size(sample.mask)

@@ -3,10 +3,12 @@
 Folder tree::
 
     ROOT/<class>/**/<image>           images, any depth below their class folder
-    ROOT/masks/<class>/**/<stem>.*    optional masks mirroring the images (same relative path, any image ending)
+    ROOT/masks/<class>/**/<stem>.*    optional masks mirroring the images (same relative path, any image ending),
+                                      or box annotations: <stem>.xml (Pascal VOC) or <stem>.txt (YOLO)
 
 Manifest CSV (UTF-8, header row): ``image,label[,mask][,split]``, paths relative to the CSV's folder, ``split`` one of
-``train``, ``val``, ``test``.
+``train``, ``val``, ``test``. ``mask`` is a mask image or a box annotation file: ``.xml`` (Pascal VOC), ``.txt``
+(YOLO) or ``.json`` (COCO, the entry whose file name is the image's); see :mod:`mieruka.data.annotations`.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def _find_mask(mask_root: Path, rel: Path) -> Path | None:
     stem_dir = mask_root / rel.parent
     if not stem_dir.is_dir():
         return None
-    for ext in (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg"):
+    for ext in (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".xml", ".txt"):
         candidate = stem_dir / (rel.stem + ext)
         if candidate.is_file():
             return candidate
