@@ -161,3 +161,45 @@ def test_audit_command(tiny_run: Path, synth_dir: Path, tmp_path: Path, capsys: 
     out = capsys.readouterr().out
     assert "gradcam" in out and "eigencam" in out and "report" in out
     assert (tmp_path / "report" / "index.html").is_file()
+
+
+def test_audit_uses_box_annotations(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """--boxes: a folder of VOC files replaces the masks; each region is its box, rasterized at full size."""
+    import csv
+
+    import numpy as np
+
+    from mieruka.data.images import read_mask
+
+    boxes = tmp_path / "voc"
+    boxes.mkdir()
+    expected = {}
+    for mask_path in sorted((synth_dir / "masks" / "crack").glob("*.png"))[:4]:
+        m = read_mask(mask_path)
+        if not m.any():
+            continue
+        rows, cols = np.nonzero(m)
+        x0, x1, y0, y1 = cols.min() + 1, cols.max() + 1, rows.min() + 1, rows.max() + 1  # VOC: 1-based, inclusive
+        (boxes / f"{mask_path.stem}.xml").write_text(
+            f"<annotation><object><name>crack</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
+            f"<ymax>{y1}</ymax></bndbox></object></annotation>",
+            encoding="utf-8",
+        )
+        expected[mask_path.stem] = (x1 - x0 + 1) * (y1 - y0 + 1) / m.size
+    assert expected
+    run_audit(
+        tiny_run / "model.safetensors",
+        synth_dir,
+        tmp_path / "a",
+        split="all",
+        boxes=boxes,
+        report=False,
+        device="cpu",
+        progress=False,
+    )
+    with open(tmp_path / "a" / "audit.csv", encoding="utf-8") as fh:
+        rows_out = list(csv.DictReader(fh))
+    with_region = {Path(r["image"]).stem: float(r["area_fraction"]) for r in rows_out if r["area_fraction"]}
+    assert set(with_region) == set(expected)
+    for stem, area in expected.items():
+        assert with_region[stem] == pytest.approx(area, abs=1e-6)

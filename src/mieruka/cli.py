@@ -220,6 +220,7 @@ def _cmd_explain(args: argparse.Namespace) -> None:
 
 
 def _cmd_audit(args: argparse.Namespace) -> None:
+    from mieruka.audit.faithfulness import FaithfulnessConfig
     from mieruka.audit.run import AuditConfig, run_audit
 
     cfg = AuditConfig(tolerance=args.tolerance, threshold=args.threshold)
@@ -234,6 +235,10 @@ def _cmd_audit(args: argparse.Namespace) -> None:
         config=cfg,
         device=args.device,
         batch_size=args.batch_size,
+        lang=args.lang,
+        boxes=args.boxes,
+        faithfulness=args.faithfulness,
+        faithfulness_config=FaithfulnessConfig(steps=args.steps, fill=args.fill),
         progress=not args.quiet,
     )
     print(f"{'method':<36}{'energy in':>10}{'lift':>8}{'pointing':>10}{'rank acc':>10}   (defect images; uniform)")
@@ -246,6 +251,15 @@ def _cmd_audit(args: argparse.Namespace) -> None:
                 f"{a['relevance_rank']:>10.3f}   ({u['energy_inside']:.3f}, {u['pointing_hit']:.3f})"
             )
         print(f"  categories: {a['categories']}")
+        if "faithfulness" in a:
+            f = a["faithfulness"]
+            check = run.summary["faithfulness"]["randomization_check"][method]
+            print(
+                f"  faithfulness ({f['images']} images): deletion AUC {f['deletion_auc']:.3f}, insertion AUC "
+                f"{f['insertion_auc']:.3f}, average drop {f['average_drop_percent']:.1f} %, increase "
+                f"{f['increase_rate']:.2f}; randomization check: mean |rank correlation| "
+                f"{check['mean_abs_rank_correlation']:.3f} ({'passed' if check['passed'] else 'FAILED'})"
+            )
     print(
         f"results: {run.out_dir / 'audit.csv'}, {run.out_dir / 'summary.json'}, {run.out_dir / 'review.csv'}; "
         f"report: {run.out_dir / 'report' / 'index.html'}"
@@ -508,6 +522,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     p.add_argument("--lang", choices=("en", "ja"), default="en", help="language of the HTML report")
+    p.add_argument(
+        "--boxes",
+        type=Path,
+        help="box annotations to use as the defect regions: a COCO .json file (entries by image file name) or a "
+        "folder of Pascal VOC <stem>.xml / YOLO <stem>.txt files (default: the data set's masks)",
+    )
+    p.add_argument(
+        "--faithfulness",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure faithfulness on N images spread over the split: deletion/insertion AUC, average "
+        "drop/increase, and the model-randomization sanity check (default 0: off; costs about 2 × (steps + 1) "
+        "forward passes per image and method)",
+    )
+    p.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
+    p.add_argument(
+        "--fill",
+        choices=("blur", "black", "mean"),
+        default="blur",
+        help="what deleted pixels become (default blur: a Gaussian blur, σ = 5 px at 224 px)",
+    )
     _add_common(p)
     p.set_defaults(func=_cmd_audit)
 

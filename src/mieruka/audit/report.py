@@ -59,6 +59,16 @@ TEXT: dict[str, dict[str, str]] = {
         "wrong_on_target": "wrong although on the defect (class confusion)",
         "no_region": "no region known",
         "caption": "true: {t} / predicted: {p} (p={q})",
+        "faithfulness": "Faithfulness (no ground truth needed)",
+        "deletion": "deletion AUC (lower is better)",
+        "insertion": "insertion AUC (higher is better)",
+        "drop": "average drop %",
+        "increase": "increase rate",
+        "rho": "rank correlation with a randomized model",
+        "sanity": "randomization check",
+        "passed": "passed",
+        "failed": "FAILED",
+        "random_order": "random order",
     },
     "ja": {
         "title": "mieruka 監査レポート",
@@ -98,6 +108,16 @@ TEXT: dict[str, dict[str, str]] = {
         "wrong_on_target": "不正解・欠陥を注視（クラスの混同）",
         "no_region": "領域情報なし",
         "caption": "正解: {t} / 予測: {p} (p={q})",
+        "faithfulness": "忠実性（正解領域なしで計測）",
+        "deletion": "削除 AUC（低いほど良い）",
+        "insertion": "挿入 AUC（高いほど良い）",
+        "drop": "平均低下率 %",
+        "increase": "上昇率",
+        "rho": "ランダム化モデルとの順位相関",
+        "sanity": "ランダム化検査",
+        "passed": "合格",
+        "failed": "不合格",
+        "random_order": "ランダム順",
     },
 }
 
@@ -127,6 +147,37 @@ def _e(x: Any) -> str:
 
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
+
+
+def _faithfulness_table(summary: dict[str, Any], classes: Sequence[str], t: dict[str, str]) -> list[str]:
+    f = summary["faithfulness"]
+    base = f["baselines"]["random_order"]
+    out = [
+        f"<h2>{t['faithfulness']}</h2><table id='faithfulness'><tr><th>{t['method']}</th><th>{t['class']}</th>"
+        f"<th>n</th><th>{t['deletion']}</th><th>{t['insertion']}</th><th>{t['drop']}</th><th>{t['increase']}</th>"
+        f"<th>{t['rho']}</th><th>{t['sanity']}</th></tr>"
+    ]
+    for method, groups in summary["methods"].items():
+        check = f["randomization_check"].get(method, {})
+        verdict = t["passed"] if check.get("passed") else t["failed"]
+        for name in ["all", *classes]:
+            g = (groups.get(name) or {}).get("faithfulness")
+            if not g:
+                continue
+            out.append(
+                f"<tr><td>{_e(method)}</td><td>{_e(t['all'] if name == 'all' else name)}</td><td>{g['images']}</td>"
+                f"<td>{g['deletion_auc']:.3f}</td><td>{g['insertion_auc']:.3f}</td>"
+                f"<td>{g['average_drop_percent']:.1f}</td><td>{g['increase_rate']:.3f}</td>"
+                f"<td>{g['randomization_rho']:.3f}</td><td>{verdict if name == 'all' else ''}</td></tr>"
+            )
+    if base["deletion_auc"] is not None:
+        out.append(
+            f"<tr><td>{t['random_order']}</td><td>{t['all']}</td><td>{f['images']}</td>"
+            f"<td>{base['deletion_auc']:.3f}</td><td>{base['insertion_auc']:.3f}</td><td></td><td></td><td></td>"
+            "<td></td></tr>"
+        )
+    out.append("</table>")
+    return out
 
 
 def write_report(
@@ -206,6 +257,8 @@ def write_report(
                 f"<td>{b['centre']['pointing_hit']:.3f}</td></tr>"
             )
     parts.append("</table>")
+    if "faithfulness" in summary:
+        parts.extend(_faithfulness_table(summary, classes, t))
     methods = list(summary["methods"])
     parts.append(
         f"<h2>{t['gallery']}</h2><p>{t['class']} <select id='f-class'><option value='*'>{t['all']}</option>"

@@ -27,10 +27,18 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import ndimage
+from torch import nn
 from tqdm.auto import tqdm
 
 from mieruka import __version__
 from mieruka._io import atomic_write, write_csv, write_json
+from mieruka.audit.faithfulness import (
+    FaithfulnessConfig,
+    auc,
+    average_drop_increase,
+    deletion_insertion,
+    rank_correlation,
+)
 from mieruka.audit.localization import (
     DEFAULT_THRESHOLD,
     POINTING_TOLERANCE,
@@ -38,13 +46,14 @@ from mieruka.audit.localization import (
     localization_scores,
 )
 from mieruka.audit.report import TEXT, write_report
-from mieruka.checkpoint import load_checkpoint
-from mieruka.data.images import read_image, read_mask
+from mieruka.checkpoint import ModelInfo, load_checkpoint
+from mieruka.data.annotations import read_region
+from mieruka.data.images import read_image
 from mieruka.data.store import ImageStore, normalize
 from mieruka.errors import DataError
-from mieruka.explain.engine import explain, multiscale_layers
+from mieruka.explain.engine import Explanation, explain, multiscale_layers
 from mieruka.explain.render import panel, to_original_size
-from mieruka.explain.targets import parse_target
+from mieruka.explain.targets import TrueClass, parse_target
 from mieruka.inference import select_device
 
 __all__ = ["CATEGORIES", "AuditConfig", "AuditRun", "parse_method_spec", "run_audit", "triage"]
@@ -58,6 +67,7 @@ CATEGORIES = (
     "wrong_on_target",
     "no_region",
 )
+FAITHFULNESS_METRICS = ("deletion_auc", "insertion_auc", "average_drop", "confidence_increase", "randomization_rho")
 METRICS = (
     "energy_inside",
     "lift",
@@ -143,6 +153,9 @@ def run_audit(
     batch_size: int = 16,
     lang: str = "en",
     report: bool = True,
+    boxes: str | os.PathLike[str] | None = None,
+    faithfulness: int = 0,
+    faithfulness_config: FaithfulnessConfig | None = None,
     progress: bool = True,
 ) -> AuditRun:
     """Audit the explanations of one split for one or more methods.
@@ -159,6 +172,13 @@ def run_audit(
         batch_size: Images per explanation batch.
         lang: Language of the report (``en`` or ``ja``).
         report: Write ``report/index.html`` with panels.
+        boxes: Box annotations to use as the regions instead of the data set's masks: a COCO JSON file (entries
+            matched by image file name) or a folder of Pascal VOC ``<stem>.xml`` / YOLO ``<stem>.txt`` files.
+            Images without an entry have no region.
+        faithfulness: Also run the faithfulness checks (deletion/insertion, average drop/increase, model
+            randomization; :mod:`mieruka.audit.faithfulness`) on this many images of the split, evenly spread
+            (0: off; they cost about 2 × (steps + 1) forward passes per image and method).
+        faithfulness_config: Steps, baseline fill and the randomization threshold.
         progress: Show progress bars.
     """
     if lang not in TEXT:
@@ -172,7 +192,8 @@ def run_audit(
     store = ImageStore([s.image for s in samples], info.image_size, progress=progress).require_readable()
     masks: list[np.ndarray | None] = []
     for s, hw in zip(samples, store.sizes, strict=True):
-        m = read_mask(s.mask, s.image, hw) if s.mask is not None else None
+        source = s.mask if boxes is None else _box_file(Path(boxes), s.image)
+        m = read_region(source, s.image, hw) if source is not None else None
         masks.append(m if m is not None and m.any() else None)
     labels = torch.tensor([ds.label_index(s) for s in samples])
     targets = parse_target(target, info.classes, info.verdicts)
@@ -183,6 +204,8 @@ def run_audit(
     panels: dict[tuple[str, str], tuple[str, str]] = {}
     caption = TEXT[lang]["caption"]
     baselines = [None if m is None else _baselines(m, cfg, rng) for m in masks]
+    fcfg = faithfulness_config or FaithfulnessConfig()
+    faith = _FaithfulnessRun(model, info, fcfg, len(samples), faithfulness, dev) if faithfulness > 0 else None
 
     rows: list[dict[str, Any]] = []
     for spec in methods:
@@ -209,6 +232,11 @@ def run_audit(
             )
             maps = ex.maps[:, 0].float().cpu()
             probs = ex.probs.float().cpu()
+            faith_rows = (
+                faith.measure(store, idx, x, ex, method, method_layers, fusion, progress=progress)
+                if faith is not None
+                else {}
+            )
             for j, i in enumerate(idx):
                 s = samples[i]
                 pred = int(probs[j].argmax())
@@ -242,9 +270,13 @@ def run_audit(
                 for k in METRICS:
                     row[k] = None if scores is None else getattr(scores, k)
                 row["area_fraction"] = None if scores is None else scores.area_fraction
+                for k in FAITHFULNESS_METRICS:
+                    row[k] = faith_rows.get(i, {}).get(k)
                 rows.append(row)
 
     summary = _summarize(rows, baselines, samples, methods, info.classes, cfg)
+    if faith is not None:
+        summary["faithfulness"] = faith.summary(rows, methods)
     summary.update(
         {
             "schema_version": SCHEMA_VERSION,
@@ -268,6 +300,135 @@ def run_audit(
     if report:
         write_report(out_dir, rows, summary, info.classes, info.verdicts, panels, review, lang=lang)
     return AuditRun(out_dir=out_dir, summary=summary)
+
+
+class _FaithfulnessRun:
+    """The faithfulness checks of one audit: which images, the randomized model, the random-order baseline."""
+
+    def __init__(self, model: nn.Module, info: ModelInfo, cfg: FaithfulnessConfig, n: int, k: int, dev: torch.device):
+        from mieruka.models import build_model
+
+        self.model, self.info, self.cfg = model, info, cfg
+        self.chosen = set(np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int)).tolist())
+        torch.manual_seed(0)  # the same "destroyed" model every run
+        self.random_model = build_model(info.arch, len(info.classes)).to(dev).eval()
+        self.random_model = self.random_model.to(memory_format=torch.channels_last)
+        self.baseline: dict[int, tuple[float, float]] = {}
+        self.rng = torch.Generator().manual_seed(0)
+
+    def measure(
+        self,
+        store: ImageStore,
+        idx: list[int],
+        x: torch.Tensor,
+        ex: Explanation,
+        method: str,
+        layers: tuple[str, ...],
+        fusion: str,
+        *,
+        progress: bool,
+    ) -> dict[int, dict[str, Any]]:
+        """Faithfulness metrics of the chosen images among ``idx`` (explained as ``ex``), by image index."""
+        sel = [j for j, i in enumerate(idx) if i in self.chosen]
+        if not sel:
+            return {}
+        dev = x.device
+        pixels = store.get([idx[j] for j in sel]).to(dev).float() / 255.0
+        heat = ex.maps[sel, 0].float()
+        # the class each map explains (targets that are not one class, e.g. ng: the predicted class)
+        cls = torch.where(ex.class_indices[sel, 0] >= 0, ex.class_indices[sel, 0], ex.probs[sel].argmax(1))
+        kw = {"mean": self.info.mean, "std": self.info.std, "batch_size": self.cfg.batch_size}
+        dele, ins = deletion_insertion(
+            self.model,
+            pixels,
+            heat,
+            cls,
+            steps=self.cfg.steps,
+            fill=self.cfg.fill,
+            **kw,  # type: ignore[arg-type]
+        )
+        drop, inc = average_drop_increase(self.model, pixels, heat, cls, **kw)  # type: ignore[arg-type]
+        rand_layers = layers or None
+        rand = explain(
+            self.random_model,
+            x[sel],
+            method=method,
+            targets=[TrueClass()],
+            layers=rand_layers,
+            labels=cls,
+            fusion=fusion,
+        ).maps[:, 0]
+        rho = rank_correlation(heat, rand)
+        missing = [j for j in sel if idx[j] not in self.baseline]
+        if missing:  # the chance baseline: the same curves for a random order of the pixels, once per image
+            noise = torch.rand(len(missing), *heat.shape[1:], generator=self.rng).to(dev)
+            pos = [sel.index(j) for j in missing]
+            bd, bi = deletion_insertion(
+                self.model,
+                pixels[pos],
+                noise,
+                cls[pos],
+                steps=self.cfg.steps,
+                fill=self.cfg.fill,
+                **kw,  # type: ignore[arg-type]
+            )
+            for j, d, i_ in zip(missing, auc(bd), auc(bi), strict=True):
+                self.baseline[idx[j]] = (float(d), float(i_))
+        out = {}
+        for n, j in enumerate(sel):
+            out[idx[j]] = {
+                "deletion_auc": float(auc(dele[n])),
+                "insertion_auc": float(auc(ins[n])),
+                "average_drop": float(drop[n]),
+                "confidence_increase": bool(inc[n]),
+                "randomization_rho": float(rho[n]),
+            }
+        return out
+
+    def summary(self, rows: list[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
+        base = list(self.baseline.values())
+        per_method = {}
+        for m in methods:
+            rhos = [float(r["randomization_rho"]) for r in rows if r["method"] == m and r["deletion_auc"] is not None]
+            mean_abs = float(np.mean(np.abs(rhos))) if rhos else None
+            per_method[m] = {
+                "mean_rank_correlation": float(np.mean(rhos)) if rhos else None,
+                "mean_abs_rank_correlation": mean_abs,
+                "passed": mean_abs is not None and mean_abs < self.cfg.max_rank_correlation,
+            }
+        return {
+            "images": len(self.chosen),
+            "config": asdict(self.cfg),
+            "baselines": {
+                "random_order": {
+                    "deletion_auc": _mean([b[0] for b in base]),
+                    "insertion_auc": _mean([b[1] for b in base]),
+                }
+            },
+            "randomization_check": per_method,
+        }
+
+
+def _box_file(boxes: Path, image: Path) -> Path | None:
+    """The annotation file that covers ``image`` under ``--boxes`` (None: the image has no entry)."""
+    if boxes.is_file():
+        if boxes.suffix.lower() != ".json":
+            raise DataError(f"--boxes {boxes}: give a COCO .json file or a folder of VOC .xml / YOLO .txt files")
+        from mieruka.data.annotations import read_coco
+
+        try:
+            read_coco(boxes, image)
+        except DataError as exc:
+            if "no entry" in str(exc):
+                return None
+            raise
+        return boxes
+    if not boxes.is_dir():
+        raise DataError(f"--boxes {boxes}: no such file or folder")
+    for ext in (".xml", ".txt"):
+        if (boxes / f"{image.stem}{ext}").is_file():
+            return boxes / f"{image.stem}{ext}"
+    return None
 
 
 def _slug(spec: str) -> str:
@@ -340,6 +501,16 @@ def _summarize(
                 name_b: {k: _mean([b[name_b][k] for b in bl]) for k in BASELINE_METRICS}
                 for name_b in ("uniform", "random", "centre")
             }
+            f_rows = [r for r in groups.get(name, []) if r.get("deletion_auc") is not None]
+            if f_rows:
+                entry["faithfulness"] = {
+                    "images": len(f_rows),
+                    "deletion_auc": _mean([float(r["deletion_auc"]) for r in f_rows]),
+                    "insertion_auc": _mean([float(r["insertion_auc"]) for r in f_rows]),
+                    "average_drop_percent": 100 * float(np.mean([float(r["average_drop"]) for r in f_rows])),
+                    "increase_rate": _mean([float(bool(r["confidence_increase"])) for r in f_rows]),
+                    "randomization_rho": _mean([float(r["randomization_rho"]) for r in f_rows]),
+                }
             entry["categories"] = dict(Counter(r["category"] for r in groups.get(name, [])))
             per_group[name] = entry
         out["methods"][method] = per_group
@@ -373,6 +544,11 @@ def _review(rows: list[dict[str, Any]], cfg: AuditConfig) -> list[tuple[Any, ...
             reasons.append("attention off the defect")
         elif cat == "wrong_on_target":
             reasons.append("looked at the defect but confused the class: collect more of both classes")
+        if r.get("deletion_auc") is not None and r["insertion_auc"] <= r["deletion_auc"]:
+            priority += 0.5
+            reasons.append(
+                "heatmap not faithful: putting its red pixels back helps the score no more than removing them hurts"
+            )
         if r["probability"] < cfg.low_confidence:
             priority += 1 - r["probability"]
             reasons.append(f"low confidence ({r['probability']:.2f})")
