@@ -203,3 +203,18 @@ def test_audit_uses_box_annotations(tiny_run: Path, synth_dir: Path, tmp_path: P
     assert set(with_region) == set(expected)
     for stem, area in expected.items():
         assert with_region[stem] == pytest.approx(area, abs=1e-6)
+
+
+def test_report_command_rebuilds_the_page(audited: Path, tmp_path: Path) -> None:
+    """`mieruka report DIR --lang en` writes the (Japanese) audit's page again in English, with the same gallery."""
+    from mieruka.cli import main
+
+    copy = tmp_path / "copy"
+    shutil.copytree(audited, copy)
+    before = (copy / "report" / "index.html").read_text(encoding="utf-8")
+    assert main(["report", str(copy), "--lang", "en"]) == 0
+    after = (copy / "report" / "index.html").read_text(encoding="utf-8")
+    assert "<html lang='ja'>" in before and "<html lang='en'>" in after
+    assert "true: " in after and "正解: " not in after
+    assert after.count("class='card'") == before.count("class='card'") > 0
+    assert main(["report", str(tmp_path / "nothing")]) == 2

@@ -266,3 +266,32 @@ def test_web_page_in_a_real_browser(live_ja_service: str, synth_dir: Path, tmp_p
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_serve_command_warns_when_open_without_a_key(tiny_onnx: Path, monkeypatch, capsys) -> None:
+    """`mieruka serve` loads the model and hands the app to uvicorn; beyond localhost without a key it warns."""
+    import torch
+    import uvicorn
+
+    from mieruka.cli import main
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level: calls.append((app, host, port)))
+    threads = torch.get_num_threads()
+    try:
+        assert main(["serve", str(tiny_onnx), "--host", "0.0.0.0", "--port", "8123"]) == 0
+        assert torch.get_num_threads() == 1  # ONNX Runtime does the heavy work
+    finally:
+        torch.set_num_threads(threads)
+    app, host, port = calls[0]
+    assert (host, port) == ("0.0.0.0", 8123)
+    assert TestClient(app).get("/v1/model").json()["backend"] == "onnxruntime"
+    out = capsys.readouterr()
+    assert "without an API key" in out.err and "heatmap by gradcam" in out.out
+    monkeypatch.setenv("MIERUKA_API_KEY", "k")
+    try:
+        assert main(["serve", str(tiny_onnx), "--host", "0.0.0.0"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert "without an API key" not in capsys.readouterr().err
+    assert TestClient(calls[1][0]).get("/v1/model").status_code == 401

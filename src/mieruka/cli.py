@@ -266,6 +266,12 @@ def _cmd_audit(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_report(args: argparse.Namespace) -> None:
+    from mieruka.audit.report import rebuild_report
+
+    print(f"report: {rebuild_report(args.dir, lang=args.lang)}")
+
+
 def _cmd_methods(args: argparse.Namespace) -> None:
     from mieruka.explain import methods_table
 
@@ -546,6 +552,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(p)
     p.set_defaults(func=_cmd_audit)
+
+    p = sub.add_parser(
+        "report",
+        help="write an audit's HTML report again (e.g. in Japanese)",
+        description="Rebuild DIR/report/index.html from the files mieruka audit wrote in DIR (audit.csv, "
+        "summary.json, review.csv, report/panels.json), reusing its panels; --lang ja for Japanese.",
+    )
+    p.add_argument("dir", type=Path, help="the audit's --out folder")
+    p.add_argument("--lang", choices=("en", "ja"), default="en", help="language of the report (default en)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(
         "methods",

@@ -7,8 +7,10 @@ triage category (thumbnails that open full size, filters by class and category).
 
 from __future__ import annotations
 
+import csv
 import html
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mieruka._io import atomic_write
+from mieruka.errors import DataError
 from mieruka.metrics import classification_metrics, gate_rates
 
 __all__ = ["TEXT", "write_report"]
@@ -178,6 +181,28 @@ def _faithfulness_table(summary: dict[str, Any], classes: Sequence[str], t: dict
         )
     out.append("</table>")
     return out
+
+
+def rebuild_report(out_dir: str | os.PathLike[str], lang: str = "en") -> Path:
+    """Write ``DIR/report/index.html`` again from an audit's files (``audit.csv``, ``summary.json``, ``review.csv``
+    and ``report/panels.json``), e.g. in the other language; the panels are reused as they are."""
+    out = Path(out_dir)
+    needed = [out / "audit.csv", out / "summary.json", out / "review.csv", out / "report" / "panels.json"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"{out}: not a complete audit folder (missing {', '.join(missing)}); run mieruka audit with a report first"
+        )
+    with open(out / "audit.csv", newline="", encoding="utf-8") as fh:
+        rows: list[dict[str, Any]] = list(csv.DictReader(fh))
+    for r in rows:
+        r["probability"] = float(r["probability"])
+    with open(out / "review.csv", newline="", encoding="utf-8") as fh:
+        review = list(csv.reader(fh))[1:]
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    meta = json.loads((out / "report" / "panels.json").read_text(encoding="utf-8"))
+    panels = {(image, method): (thumb, full) for image, method, thumb, full in meta["panels"]}
+    return write_report(out, rows, summary, meta["classes"], meta["verdicts"], panels, review, lang=lang)
 
 
 def write_report(

@@ -232,11 +232,7 @@ def run_audit(
             )
             maps = ex.maps[:, 0].float().cpu()
             probs = ex.probs.float().cpu()
-            faith_rows = (
-                faith.measure(store, idx, x, ex, method, method_layers, fusion, progress=progress)
-                if faith is not None
-                else {}
-            )
+            faith_rows = faith.measure(store, idx, x, ex, method, method_layers, fusion) if faith is not None else {}
             for j, i in enumerate(idx):
                 s = samples[i]
                 pred = int(probs[j].argmax())
@@ -298,6 +294,14 @@ def run_audit(
         review,
     )
     if report:
+        write_json(
+            out_dir / "report" / "panels.json",
+            {
+                "classes": list(info.classes),
+                "verdicts": info.verdicts,
+                "panels": [[image, method, thumb, full] for (image, method), (thumb, full) in panels.items()],
+            },
+        )
         write_report(out_dir, rows, summary, info.classes, info.verdicts, panels, review, lang=lang)
     return AuditRun(out_dir=out_dir, summary=summary)
 
@@ -325,8 +329,6 @@ class _FaithfulnessRun:
         method: str,
         layers: tuple[str, ...],
         fusion: str,
-        *,
-        progress: bool,
     ) -> dict[int, dict[str, Any]]:
         """Faithfulness metrics of the chosen images among ``idx`` (explained as ``ex``), by image index."""
         sel = [j for j, i in enumerate(idx) if i in self.chosen]
