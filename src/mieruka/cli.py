@@ -400,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     from mieruka.explain.methods import METHODS
+    from mieruka.export import EXPORT_METHODS
 
     p = sub.add_parser(
         "export",
@@ -415,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         default="gradcam",
-        choices=[m for m, c in METHODS.items() if c.uses_gradients],
+        choices=EXPORT_METHODS,
         help="CAM method computed in the graph (default gradcam)",
     )
     p.add_argument("--all-classes", action="store_true", help="also output every class's heatmap ('heatmaps')")
@@ -440,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         default="gradcam",
-        choices=[m for m, c in METHODS.items() if c.uses_gradients],
+        choices=EXPORT_METHODS,
         help="CAM method for a .safetensors model (an .onnx file carries its own; default gradcam)",
     )
     p.add_argument("--max-upload-mb", type=float, default=32.0, help="largest request body in MiB (default 32)")
