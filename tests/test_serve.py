@@ -258,6 +258,7 @@ def test_web_page_in_a_real_browser(live_ja_service: str, synth_dir: Path, tmp_p
             width = page.eval_on_selector(".result .bars td.name", "e => e.getBoundingClientRect().width")
             assert width > 20
             assert page.inner_text(".result figure.overlay figcaption").startswith("heatmap")
+            assert re.fullmatch(r"NG probability 0\.\d{3} \(NG from 0\.\d{3}\)", page.inner_text(".result .ngline"))
             page.click("#lang")
             assert page.inner_text(".result figure.input figcaption") == "入力画像"
             assert page.inner_text(".result .predicted").startswith("予測: ")
