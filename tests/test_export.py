@@ -154,3 +154,10 @@ def test_japanese_names_survive_export(tiny_run: Path, tmp_path: Path) -> None:
     ja = replace(info, classes=names, verdicts=dict(zip(names, ("NG", "NG", "OK", "OK", "OK", "NG"), strict=True)))
     path = export_model(model, ja, tmp_path / "ja.onnx").path
     assert OnnxModel(path).info.classes == names
+
+
+def test_info_reads_onnx_files(tiny_onnx: Path, capsys) -> None:
+    assert main(["info", str(tiny_onnx)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["onnx"] == {"method": "gradcam", "outputs": ["probabilities", "heatmap"]}
+    assert data["classes"] == list(OnnxModel(tiny_onnx).info.classes)

@@ -284,6 +284,18 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
     from mieruka.checkpoint import read_info
 
+    if args.model.suffix.lower() == ".onnx":
+        from mieruka.runtime import OnnxModel
+
+        m = OnnxModel(args.model)
+        print(
+            json.dumps(
+                {**asdict(m.info), "onnx": {"method": m.method, "outputs": list(m.outputs)}},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return
     print(json.dumps(asdict(read_info(args.model)), indent=2, ensure_ascii=False))
 
 
@@ -580,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
         "verdict map, input size, normalization, explanation layer, NG threshold, training "
         "configuration and summary. Checks the file's integrity on the way.",
     )
-    p.add_argument("model", type=Path, help="model .safetensors written by mieruka train")
+    p.add_argument("model", type=Path, help="model .safetensors written by mieruka train, or .onnx by mieruka export")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser(
