@@ -21,7 +21,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -254,15 +253,3 @@ def _check(wrapped: ExplainedModel, path: Path, size: int, batch: int) -> tuple[
             f"{map_diff if map_diff is not None else 0:.2e}); the file was removed"
         )
     return prob_diff, map_diff
-
-
-def describe(result: ExportResult) -> dict[str, Any]:
-    """A JSON-friendly summary of an export (printed by the command)."""
-    return {
-        "path": str(result.path),
-        "outputs": list(result.outputs),
-        "method": result.method,
-        "max_prob_diff": result.max_prob_diff,
-        "max_map_diff": result.max_map_diff,
-        "seconds": round(result.seconds, 1),
-    }

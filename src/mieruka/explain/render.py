@@ -42,6 +42,8 @@ def normalize_for_display(maps: torch.Tensor, mode: str = "per-image", vmax: flo
 
 def to_original_size(heat: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of one (h, w) map to the original image's (H, W)."""
+    if tuple(heat.shape) == tuple(size_hw):  # bilinear at scale 1 is the identity
+        return heat.float()
     return F.interpolate(heat[None, None].float(), size=size_hw, mode="bilinear", align_corners=False)[0, 0]
 
 
