@@ -14,7 +14,8 @@ Default image: a synthetic 224 × 224 crack image (PNG).
 
 Prints, as its last line, one JSON object: requests, errors, p50_ms, p99_ms, rps (the load test), bare_p50_ms (the
 bare call under the same concurrency), bare_sequential_p50_ms, single_client_p50_ms, and floor_ms = 1.5 ×
-bare_p50_ms + 15 with meets_floor (p50_ms ≤ floor_ms).
+bare_p50_ms + 15 with meets_floor (p50_ms ≤ floor_ms), and the CPU time the server process and this load generator
+spent per request during the load test.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import argparse
 import http.client
 import io
 import json
+import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -128,7 +131,13 @@ def main() -> None:
             for _ in range(5):
                 _request(port, body, ctype, None)
             single = [_request(port, body, ctype, None)[1] for _ in range(args.requests)]
+            server0, client0 = _process_cpu(server.pid), _own_cpu()
             result = _load(port, body, ctype, args.clients, args.requests, args.deadline)
+            server1, client1 = _process_cpu(server.pid), _own_cpu()
+            n = max(1, int(result["requests"]))  # type: ignore[call-overload]
+            if server0 is not None and server1 is not None:
+                result["server_cpu_ms_per_request"] = round(1000 * (server1 - server0) / n, 2)
+            result["client_cpu_ms_per_request"] = round(1000 * (client1 - client0) / n, 2)
         finally:
             server.terminate()
             try:
@@ -150,6 +159,20 @@ def main() -> None:
         "device": cpu_description(),
     }
     print(json.dumps(out))
+
+
+def _process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _wait_until_up(port: int, server: subprocess.Popen, timeout: float = 120.0) -> None:
