@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MAGNETIC_TILE = SHARED / "data" / "magnetic-tile" / "manifest.csv"
 
 torch.set_num_threads(2)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+"""Debian's Chromium for the browser tests (``make test`` installs it); None skips them."""
 
 TINY = TrainConfig(pretrained="none", image_size=64, epochs=2, batch_size=8, patience=0, freeze_stages=0, tta="auto")
 

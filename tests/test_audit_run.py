@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CHROMIUM
 
 from mieruka.audit.localization import LocalizationScores
 from mieruka.audit.run import CATEGORIES, AuditConfig, parse_method_spec, run_audit, triage
@@ -102,11 +103,7 @@ def test_report_is_offline_and_japanese(audited: Path) -> None:
         assert (audited / "report" / src).is_file()
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (make test installs it)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (make test installs it)")
 def test_report_renders_in_a_real_headless_browser(audited: Path, tmp_path: Path) -> None:
     page = (audited / "report" / "index.html").resolve()
     flags = [
@@ -121,7 +118,7 @@ def test_report_renders_in_a_real_headless_browser(audited: Path, tmp_path: Path
         f"--user-data-dir={tmp_path / 'profile'}",
     ]
     dom = subprocess.run(
-        [_chromium(), *flags, "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+        [CHROMIUM, *flags, "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
         capture_output=True,
         text=True,
         timeout=120,
@@ -130,7 +127,7 @@ def test_report_renders_in_a_real_headless_browser(audited: Path, tmp_path: Path
     assert 'id="figures"' in dom and 'id="localization"' in dom and dom.count('class="card') == 24
     shot = tmp_path / "report.png"
     subprocess.run(
-        [_chromium(), *flags, "--window-size=1280,2000", f"--screenshot={shot}", page.as_uri()],
+        [CHROMIUM, *flags, "--window-size=1280,2000", f"--screenshot={shot}", page.as_uri()],
         capture_output=True,
         timeout=120,
         check=True,

@@ -3,7 +3,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import shutil
 import socket
 import threading
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CHROMIUM
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -195,10 +195,6 @@ def test_concurrent_requests_get_their_own_answers(
 # --- a real browser -----------------------------------------------------------------------------------------------
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -228,13 +224,13 @@ def live_ja_service(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="Chromium not installed (make test installs it)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (make test installs it)")
 def test_web_page_in_a_real_browser(live_ja_service: str, synth_dir: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     image = _crack_images(synth_dir)[0]
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(locale="en-US")
             errors: list[str] = []

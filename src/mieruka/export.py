@@ -30,8 +30,9 @@ from torch import nn
 from mieruka._io import atomic_write
 from mieruka.checkpoint import ModelInfo, load_checkpoint
 from mieruka.errors import MierukaError
-from mieruka.explain.engine import _normalize_each, fast_path_head
+from mieruka.explain.engine import closed_form_holds, fast_path_head
 from mieruka.explain.methods import METHODS
+from mieruka.explain.render import normalize_for_display
 
 __all__ = [
     "EXPORT_METHODS",
@@ -103,7 +104,7 @@ class ExplainedModel(nn.Module):
         else:
             grads = (weight[probs.argmax(1)] / z)[:, None, :, None, None]  # (B, 1, K, 1, 1)
         maps = self.cam.combine(feats, grads)  # (B, T, h, w)
-        maps = _normalize_each(F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False))
+        maps = normalize_for_display(F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False))
         if not self.all_classes:
             return probs, maps[:, 0]
         predicted = maps.gather(1, probs.argmax(1)[:, None, None, None].expand(-1, 1, *maps.shape[-2:]))[:, 0]
@@ -111,15 +112,12 @@ class ExplainedModel(nn.Module):
 
 
 def _closed_form_holds(model: nn.Module, head: nn.Linear, size: int = 64) -> bool:
-    """Check logits == W · mean(A) + b on a probe batch (the engine checks every batch; a graph cannot)."""
-    gen = torch.Generator().manual_seed(0)
+    """The engine's closed-form check on a probe batch (the engine checks every batch; a graph cannot)."""
     param = next(model.parameters())
-    x = torch.randn(2, 3, size, size, generator=gen).to(param.device)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(param.device)
     with torch.inference_mode():
         feats = model.forward_features(x)  # type: ignore[operator]
-        logits = model.forward_head(feats)  # type: ignore[operator]
-        expected = F.linear(feats.mean(dim=(2, 3)), head.weight, head.bias)
-    return bool(torch.allclose(logits, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max())))
+        return closed_form_holds(feats, model.forward_head(feats), head)  # type: ignore[operator]
 
 
 def onnx_metadata(info: ModelInfo, method: str | None, outputs: tuple[str, ...]) -> dict[str, str]:

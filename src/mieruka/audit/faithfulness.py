@@ -34,6 +34,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from mieruka.data.store import normalize
+from mieruka.explain.render import normalize_for_display
 
 __all__ = [
     "FILLS",
@@ -148,9 +149,7 @@ def average_drop_increase(
     batch_size: int = 32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per image: the drop max(0, y − o) / y (0–1) and whether o > y, for the image masked by its map."""
-    flat = heat.reshape(heat.shape[0], -1).float()
-    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-    scaled = ((flat - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))).view_as(heat)
+    scaled = normalize_for_display(heat.float())
     y = _class_probs(model, pixels, classes, mean, std, batch_size)
     o = _class_probs(model, pixels * scaled[:, None].to(pixels.dtype), classes, mean, std, batch_size)
     drop = (F.relu(y - o) / y.clamp_min(1e-12)).cpu().numpy()

@@ -25,9 +25,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from mieruka.explain.methods import METHODS, CAMMethod, EigenCAM, ScoreCAM
+from mieruka.explain.render import normalize_for_display
 from mieruka.explain.targets import ClassTarget, PredictedClass, Target
 
-__all__ = ["FUSIONS", "Explanation", "explain", "fast_path_head", "multiscale_layers", "preserved"]
+__all__ = [
+    "FUSIONS",
+    "Explanation",
+    "closed_form_holds",
+    "explain",
+    "fast_path_head",
+    "multiscale_layers",
+    "preserved",
+]
 
 
 @dataclass(frozen=True)
@@ -154,13 +163,6 @@ def _logit_grads(targets: Sequence[Target], logits: torch.Tensor, labels: torch.
     return torch.stack(out, 1)
 
 
-def _normalize_each(maps: torch.Tensor) -> torch.Tensor:
-    """Min–max scale every (h, w) map to [0, 1] (constant maps become 0)."""
-    flat = maps.flatten(-2)
-    lo, hi = flat.min(-1, keepdim=True).values, flat.max(-1, keepdim=True).values
-    return ((flat - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))).view_as(maps)
-
-
 def explain(
     model: nn.Module,
     x: torch.Tensor,
@@ -244,9 +246,16 @@ def _finish(cam: CAMMethod, per_layer: list[torch.Tensor], x: torch.Tensor, fusi
     if len(per_layer) == 1:
         return F.interpolate(per_layer[0], size=size, mode="bilinear", align_corners=False)
     ups = torch.stack(
-        [F.interpolate(_normalize_each(m), size=size, mode="bilinear", align_corners=False) for m in per_layer]
+        [F.interpolate(normalize_for_display(m), size=size, mode="bilinear", align_corners=False) for m in per_layer]
     )  # (L, B, T, H, W)
     return ups.prod(0) if fusion == "product" else ups.mean(0)
+
+
+def closed_form_holds(feats: torch.Tensor, logits: torch.Tensor, head: nn.Linear) -> bool:
+    """Whether ``logits == W · mean(A) + b`` for features ``feats`` (B, K, h, w): the shape the closed-form
+    gradient ∂y/∂A = W / Z needs."""
+    expected = F.linear(feats.mean(dim=(2, 3)), head.weight, head.bias)
+    return bool(torch.allclose(logits.float(), expected.float(), rtol=1e-4, atol=1e-4 * float(expected.abs().max())))
 
 
 def _fast(
@@ -261,9 +270,7 @@ def _fast(
     with torch.inference_mode():
         feats = model.forward_features(x)  # type: ignore[operator]  # (B, K, h, w)
         logits = model.forward_head(feats)  # type: ignore[operator]  # (B, C)
-        # The shape the closed form needs, checked on this very batch: logits == W · mean(A) + b.
-        expected = F.linear(feats.mean(dim=(2, 3)), head.weight, head.bias)
-        if not torch.allclose(logits.float(), expected.float(), rtol=1e-4, atol=1e-4 * float(expected.abs().max())):
+        if not closed_form_holds(feats, logits, head):  # checked on this very batch
             return None
         class_idx = _class_indices(targets, logits, labels)
         if isinstance(cam, EigenCAM):
