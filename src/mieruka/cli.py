@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="input side in pixels (default 256)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default 20)")
     p.add_argument("--batch-size", type=int, help="default 32")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 5e-4)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     p.add_argument("--weight-decay", type=float, help="default 0.02")
     p.add_argument("--patience", type=int, help="early stopping patience in epochs (default 8, 0 = off)")
     p.add_argument("--balance", choices=("sqrt", "sampler", "loss", "none"), help="class balancing (default sqrt)")

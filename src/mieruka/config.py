@@ -59,7 +59,7 @@ class TrainConfig:
     image_size: int = 256
     epochs: int = 20
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 1e-3
     weight_decay: float = 0.02
     warmup_epochs: float = 1.0
     patience: int = 8
