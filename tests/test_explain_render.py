@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from mieruka.explain.render import colorize, grid, normalize_for_display, overlay, panel, to_original_size
+from mieruka.explain.render import (
+    colorize,
+    grid,
+    normalize_for_display,
+    overlay,
+    overlay_at,
+    panel,
+    to_original_size,
+)
 
 
 def test_normalization_per_image_and_fixed() -> None:
@@ -38,6 +46,27 @@ def test_overlay_blend_and_size_check() -> None:
     np.testing.assert_array_equal(overlay(image, heat, alpha=0.0), image)
     with pytest.raises(ValueError, match="differ in size"):
         overlay(image, np.ones((3, 3)))
+
+
+def test_overlay_at_draws_the_same_picture_as_the_float_path() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:16, 0:16]
+    heat = np.exp(-((yy - 4.0) ** 2 + (xx - 11.0) ** 2) / 20).astype(np.float32)  # one smooth blob, top right
+    heat = (heat - heat.min()) / (heat.max() - heat.min())
+    # At the map's own size only the rounding of the blend differs.
+    same = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    assert np.abs(overlay_at(same, heat, (16, 16)).astype(int) - overlay(same, heat).astype(int)).max() <= 1
+    # Upsampled to the image: the map is quantized before resizing instead of after, a few grey levels at most.
+    out = overlay_at(image, heat, (30, 41))
+    ref = overlay(image, to_original_size(torch.from_numpy(heat), (30, 41)).clamp(0, 1).numpy())
+    assert out.shape == (30, 41, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 3
+    # Zero opacity is the image itself, resized; full opacity is pure jet: red at the blob, blue far from it.
+    np.testing.assert_array_equal(overlay_at(image, heat, (30, 41), alpha=0.0), image)
+    jet = overlay_at(image, heat, (30, 41), alpha=1.0).astype(int)
+    peak, far = jet[7, 28], jet[29, 0]
+    assert peak[0] > 100 and peak[2] < 10 and far[2] > 100 and far[0] < 10
 
 
 def test_map_resized_to_original_image() -> None:

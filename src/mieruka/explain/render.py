@@ -19,7 +19,16 @@ from PIL import Image, ImageDraw, ImageFont
 
 from mieruka.fonts import cjk_font_path
 
-__all__ = ["colorize", "encode_png", "grid", "normalize_for_display", "overlay", "panel", "to_original_size"]
+__all__ = [
+    "colorize",
+    "encode_png",
+    "grid",
+    "normalize_for_display",
+    "overlay",
+    "overlay_at",
+    "panel",
+    "to_original_size",
+]
 
 
 def normalize_for_display(maps: torch.Tensor, mode: str = "per-image", vmax: float | None = None) -> torch.Tensor:
@@ -66,6 +75,32 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
         raise ValueError(f"heatmap {heat.shape} and image {image.shape[:2]} differ in size; resize the map first")
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(heat).astype(np.float32)
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def overlay_at(image: np.ndarray, heat: np.ndarray, size_hw: tuple[int, int], alpha: float = 0.5) -> np.ndarray:
+    """Overlay a map of any size on an image, both resized to ``size_hw``, using Pillow's 8-bit C routines.
+
+    The picture of :func:`overlay` after :func:`to_original_size`, to within a few grey levels (the map is
+    quantized to the colour map's 256 steps before it is resized, not after), in a fraction of the time: the
+    service draws one per request.
+
+    Args:
+        image: (H, W, 3) uint8 image.
+        heat: (h, w) map in [0, 1], e.g. at the model's input size.
+        size_hw: Size of the picture.
+        alpha: Heatmap opacity.
+    """
+    size_wh = (size_hw[1], size_hw[0])
+    base = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    if base.size != size_wh:
+        base = base.resize(size_wh, Image.Resampling.BILINEAR)
+    idx = np.clip(np.asarray(heat, dtype=np.float32) * 255 + 0.5, 0, 255).astype(np.uint8)
+    levels = Image.fromarray(idx)
+    if levels.size != size_wh:
+        levels = levels.resize(size_wh, Image.Resampling.BILINEAR)  # jet's index grows with the value
+    colours = levels.convert("P")
+    colours.putpalette(_jet_lut().tobytes())
+    return np.asarray(Image.blend(base, colours.convert("RGB"), alpha))
 
 
 def encode_png(rgb: np.ndarray, level: int = 1) -> bytes:

@@ -15,17 +15,15 @@ from importlib import resources
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mieruka import __version__
 from mieruka.data.images import MAX_PIXELS, ImageTooLarge, NotAnImage, decode_image
 from mieruka.errors import DataError
-from mieruka.explain.render import colorize, encode_png, overlay, to_original_size
+from mieruka.explain.render import colorize, encode_png, overlay_at
 from mieruka.fonts import cjk_font_path
 from mieruka.metrics import ng_probability
 from mieruka.runtime import Runtime, prepare, run_with_tta
@@ -176,7 +174,4 @@ def _overlay_png(image: np.ndarray, heat: np.ndarray, max_side: int) -> str:
     h, w = image.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    if size != (h, w):
-        image = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
-    heat_full = to_original_size(torch.from_numpy(np.asarray(heat)), size).clamp(0, 1).numpy()
-    return base64.b64encode(encode_png(overlay(image, heat_full))).decode("ascii")
+    return base64.b64encode(encode_png(overlay_at(image, heat, size))).decode("ascii")
