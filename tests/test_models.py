@@ -73,3 +73,22 @@ def test_resize_image_shape_and_values() -> None:
     out = resize_image(img, 16)
     assert out.shape == (3, 16, 16) and (out == 77).all()
     assert Image.fromarray(img).size == (50, 30)
+
+
+def test_resize_image_at_input_size_is_the_pixels_channels_first() -> None:
+    img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    out = resize_image(img, 16)
+    np.testing.assert_array_equal(out, img.transpose(2, 0, 1))
+    assert out.flags["C_CONTIGUOUS"]
+
+
+def test_normalize_uint8_and_float_inputs_agree_with_the_formula() -> None:
+    pixels = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1).repeat(2, 1, 2, 2)
+    mean, std = (0.5, 0.25, 0.0), (0.5, 0.5, 2.0)
+    expected = (pixels.float() / 255.0 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(normalize(pixels, mean, std), expected, rtol=0, atol=0)
+    as_float = pixels.float() / 255.0
+    before = as_float.clone()
+    torch.testing.assert_close(normalize(as_float, mean, std), expected, rtol=0, atol=0)
+    assert torch.equal(as_float, before)  # a float batch (e.g. augmented) is not modified in place
+    assert normalize(pixels, mean, std)[0, :, 0, 0].tolist() == pytest.approx([-1.0, -0.1, 0.5])
