@@ -114,3 +114,26 @@ def test_encode_png_round_trips_exactly() -> None:
         np.testing.assert_array_equal(np.asarray(img), rgb)
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         encode_png(np.zeros((4, 4), np.uint8))
+
+
+@pytest.mark.parametrize("backend", ["isal", "zlib"])
+def test_encode_png_with_either_deflate(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import zlib
+
+    from PIL import Image
+
+    from mieruka.explain import render
+
+    if backend == "isal":
+        isal = pytest.importorskip("isal.isal_zlib")  # in the serve extra, so in every test environment
+        assert render._isal_zlib() is isal
+    else:
+        monkeypatch.setattr(render, "_isal_zlib", lambda: None)
+    yy, xx = np.mgrid[0:40, 0:60]
+    rgb = np.stack([xx * 4, yy * 6, (xx + yy) % 256], 2).astype(np.uint8)  # smooth, so it compresses
+    data = render.encode_png(rgb)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
+    idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
+    assert len(idat) < rgb.size / 3  # compressed, not stored
+    assert zlib.decompress(idat)[: 1 + 3 * 60][0] == 1  # a zlib stream of Sub-filtered rows

@@ -11,6 +11,7 @@ import functools
 import struct
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,7 +108,8 @@ def encode_png(rgb: np.ndarray, level: int = 1) -> bytes:
     """(H, W, 3) uint8 → PNG bytes, quickly: every row uses the Sub filter and zlib compresses at ``level``.
 
     Pillow tries five filters on every row, which takes most of a web request's time for a 512 px overlay; one
-    fixed filter is 2–3× faster for about a fifth more bytes. The output is a standard 8-bit RGB PNG.
+    fixed filter is 2–3× faster for about a fifth more bytes. The deflate step uses ISA-L when the ``isal`` package
+    is installed (it comes with the ``serve`` extra), else zlib. The output is a standard 8-bit RGB PNG.
     """
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -131,7 +133,21 @@ def encode_png(rgb: np.ndarray, level: int = 1) -> bytes:
     )
 
 
+@functools.cache
+def _isal_zlib() -> Any:
+    """Intel ISA-L's zlib-compatible deflate (the ``isal`` package, in the ``serve`` extra), or None."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return None
+    return isal_zlib
+
+
 def _deflate(data: bytes, level: int) -> bytes:
+    isal = _isal_zlib()
+    if isal is not None and level <= isal.ISAL_BEST_COMPRESSION:
+        # The same zlib stream format, about 3× faster than zlib's fastest setting and no larger (BENCHMARKS §6b).
+        return isal.compress(data, level)
     # Run-length matching only: after the Sub filter most bytes repeat their neighbour, and this strategy finds
     # those runs in about 60 % of the default strategy's time, with output no larger.
     c = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
