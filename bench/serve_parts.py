@@ -14,10 +14,8 @@ import argparse
 import base64
 import io
 import json
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _shared import cpu_description, default_onnx
+from _shared import cpu_description, default_onnx, median_time
 
 from mieruka.data.images import decode_image
 from mieruka.data.synth import make_image
@@ -35,13 +33,7 @@ from mieruka.runtime import OnnxModel, prepare
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return round(1000 * statistics.median(times), 3)
+    return round(1000 * median_time(fn, repeats), 3)
 
 
 def _steps(runtime: OnnxModel, side: int, repeats: int) -> dict[str, float | None]:
