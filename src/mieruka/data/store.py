@@ -44,11 +44,12 @@ def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
 
     ``batch`` is uint8 (0–255, scaled to 0–1 first) or already a float tensor in 0–1 (e.g. after augmentation).
     """
-    m = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
+    dtype = torch.float32 if batch.dtype == torch.uint8 else batch.dtype
+    m = torch.tensor(mean, dtype=dtype, device=batch.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=dtype, device=batch.device).view(1, -1, 1, 1)
     if batch.dtype == torch.uint8:  # one new tensor, then in place: the same arithmetic, a third of the allocations
         return batch.float().div_(255.0).sub_(m).div_(s)
-    return (batch - m.to(batch.dtype)) / s.to(batch.dtype)
+    return (batch - m) / s
 
 
 def _load_one(path: Path, size: int) -> tuple[np.ndarray | None, tuple[int, int], str | None]:
