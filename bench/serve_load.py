@@ -7,15 +7,15 @@
    clients × M requests each (keep-alive connections, one single-image multipart upload per request, heatmap overlay
    PNG included in every answer). The test is bounded: it stops after N × M requests or ``--deadline`` seconds.
 
-    python bench/serve_load.py [--model MODEL.onnx] [--image IMAGE] [--clients 8] [--requests 100]
+    python bench/serve_load.py [--model MODEL.onnx] [--image IMAGE] [--clients 8] [--requests 100] [--workers 1]
 
 Default model: tf_efficientnet_lite0 (6 classes, offline ImageNet backbone) at 224 × 224, exported by mieruka.
 Default image: a synthetic 224 × 224 crack image (PNG).
 
 Prints, as its last line, one JSON object: requests, errors, p50_ms, p99_ms, rps (the load test), bare_p50_ms (the
 bare call under the same concurrency), bare_sequential_p50_ms, single_client_p50_ms, and floor_ms = 1.5 ×
-bare_p50_ms + 15 with meets_floor (p50_ms ≤ floor_ms), and the CPU time the server process and this load generator
-spent per request during the load test.
+bare_p50_ms + 15 with meets_floor (p50_ms ≤ floor_ms), and the CPU time the server (with its worker processes)
+and this load generator spent per request during the load test.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100, help="requests per client")
     parser.add_argument("--deadline", type=float, default=600.0, help="stop the load test after this many seconds")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads per call, for the service and the bare call")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (mieruka serve --workers)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +125,8 @@ def main() -> None:
         cmd = [sys.executable, "-m", "mieruka.cli", "serve", str(model), "--port", str(port)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        if args.workers > 1:
+            cmd += ["--workers", str(args.workers)]
         server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             _wait_until_up(port, server)
@@ -155,6 +158,7 @@ def main() -> None:
         "meets_floor": result["p50_ms"] <= floor and result["errors"] == 0,
         "clients": args.clients,
         "threads": args.threads or "default",
+        "workers": args.workers,
         "image": f"{name} {image.shape[1]}×{image.shape[0]}",
         "device": cpu_description(),
     }
@@ -162,12 +166,27 @@ def main() -> None:
 
 
 def _process_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a process (Linux /proc; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    """User + system CPU seconds of a process and its descendants (the worker processes; Linux /proc, else None)."""
+    stats: dict[int, tuple[int, float]] = {}  # pid → (parent, seconds)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    if pid not in stats:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tree = {pid}
+    grew = True
+    while grew:
+        grew = False
+        for p, (parent, _) in stats.items():
+            if parent in tree and p not in tree:
+                tree.add(p)
+                grew = True
+    return sum(stats[p][1] for p in tree)
 
 
 def _own_cpu() -> float:

@@ -292,3 +292,92 @@ def test_serve_command_warns_when_open_without_a_key(tiny_onnx: Path, monkeypatc
         torch.set_num_threads(threads)
     assert "without an API key" not in capsys.readouterr().err
     assert TestClient(calls[1][0]).get("/v1/model").status_code == 401
+
+
+def test_serve_with_workers_hands_uvicorn_a_factory(tiny_onnx: Path, monkeypatch, capsys) -> None:
+    """With --workers N each uvicorn worker builds its own app from the settings `serve` leaves in the environment."""
+    import os
+
+    import torch
+    import uvicorn
+
+    from mieruka.cli import main
+    from mieruka.serve import _SETTINGS_ENV, app_from_environment
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: calls.append((target, kw)))
+    monkeypatch.setenv(_SETTINGS_ENV, "")  # restored after the test; serve overwrites it
+    threads = torch.get_num_threads()
+    try:
+        assert main(["serve", str(tiny_onnx), "--workers", "2", "--api-key", "k", "--port", "8124"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    target, kw = calls[0]
+    assert target == "mieruka.serve:app_from_environment"
+    assert kw["factory"] is True and kw["workers"] == 2 and kw["port"] == 8124
+    assert "2 worker processes" in capsys.readouterr().out
+    try:
+        client = TestClient(app_from_environment())  # what one worker runs
+    finally:
+        torch.set_num_threads(threads)
+    assert client.get("/v1/model").status_code == 401  # the key reached the worker
+    assert client.get("/v1/model", headers={"X-API-Key": "k"}).json()["backend"] == "onnxruntime"
+    assert '"threads": ' + str(max(1, (os.cpu_count() or 1) // 2)) in os.environ[_SETTINGS_ENV]
+    assert main(["serve", str(tiny_onnx), "--workers", "0"]) != 0
+    assert "--workers 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_serve_with_two_worker_processes_answers(tiny_onnx: Path, synth_dir: Path) -> None:
+    """The real thing: `mieruka serve --workers 2` as its own process, one upload, a full answer."""
+    import http.client
+    import json
+    import subprocess
+    import sys
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mieruka.cli", "serve", str(tiny_onnx), "--port", str(port), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read().decode() if server.stdout else "server exited"
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the service did not come up"
+            time.sleep(0.3)
+        image = _crack_images(synth_dir)[0]
+        boundary = "mierukatest"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{image.name}"\r\n'
+                "Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + image.read_bytes()
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request(
+            "POST", "/v1/predict", body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
+        response = conn.getresponse()
+        answer = response.read()
+        assert response.status == 200, answer
+        result = json.loads(answer)["results"][0]
+        assert result["filename"] == image.name and result["verdict"] in ("OK", "NG")
+        overlay = Image.open(io.BytesIO(base64.b64decode(result["overlay_png"])))
+        assert overlay.size == Image.open(image).size
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()

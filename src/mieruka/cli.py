@@ -187,6 +187,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         max_upload_mb=args.max_upload_mb,
         max_images=args.max_images,
         threads=args.threads,
+        workers=args.workers,
     )
 
 
@@ -461,7 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads",
         type=int,
-        help="ONNX Runtime threads per request (default: one per core; 1 can serve many concurrent requests better)",
+        help="ONNX Runtime threads per request (default: one per core, divided among the workers)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes, each with its own copy of the model (default 1; one per core serves many "
+        "concurrent clients faster)",
     )
     p.add_argument("--device", default="auto", help="cpu or cuda for a .safetensors model (default cpu)")
     p.set_defaults(func=_cmd_serve)

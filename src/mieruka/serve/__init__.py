@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
+from mieruka.errors import MierukaError
 from mieruka.serve.app import API_KEY_HEADER, create_app
 
-__all__ = ["API_KEY_HEADER", "create_app", "is_loopback", "serve"]
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from mieruka.runtime import Runtime
+
+__all__ = ["API_KEY_HEADER", "app_from_environment", "create_app", "is_loopback", "serve"]
 
 
 def is_loopback(host: str) -> bool:
@@ -19,6 +27,40 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+_SETTINGS_ENV = "MIERUKA_SERVE_SETTINGS"
+"""Where ``serve`` leaves its settings for the worker processes that uvicorn starts when ``workers > 1``."""
+
+
+def _build(settings: dict[str, Any]) -> tuple[FastAPI, Runtime]:
+    """Load the model and build the app (in the serving process itself, or in each worker process)."""
+    from mieruka.runtime import load_runtime
+
+    runtime = load_runtime(
+        settings["model"], method=settings["method"], device=settings["device"], threads=settings["threads"]
+    )
+    if runtime.backend == "onnxruntime":
+        import torch
+
+        # ONNX Runtime does the heavy work with its own threads; the small tensor steps around it (normalization,
+        # resizing the heatmap) run in the request threads, where more torch threads would only contend.
+        torch.set_num_threads(1)
+    app = create_app(
+        runtime,
+        api_key=settings["api_key"],
+        max_upload_mb=settings["max_upload_mb"],
+        max_images=settings["max_images"],
+    )
+    return app, runtime
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process: uvicorn calls this factory in each worker that ``serve`` asked for."""
+    raw = os.environ.get(_SETTINGS_ENV)
+    if raw is None:
+        raise RuntimeError(f"{_SETTINGS_ENV} is not set: start workers with 'mieruka serve --workers N'")
+    return _build(json.loads(raw))[0]
 
 
 def serve(
@@ -32,28 +74,52 @@ def serve(
     max_upload_mb: float = 32.0,
     max_images: int = 16,
     threads: int | None = None,
+    workers: int = 1,
     log_level: str = "info",
 ) -> None:
-    """Load ``model`` (``.onnx`` or ``.safetensors``) and serve it until interrupted."""
+    """Load ``model`` (``.onnx`` or ``.safetensors``) and serve it until interrupted.
+
+    With ``workers`` > 1, uvicorn runs that many processes, each with its own copy of the model, which share the
+    port: on a CPU box one per core serves concurrent clients faster than one process does (its request threads
+    contend for Python's lock). Each worker then gets ``cores // workers`` ONNX Runtime threads unless ``threads``
+    says otherwise.
+    """
     import uvicorn
 
-    from mieruka.runtime import load_runtime
-
-    runtime = load_runtime(model, method=method, device=device, threads=threads)
-    if runtime.backend == "onnxruntime":
-        import torch
-
-        # ONNX Runtime does the heavy work with its own threads; the small tensor steps around it (normalization,
-        # resizing the heatmap) run in the request threads, where more torch threads would only contend.
-        torch.set_num_threads(1)
+    if workers < 1:
+        raise MierukaError(f"--workers {workers}: give at least 1")
+    if workers > 1 and threads is None:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    settings = {
+        "model": str(model),
+        "method": method,
+        "device": device,
+        "threads": threads,
+        "api_key": api_key,
+        "max_upload_mb": max_upload_mb,
+        "max_images": max_images,
+    }
+    app, runtime = _build(settings)  # also in the parent with workers: a bad model fails here, with its message
     if api_key is None and not is_loopback(host):
         print(
             f"warning: listening on {host} without an API key: anyone who can reach this port can use the model "
             "(set --api-key or MIERUKA_API_KEY)",
             file=sys.stderr,
         )
-    app = create_app(runtime, api_key=api_key, max_upload_mb=max_upload_mb, max_images=max_images)
     heat = f"heatmap by {runtime.method}" if runtime.method else "no heatmap (the model's head does not allow one)"
     print(f"mieruka: {runtime.info.arch}, {len(runtime.info.classes)} classes, {runtime.backend}, {heat}")
     print(f"mieruka: page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs")
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        return
+    del app, runtime
+    print(f"mieruka: {workers} worker processes, {threads} ONNX Runtime thread(s) each")
+    os.environ[_SETTINGS_ENV] = json.dumps(settings)  # the workers inherit the environment
+    uvicorn.run(
+        "mieruka.serve:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level=log_level,
+    )
