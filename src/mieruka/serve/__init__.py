@@ -43,8 +43,8 @@ def _build(settings: dict[str, Any]) -> tuple[FastAPI, Runtime]:
     if runtime.backend == "onnxruntime":
         import torch
 
-        # ONNX Runtime does the heavy work with its own threads; the small tensor steps around it (normalization,
-        # resizing the heatmap) run in the request threads, where more torch threads would only contend.
+        # ONNX Runtime does the heavy work with its own threads; the small tensor step around it (normalization)
+        # runs in the request threads, where more torch threads would only contend.
         torch.set_num_threads(1)
     app = create_app(
         runtime,
