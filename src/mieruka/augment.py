@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "augment_batch", "augment_with_masks", "transplant_defects"]
+__all__ = ["AugmentConfig", "augment_batch"]
 
 
 @dataclass(frozen=True)
@@ -45,30 +45,9 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     Returns:
         A new (B, C, S, S) tensor; ``x`` is not modified.
     """
-    return augment_with_masks(x, None, cfg, generator)[0]
-
-
-def augment_with_masks(
-    x: torch.Tensor, masks: torch.Tensor | None, cfg: AugmentConfig, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`augment_batch` that moves defect masks with their images.
-
-    Every flip, turn and affine warp applied to an image is applied to its mask (as extra channels, so the random
-    draws, and thus the images, are exactly those of :func:`augment_batch` for the same generator state); brightness
-    and contrast touch the images only.
-
-    Args:
-        x: (B, C, S, S) images in [0, 1].
-        masks: (B, K, S, S) float masks in [0, 1], or None.
-        cfg: Strengths.
-        generator: CPU generator that draws every random number.
-
-    Returns:
-        The augmented images and masks (None when ``masks`` is None); the inputs are not modified.
-    """
-    b, channels = x.shape[0], x.shape[1]
+    b = x.shape[0]
     dev = x.device
-    out = x if masks is None else torch.cat([x, masks.to(x.dtype)], 1)
+    out = x
     if cfg.hflip:
         flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
         out = torch.where(flip.view(b, 1, 1, 1), out.flip(3), out)
@@ -92,38 +71,9 @@ def augment_with_masks(
         theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (B, 2, 3)
         grid = F.affine_grid(theta.to(dev, out.dtype), list(out.shape), align_corners=False)
         out = F.grid_sample(out, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    out, moved = (out, None) if masks is None else (out[:, :channels], out[:, channels:])
     if cfg.brightness or cfg.contrast:
         c = _uniform(b, 1 - cfg.contrast, 1 + cfg.contrast, generator).to(dev).view(b, 1, 1, 1)
         br = _uniform(b, -cfg.brightness, cfg.brightness, generator).to(dev).view(b, 1, 1, 1)
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
         out = ((out - mean) * c + mean + br).clamp(0, 1)
-    return out, moved
-
-
-def transplant_defects(x: torch.Tensor, masks: torch.Tensor, donors: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
-    """Move each selected image's defect, where its mask says it is, onto another part's surface.
-
-    With few images of a defect class, a model can learn the few parts that carry it instead of the defect. Pasting
-    the defect region, feathered by a few pixels, into a good part's image (brought to the same mean and contrast,
-    since exposures differ) at the same place shows the same defect on many surfaces; the label stays the defect's.
-
-    Args:
-        x: (B, C, S, S) images in [0, 1].
-        masks: (B, 1, S, S) defect coverage in [0, 1].
-        donors: (B, C, S, S) good parts' images in [0, 1], one per image (used where ``apply``).
-        apply: (B,) bool, the images to transplant.
-
-    Returns:
-        A new (B, C, S, S) tensor; the images not selected are unchanged.
-    """
-    size = x.shape[-1]
-    k = max(3, (size // 64) | 1)  # 5 px at 256: grow the region a little, then soften its edge as much
-    grown = F.max_pool2d(masks.to(x.dtype), k, stride=1, padding=k // 2)
-    alpha = F.avg_pool2d(grown, k, stride=1, padding=k // 2, count_include_pad=False)
-    dims = (1, 2, 3)
-    x_mean, x_std = x.mean(dims, keepdim=True), x.std(dims, keepdim=True)
-    d_mean, d_std = donors.mean(dims, keepdim=True), donors.std(dims, keepdim=True)
-    matched = ((donors - d_mean) * (x_std / d_std.clamp(min=1e-3)) + x_mean).clamp(0, 1)
-    pasted = alpha * x + (1 - alpha) * matched
-    return torch.where(apply.to(x.device).view(-1, 1, 1, 1), pasted, x)
+    return out

@@ -25,8 +25,6 @@ _TRAIN_OPTIONS = [
     "balance",
     "freeze_stages",
     "ema_decay",
-    "mask_weight",
-    "transplant",
     "tta",
     "seed",
     "split_seed",
@@ -360,17 +358,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balance", choices=("sqrt", "sampler", "loss", "none"), help="class balancing (default sqrt)")
     p.add_argument("--freeze-stages", type=int, help="feature stages kept frozen (default 2)")
     p.add_argument("--ema-decay", type=float, help="weight averaging decay (default 0.998, 0 = off)")
-    p.add_argument(
-        "--mask-weight",
-        type=float,
-        help="weight of the loss that teaches the feature map where the masked defects are (default 0 = off; "
-        "used only where the data has masks)",
-    )
-    p.add_argument(
-        "--transplant",
-        type=float,
-        help="probability of showing a masked defect on another, good part during training (default 0 = off)",
-    )
     p.add_argument(
         "--tta",
         choices=("auto", "none", "flip", "d4"),

@@ -41,14 +41,6 @@ class TrainConfig:
         ema_decay: Decay of the exponential moving average of the weights that is validated and saved (with
             timm's warm-up, so early epochs average over fewer steps); 0 turns averaging off. Averaging steadies
             the validation curve of small data sets, so the chosen epoch is not a lucky spike.
-        mask_weight: Weight of an auxiliary loss, used while training only, that teaches the feature map the
-            classifier pools to mark where the defect is, cell by cell, from the data's ground-truth masks (images
-            without one do not take part; data without masks trains as if it were 0). The dense signal helps small
-            data sets learn small defects, and puts the Grad-CAM evidence on them. 0 turns it off.
-        transplant: Probability that a training image of an NG class whose mask marks a defect is shown with that
-            defect moved onto a randomly drawn good part (same place, feathered edge, matched exposure), so that a
-            rare defect class is learned as the defect rather than as the few parts that carry it. Needs masks;
-            0 turns it off.
         tta: Test-time augmentation stored with the model for evaluate and predict: ``none`` (default, one view),
             ``flip``, ``d4``, or ``auto``, which picks among the views the training augmentation covered the one
             with the best validation balanced accuracy (ties go to fewer views).
@@ -75,8 +67,6 @@ class TrainConfig:
     balance: str = "sqrt"
     freeze_stages: int = 2
     ema_decay: float = 0.998
-    mask_weight: float = 0.0
-    transplant: float = 0.0
     tta: str = "none"
     seed: int = 0
     split_seed: int = 0
@@ -100,8 +90,6 @@ class TrainConfig:
             (self.balance in BALANCE_CHOICES, f"--balance must be one of {', '.join(BALANCE_CHOICES)}"),
             (self.freeze_stages >= 0, "--freeze-stages must not be negative"),
             (0 <= self.ema_decay < 1, "--ema-decay must lie in [0, 1)"),
-            (self.mask_weight >= 0, "--mask-weight must not be negative"),
-            (0 <= self.transplant <= 1, "--transplant must lie between 0 and 1"),
             (self.tta in ("auto", "none", "flip", "d4"), "--tta must be one of auto, none, flip, d4"),
             (self.cache_gb >= 0, "--cache-gb must not be negative"),
             (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),

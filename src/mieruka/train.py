@@ -24,13 +24,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mieruka._io import write_csv, write_json
-from mieruka.augment import augment_with_masks, transplant_defects
+from mieruka.augment import augment_batch
 from mieruka.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from mieruka.config import TrainConfig
 from mieruka.data.annotations import ANNOTATION_EXTENSIONS, read_region
 from mieruka.data.dataset import Sample, load_dataset
 from mieruka.data.images import image_size
-from mieruka.data.store import BadFile, ImageStore, normalize, read_masks, scan_images
+from mieruka.data.store import BadFile, ImageStore, normalize, scan_images
 from mieruka.errors import DataError, MierukaError
 from mieruka.inference import predict_logits, predict_probs, select_device
 from mieruka.metrics import choose_threshold, classification_metrics, ng_probability
@@ -82,13 +82,13 @@ def _frozen_modules(model: nn.Module, frozen: set[str]) -> list[nn.Module]:
     return out
 
 
-def _param_groups(modules: Sequence[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
-    for module in modules:
-        for p in module.parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)
+    for _name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -105,25 +105,6 @@ def _sampling_weights(labels: np.ndarray, num_classes: int, balance: str) -> tor
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     power = {"sampler": 1.0, "sqrt": 0.5}.get(balance, 0.0)
     return torch.tensor(counts[labels] ** -power, dtype=torch.double)
-
-
-MASK_THRESHOLD = 0.25
-"""A feature cell is a defect cell when some pixel of it is at least this much covered by the (resized, augmented)
-mask: a hairline crack, thinned by the resize, still marks its cells."""
-
-
-def mask_targets(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(B, 1, S, S) mask coverage in [0, 1] → (B, 1, h, w) 0/1 targets, one per cell of the feature map."""
-    return (F.adaptive_max_pool2d(masks, grid) >= MASK_THRESHOLD).to(masks.dtype)
-
-
-def mask_loss(cell_logits: torch.Tensor, masks: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of the per-cell defect logits against the masks, averaged over the cells of each image
-    and then over the images that have a mask (``known``); zero when none has."""
-    target = mask_targets(masks.float(), (cell_logits.shape[-2], cell_logits.shape[-1]))
-    per_image = F.binary_cross_entropy_with_logits(cell_logits.float(), target, reduction="none").mean((1, 2, 3))
-    weight = known.to(per_image.dtype)
-    return (per_image * weight).sum() / weight.sum().clamp(min=1)
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
@@ -275,19 +256,6 @@ def train(
     val_idx = np.array([len(train_samples) + i for i, s in enumerate(val_samples) if s.image not in bad])
     labels = np.array([dataset.label_index(s) for s in samples], dtype=np.int64)
     num_classes = len(dataset.classes)
-    masks, has_mask = None, np.zeros(len(samples), dtype=bool)
-    if (cfg.mask_weight > 0 or cfg.transplant > 0) and any(s.mask is not None for s in train_samples):
-        shapes = [(0, 0) if s.image in bad else hw for s, hw in zip(samples, store.sizes, strict=True)]
-        masks, has_mask = read_masks(
-            [s.mask for s in samples], [s.image for s in samples], shapes, cfg.image_size, progress=progress
-        )
-        print(f"defect masks: {int(has_mask[train_idx].sum())} of {len(train_idx)} training images have one")
-    # Transplants: NG training images whose mask marks something, and the good parts their defects may move onto.
-    is_ng = np.array([dataset.verdicts[c] == "NG" for c in dataset.classes])
-    donors = np.array([i for i in train_idx if not is_ng[labels[i]]], dtype=np.int64)
-    movable = np.zeros(len(samples), dtype=bool)
-    if cfg.transplant > 0 and masks is not None and len(donors):
-        movable = has_mask & is_ng[labels] & (masks.flatten(1).amax(1) > 0).numpy()
 
     mean, std = normalization_for(cfg.arch)
     model = build_model(cfg.arch, num_classes)
@@ -297,18 +265,10 @@ def train(
     frozen_bn = _frozen_modules(model, frozen)
     target_layer = feature_layer(model)
     model.to(device).to(memory_format=torch.channels_last)
-    # Training aid only, never saved with the model: a 1×1 convolution from the pooled feature map to a defect
-    # logit per cell, so that the mask loss shapes the very features that the classifier and Grad-CAM read.
-    mask_head = None
-    if masks is not None:
-        mask_head = nn.Conv2d(model.num_features, 1, 1).to(device)  # type: ignore[arg-type]
-        nn.init.zeros_(mask_head.weight)
-        nn.init.zeros_(mask_head.bias)  # type: ignore[arg-type]
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
     evaluated = ema.module if ema is not None else model  # the weights that are validated and saved
 
-    trained = [model] if mask_head is None else [model, mask_head]
-    optimizer = torch.optim.AdamW(_param_groups(trained, cfg.weight_decay), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     steps_per_epoch = max(1, len(train_idx) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
@@ -329,10 +289,6 @@ def train(
         if ema is not None:
             ema.module.load_state_dict(
                 {k[len("_ema.") :]: v for k, v in saved["extra"].items() if k.startswith("_ema.")}
-            )
-        if mask_head is not None:
-            mask_head.load_state_dict(
-                {k[len("_mask_head.") :]: v for k, v in saved["extra"].items() if k.startswith("_mask_head.")}
             )
         _restore_optimizer(optimizer, saved["extra"], meta["param_groups"])
         gen.set_state(saved["extra"]["_rng.gen"])
@@ -381,27 +337,12 @@ def train(
         for step in bar:
             pick = train_idx[order[step * cfg.batch_size : (step + 1) * cfg.batch_size].numpy()]
             x = store.get(pick).to(device, non_blocking=True).float().div_(255)
-            m = None if masks is None else masks[torch.from_numpy(pick)].to(device, non_blocking=True).float() / 255
-            if movable.any():
-                apply = (torch.rand(len(pick), generator=gen) < cfg.transplant) & torch.from_numpy(movable[pick])
-                donor = donors[torch.randint(len(donors), (len(pick),), generator=gen).numpy()]
-                if bool(apply.any()):
-                    surfaces = store.get(donor).to(device, non_blocking=True).float().div_(255)
-                    x = transplant_defects(x, m, surfaces, apply)  # type: ignore[arg-type]
-            x, m = augment_with_masks(x, m, cfg.augment, gen)
+            x = augment_batch(x, cfg.augment, gen)
             x = normalize(x, mean, std).contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(labels[pick]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                if mask_head is None:
-                    logits = model(x)
-                else:
-                    features = model.forward_features(x)  # type: ignore[operator]
-                    logits = model.forward_head(features)  # type: ignore[operator]
-                    cell_logits = mask_head(features)
+                logits = model(x)
             loss = F.cross_entropy(logits.float(), y, weight=class_weight, label_smoothing=cfg.label_smoothing)
-            if mask_head is not None and m is not None:
-                known = torch.from_numpy(has_mask[pick]).to(device)
-                loss = loss + cfg.mask_weight * mask_loss(cell_logits, m, known)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -441,8 +382,6 @@ def train(
         opt_tensors, groups_json = _optimizer_tensors(optimizer)
         if ema is not None:
             opt_tensors.update({f"_ema.{k}": v for k, v in ema.module.state_dict().items()})
-        if mask_head is not None:
-            opt_tensors.update({f"_mask_head.{k}": v for k, v in mask_head.state_dict().items()})
         state = {
             "epoch": epoch,
             "step": epoch * steps_per_epoch,

@@ -17,11 +17,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from mieruka.data.annotations import read_region
 from mieruka.data.images import read_image
 from mieruka.errors import DataError
 
-__all__ = ["BadFile", "ImageStore", "normalize", "read_masks", "resize_image", "scan_images"]
+__all__ = ["BadFile", "ImageStore", "normalize", "resize_image", "scan_images"]
 
 
 @dataclass(frozen=True)
@@ -127,36 +126,3 @@ class ImageStore:
         with ThreadPoolExecutor(_workers()) as pool:
             arrays = list(pool.map(lambda i: resize_image(read_image(self.paths[i]), self.size), idx))
         return torch.from_numpy(np.stack(arrays))
-
-
-def _mask_one(mask: Path | None, image: Path, shape: tuple[int, int], size: int) -> np.ndarray | None:
-    if mask is None or shape == (0, 0):
-        return None
-    region = read_region(mask, image, shape).astype(np.uint8) * 255
-    # Bilinear with antialiasing: a pixel-wide crack survives the shrink as a faint line rather than vanishing.
-    return np.asarray(Image.fromarray(region).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-
-
-def read_masks(
-    masks: Sequence[Path | None],
-    images: Sequence[Path],
-    shapes: Sequence[tuple[int, int]],
-    size: int,
-    *,
-    progress: bool = True,
-) -> tuple[torch.Tensor, np.ndarray]:
-    """Ground-truth regions resized like their images: uint8 (N, 1, size, size) coverage (0–255) and a bool (N,)
-    array that says which images have a region at all (no mask file, or a bad image of size (0, 0): False).
-
-    Masks and annotations must already have passed the training preflight (same size as their image)."""
-    pixels = np.zeros((len(images), 1, size, size), dtype=np.uint8)
-    known = np.zeros(len(images), dtype=bool)
-    with ThreadPoolExecutor(_workers()) as pool:
-        results = pool.map(lambda i: _mask_one(masks[i], images[i], shapes[i], size), range(len(images)))
-        for i, arr in enumerate(
-            tqdm(results, total=len(images), desc="reading masks", disable=not progress, unit="mask", leave=False)
-        ):
-            if arr is not None:
-                pixels[i, 0] = arr
-                known[i] = True
-    return torch.from_numpy(pixels), known
