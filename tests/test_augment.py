@@ -36,3 +36,13 @@ def test_geometric_only_permutes_pixels() -> None:
     for i in range(len(x)):
         torch.testing.assert_close(y[i].flatten().sort().values, x[i].flatten().sort().values)
     assert not torch.equal(x, y)
+
+
+def test_default_contrast_jitter_spans_a_change_of_exposure() -> None:
+    # The default must cover a tile shot at a much darker exposure (0.4 × the contrast) and a brighter one (1.6 ×).
+    x = torch.rand(512, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25  # no clamping at 0 or 1
+    cfg = AugmentConfig(hflip=False, vflip=False, rot90=False, degrees=0, scale=0, translate=0, brightness=0)
+    y = augment_batch(x, cfg, torch.Generator().manual_seed(0))
+    ratio = y.std(dim=(1, 2, 3)) / x.std(dim=(1, 2, 3))
+    assert 0.4 <= float(ratio.min()) < 0.45 and 1.55 < float(ratio.max()) <= 1.6
+    torch.testing.assert_close(y.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)))  # contrast keeps each image's mean

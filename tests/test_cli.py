@@ -61,7 +61,7 @@ def test_config_file_and_unicode_end_to_end(tmp_path: Path, capsys: pytest.Captu
     config = tmp_path / "options.toml"
     config.write_text(
         'pretrained = "none"\nimage_size = 32\nepochs = 3\nbatch_size = 8\nfreeze_stages = 0\n'
-        'ok_classes = ["良品", "正常(キズ)"]\n',
+        'ok_classes = ["良品", "正常(キズ)"]\n[augment]\ncontrast = 0.15\n',
         encoding="utf-8",
     )
     run = tmp_path / "実行"
@@ -69,6 +69,8 @@ def test_config_file_and_unicode_end_to_end(tmp_path: Path, capsys: pytest.Captu
     assert main(["train", str(data), "--out", str(run), "--config", str(config), "--epochs", "1", "--quiet"]) == 0
     saved = json.loads((run / "config.json").read_text(encoding="utf-8"))["config"]
     assert saved["epochs"] == 1 and saved["image_size"] == 32 and saved["ok_classes"] == ["良品", "正常(キズ)"]
+    # the README's way to narrow the exposure jitter: one field of the table changes, the others keep their defaults
+    assert saved["augment"]["contrast"] == 0.15 and saved["augment"]["brightness"] == 0.3
     assert (
         main(["evaluate", str(run / "model.safetensors"), str(data), "--out", str(tmp_path / "評価"), "--quiet"]) == 0
     )
