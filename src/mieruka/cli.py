@@ -112,6 +112,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         max_escape=args.max_escape,
         device=args.device,
         tta=args.tta,
+        neighbours=args.neighbours,
         progress=not args.quiet,
     )
     m = ev.metrics
@@ -131,6 +132,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         f"{m['max_escape']}): escape {_fmt(g['escape_rate'])}  overkill {_fmt(g['overkill_rate'])}"
     )
     print(f"results: {ev.out_dir / 'metrics.json'}, {ev.out_dir / 'confusion_matrix.png'}")
+    if "neighbours" in m:
+        n = m["neighbours"]
+        sheet = f", {ev.out_dir / 'neighbours.png'}" if n["errors"] else ""
+        print(
+            f"nearest training images: {ev.out_dir / 'neighbours.csv'}{sheet}; of {n['errors']} misclassified images, "
+            f"{n['errors_nearest_labelled_as_predicted']} have a nearest training image labelled as predicted "
+            "(check those labels)"
+        )
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -393,6 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"), help="default test")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--max-escape", type=float, default=0.0, help="escape-rate target for the threshold (default 0)")
+    p.add_argument(
+        "--neighbours",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also list every image's K nearest training images in the model's features (neighbours.csv) and draw "
+        "the misclassified ones beside theirs (neighbours.png); default 0 = off",
+    )
     _add_tta(p)
     _add_common(p)
     p.set_defaults(func=_cmd_evaluate)

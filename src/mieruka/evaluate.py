@@ -2,7 +2,8 @@
 
 Writes ``metrics.json`` (per class and OK/NG gate), ``predictions.csv`` (one row per image) and
 ``confusion_matrix.png``. The NG threshold is chosen on the validation split for a target escape rate and then
-applied, unchanged, to the evaluated split.
+applied, unchanged, to the evaluated split. With ``neighbours=K`` it also writes each image's K nearest training
+images in the model's features (``neighbours.csv``) and a sheet of the misclassified ones (``neighbours.png``).
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ from mieruka import __version__
 from mieruka._io import atomic_write, write_csv, write_json
 from mieruka.checkpoint import ModelInfo, load_checkpoint
 from mieruka.data.dataset import Dataset, Sample
+from mieruka.data.images import read_image
 from mieruka.data.store import ImageStore
-from mieruka.errors import DataError
+from mieruka.errors import DataError, MierukaError
 from mieruka.inference import predict_probs, select_device
 from mieruka.metrics import choose_threshold, classification_metrics, gate_rates, ng_probability
 
 __all__ = ["Evaluation", "evaluate", "plot_confusion"]
 
 SCHEMA_VERSION = 1
+SHEET_ROWS = 40
+"""At most this many misclassified images are drawn in ``neighbours.png`` (all are in ``neighbours.csv``)."""
 
 
 @dataclass(frozen=True)
@@ -41,18 +45,22 @@ class Evaluation:
 def _probabilities(
     model: torch.nn.Module,
     info: ModelInfo,
-    samples: Sequence[Sample],
+    samples: Sequence[Sample] | ImageStore,
     batch_size: int,
     progress: bool,
     desc: str,
     tta: str,
 ) -> np.ndarray:
-    store = ImageStore([s.image for s in samples], info.image_size, progress=progress).require_readable()
+    store = (
+        samples
+        if isinstance(samples, ImageStore)
+        else ImageStore([s.image for s in samples], info.image_size, progress=progress).require_readable()
+    )
     model = model.to(memory_format=torch.channels_last)
     return predict_probs(
         model,
         store,
-        list(range(len(samples))),
+        list(range(len(store))),
         mean=info.mean,
         std=info.std,
         tta=tta,
@@ -98,6 +106,7 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 64,
     tta: str | None = None,
+    neighbours: int = 0,
     progress: bool = True,
 ) -> Evaluation:
     """Evaluate a trained model on one split of a data set.
@@ -111,15 +120,19 @@ def evaluate(
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: Images per forward pass.
         tta: Test-time augmentation (``none``, ``flip``, ``d4``); default: the model's, chosen on validation.
+        neighbours: Also find each image's this many nearest training images (0: don't).
         progress: Show progress bars.
     """
+    if neighbours < 0:
+        raise MierukaError("--neighbours must not be negative")
     model, info, _ = load_checkpoint(model_path, select_device(device))
     dataset: Dataset = info.load_dataset(data)
     samples = dataset.split(split)
     if not samples:
         raise DataError(f"{data}: the {split} split is empty")
     tta = tta or info.tta
-    probs = _probabilities(model, info, samples, batch_size, progress, f"evaluating {split}", tta)
+    store = ImageStore([s.image for s in samples], info.image_size, progress=progress).require_readable()
+    probs = _probabilities(model, info, store, batch_size, progress, f"evaluating {split}", tta)
     y_true = np.array([dataset.label_index(s) for s in samples])
     y_pred = probs.argmax(1)
     metrics: dict[str, Any] = {
@@ -156,6 +169,10 @@ def evaluate(
     metrics["gate_at_threshold"] = gate_rates(is_ng, p_ng >= threshold)
 
     out_dir = Path(out)
+    if neighbours:
+        metrics["neighbours"] = _neighbours(
+            model, info, dataset, samples, store, y_true, y_pred, neighbours, batch_size, progress, out_dir
+        )
     write_json(out_dir / "metrics.json", metrics)
     rows = [
         (
@@ -190,3 +207,76 @@ def evaluate(
         title=f"{split}: accuracy {metrics['accuracy']:.3f}, balanced {metrics['balanced_accuracy']:.3f}",
     )
     return Evaluation(metrics=metrics, out_dir=out_dir)
+
+
+def _neighbours(
+    model: torch.nn.Module,
+    info: ModelInfo,
+    dataset: Dataset,
+    samples: Sequence[Sample],
+    store: ImageStore,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    k: int,
+    batch_size: int,
+    progress: bool,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Write ``neighbours.csv`` (every image's k nearest training images) and ``neighbours.png`` (the errors')."""
+    from mieruka.neighbours import nearest, neighbour_sheet, pooled_features
+
+    train = dataset.split("train")
+    if not train:
+        raise DataError("--neighbours: the data set has no training split to compare with")
+    train_store = ImageStore([s.image for s in train], info.image_size, progress=progress).require_readable()
+    kw: dict[str, Any] = {"mean": info.mean, "std": info.std, "batch_size": batch_size, "progress": progress}
+    references = pooled_features(model, train_store, list(range(len(train))), desc="features of train", **kw)
+    queries = pooled_features(model, store, list(range(len(samples))), desc="features", **kw)
+    position = {s.image: j for j, s in enumerate(train)}
+    # an image of the training split itself is not its own neighbour
+    same = [(i, position[s.image]) for i, s in enumerate(samples) if s.image in position]
+    sims, idx = nearest(queries, references, k, exclude=same)
+    rows = [
+        (
+            str(s.image),
+            s.label,
+            info.classes[int(y_pred[i])],
+            r + 1,
+            str(train[j].image),
+            train[j].label,
+            f"{sims[i, r]:.4f}",
+        )
+        for i, s in enumerate(samples)
+        for r, j in enumerate(idx[i])
+    ]
+    header = ("image", "true", "predicted", "rank", "neighbour", "neighbour_label", "similarity")
+    write_csv(out_dir / "neighbours.csv", header, rows)
+    errors = [int(i) for i in np.nonzero(y_true != y_pred)[0]]
+    like = [i for i in errors if train[int(idx[i, 0])].label == info.classes[int(y_pred[i])]]
+    if errors:
+        sheet = neighbour_sheet(
+            [
+                (
+                    read_image(samples[i].image),
+                    f"{samples[i].image.name}\ntrue: {samples[i].label} / predicted: {info.classes[int(y_pred[i])]}",
+                    [
+                        (
+                            read_image(train[int(j)].image),
+                            f"{train[int(j)].image.name}\ntrain: {train[int(j)].label}, cos {sims[i, r]:.3f}",
+                        )
+                        for r, j in enumerate(idx[i])
+                    ],
+                )
+                for i in errors[:SHEET_ROWS]
+            ]
+        )
+        atomic_write(out_dir / "neighbours.png", lambda p: sheet.save(p, format="PNG"))
+    else:
+        (out_dir / "neighbours.png").unlink(missing_ok=True)  # no sheet of an earlier run's errors left behind
+    return {
+        "k": int(idx.shape[1]),
+        "reference_split": "train",
+        "errors": len(errors),
+        "errors_nearest_labelled_as_predicted": len(like),
+        "images": [str(samples[i].image) for i in like],
+    }

@@ -28,6 +28,7 @@ __all__ = [
     "overlay",
     "overlay_at",
     "panel",
+    "thumbnail",
     "to_original_size",
 ]
 
@@ -195,6 +196,22 @@ def panel(
     draw = ImageDraw.Draw(out)
     for i, line in enumerate(lines):
         draw.text((pad, height + pad + i * text_h), line, fill="black", font=font)
+    return out
+
+
+def thumbnail(image: np.ndarray, caption: str, *, height: int = 160, min_width: int = 200) -> Image.Image:
+    """An image scaled to ``height`` (aspect ratio kept) with its caption, wrapped, below it on white."""
+    h, w = image.shape[:2]
+    width = max(1, round(w * height / h))
+    font = _font(max(11, height // 12))
+    pad = 4
+    text_h = int(font.getbbox("Hgあ")[3]) + pad
+    lines = _wrap(caption, font, max(width, min_width))
+    out = Image.new("RGB", (max(width, min_width), height + pad + text_h * len(lines)), "white")
+    out.paste(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR), (0, 0))
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        draw.text((2, height + pad + i * text_h), line, fill="black", font=font)
     return out
 
 

@@ -1,0 +1,83 @@
+"""Explanation by example: the training images that a model finds most alike, in the features its classifier reads.
+
+A heatmap says *where* a model looked; its nearest training images say *what it took the part for*. Both come from
+one place: the globally pooled features that the final linear layer turns into class scores, compared by cosine
+similarity. When a wrongly classified image's nearest training image carries the label the model gave, the model did
+what its training data taught. That is worth a look at the labels before more training: real data sets photograph a
+part more than once (under other light, from another station), and label each photograph on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from mieruka.data.store import ImageStore, normalize
+
+__all__ = ["nearest", "neighbour_sheet", "pooled_features"]
+
+
+@torch.no_grad()
+def pooled_features(
+    model: nn.Module,
+    store: ImageStore,
+    indices: Sequence[int],
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 64,
+    progress: bool = False,
+    desc: str = "features",
+) -> torch.Tensor:
+    """(N, C) unit-length pooled features (the classifier's input) of the store's images, on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
+        x = normalize(store.get(indices[start : start + batch_size]).to(device), mean, std)
+        features = model.forward_head(model.forward_features(x), pre_logits=True)  # type: ignore[operator]
+        out.append(F.normalize(features.float(), dim=1).cpu())
+    if not out:
+        return torch.zeros(0, 0)
+    return torch.cat(out)
+
+
+def nearest(
+    queries: torch.Tensor, references: torch.Tensor, k: int, exclude: Sequence[tuple[int, int]] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities (Q, k), highest first, and indices (Q, k) of each query's ``k`` nearest references.
+
+    ``queries`` and ``references`` are unit-length rows; ``exclude`` lists (query, reference) pairs never to match,
+    such as an image and itself.
+    """
+    sims = queries @ references.T
+    for q, r in exclude:
+        sims[q, r] = -float("inf")
+    top = sims.topk(min(k, references.shape[0] - (1 if exclude else 0)), dim=1)
+    return top.values.numpy(), top.indices.numpy()
+
+
+def neighbour_sheet(
+    rows: Sequence[tuple[np.ndarray, str, Sequence[tuple[np.ndarray, str]]]], height: int = 160
+) -> Image.Image:
+    """One row per query: the query image, then its neighbours, each captioned below.
+
+    Args:
+        rows: ``(image, caption, [(neighbour image, caption), …])`` with (H, W, 3) uint8 images.
+        height: Height of every thumbnail in pixels (aspect ratio kept).
+    """
+    from mieruka.explain.render import grid, thumbnail
+
+    cols = 1 + max(len(n) for _, _, n in rows)
+    cells: list[Image.Image] = []
+    for image, caption, near in rows:
+        row = [thumbnail(image, caption, height=height)] + [thumbnail(im, c, height=height) for im, c in near]
+        row += [Image.new("RGB", (1, 1), "white")] * (cols - len(row))
+        cells.extend(row)
+    return grid(cells, cols=cols)
