@@ -16,14 +16,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
 
-from mieruka.data.store import ImageStore, normalize
+from mieruka.data.store import ImageStore
+from mieruka.inference import map_batches
 
 __all__ = ["nearest", "neighbour_sheet", "pooled_features"]
 
 
-@torch.no_grad()
 def pooled_features(
     model: nn.Module,
     store: ImageStore,
@@ -37,15 +36,15 @@ def pooled_features(
 ) -> torch.Tensor:
     """(N, C) unit-length pooled features (the classifier's input) of the store's images, on the CPU."""
     model.eval()
+
+    def pooled(x: torch.Tensor) -> torch.Tensor:
+        return model.forward_head(model.forward_features(x), pre_logits=True)  # type: ignore[operator]
+
     device = next(model.parameters()).device
-    out = []
-    for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
-        x = normalize(store.get(indices[start : start + batch_size]).to(device), mean, std)
-        features = model.forward_head(model.forward_features(x), pre_logits=True)  # type: ignore[operator]
-        out.append(F.normalize(features.float(), dim=1).cpu())
-    if not out:
-        return torch.zeros(0, 0)
-    return torch.cat(out)
+    features = map_batches(
+        pooled, store, indices, device=device, mean=mean, std=std, batch_size=batch_size, progress=progress, desc=desc
+    )
+    return F.normalize(torch.from_numpy(features), dim=1)
 
 
 def nearest(
