@@ -42,20 +42,19 @@ class Evaluation:
     out_dir: Path
 
 
+def _store(info: ModelInfo, samples: Sequence[Sample], progress: bool) -> ImageStore:
+    return ImageStore([s.image for s in samples], info.image_size, progress=progress).require_readable()
+
+
 def _probabilities(
     model: torch.nn.Module,
     info: ModelInfo,
-    samples: Sequence[Sample] | ImageStore,
+    store: ImageStore,
     batch_size: int,
     progress: bool,
     desc: str,
     tta: str,
 ) -> np.ndarray:
-    store = (
-        samples
-        if isinstance(samples, ImageStore)
-        else ImageStore([s.image for s in samples], info.image_size, progress=progress).require_readable()
-    )
     model = model.to(memory_format=torch.channels_last)
     return predict_probs(
         model,
@@ -131,7 +130,7 @@ def evaluate(
     if not samples:
         raise DataError(f"{data}: the {split} split is empty")
     tta = tta or info.tta
-    store = ImageStore([s.image for s in samples], info.image_size, progress=progress).require_readable()
+    store = _store(info, samples, progress)
     probs = _probabilities(model, info, store, batch_size, progress, f"evaluating {split}", tta)
     y_true = np.array([dataset.label_index(s) for s in samples])
     y_pred = probs.argmax(1)
@@ -157,7 +156,10 @@ def evaluate(
 
     val = dataset.split("val")
     if split != "val" and val:
-        p_val = ng_probability(_probabilities(model, info, val, batch_size, progress, "calibrating on val", tta), ng)
+        p_val = ng_probability(
+            _probabilities(model, info, _store(info, val, progress), batch_size, progress, "calibrating on val", tta),
+            ng,
+        )
         is_ng_val = np.array([info.verdicts[s.label] == "NG" for s in val])
         threshold_source = "val"
     else:
@@ -228,7 +230,7 @@ def _neighbours(
     train = dataset.split("train")
     if not train:
         raise DataError("--neighbours: the data set has no training split to compare with")
-    train_store = ImageStore([s.image for s in train], info.image_size, progress=progress).require_readable()
+    train_store = _store(info, train, progress)
     kw: dict[str, Any] = {"mean": info.mean, "std": info.std, "batch_size": batch_size, "progress": progress}
     references = pooled_features(model, train_store, list(range(len(train))), desc="features of train", **kw)
     queries = pooled_features(model, store, list(range(len(samples))), desc="features", **kw)
