@@ -9,7 +9,8 @@ copy of each image, scaled to zero mean and unit variance, correlates highly wit
 (by the end of its path) the script prints its ``--k`` nearest images by that correlation, with label and split, and
 ``--sheet`` draws them side by side (each contrast-stretched) so that the eye can confirm the same tile. The last
 line is one JSON object with the neighbours. This is a look at a few images, not a duplicate finder: many different
-tiles also correlate at 0.7–0.8, so a neighbour is only a sibling when the picture confirms it.
+tiles also correlate above 0.9 (lighting dominates the grey values), so a neighbour is only a sibling when the
+picture confirms it.
 """
 
 from __future__ import annotations
