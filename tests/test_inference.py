@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from mieruka.data.store import ImageStore
-from mieruka.inference import predict_logits, predict_probs, tta_views
+from mieruka.inference import predict_logits, predict_probs, predict_probs_and_features, tta_views
 from mieruka.models import build_model
 
 
@@ -24,13 +24,17 @@ def test_tta_views() -> None:
         tta_views(x, "d8")
 
 
-def test_predict_probs_averages_softmax_over_views(tmp_path: Path) -> None:
+def _noise_store(folder: Path, n: int = 3) -> ImageStore:
     rng = np.random.default_rng(0)
     paths = []
-    for i in range(3):
-        paths.append(tmp_path / f"{i}.png")
+    for i in range(n):
+        paths.append(folder / f"{i}.png")
         Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(paths[-1])
-    store = ImageStore(paths, 32, progress=False)
+    return ImageStore(paths, 32, progress=False)
+
+
+def test_predict_probs_averages_softmax_over_views(tmp_path: Path) -> None:
+    store = _noise_store(tmp_path)
     torch.manual_seed(0)
     model = build_model("resnet18", 3).eval()
     torch.nn.init.normal_(model.fc.weight, std=0.5)
@@ -47,3 +51,27 @@ def test_predict_probs_averages_softmax_over_views(tmp_path: Path) -> None:
     np.testing.assert_allclose(d4, expected.numpy(), atol=1e-5)
     np.testing.assert_allclose(d4.sum(1), 1.0, atol=1e-5)
     assert not np.allclose(d4, plain, atol=1e-3)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "tf_efficientnet_lite0"])
+def test_probs_and_features_come_from_one_pass_and_match_the_separate_ones(tmp_path: Path, arch: str) -> None:
+    from mieruka.neighbours import pooled_features
+
+    store = _noise_store(tmp_path, 5)
+    torch.manual_seed(0)
+    model = build_model(arch, 4).eval()
+    torch.nn.init.normal_(model.get_classifier().weight, std=0.5)
+    mean, std = (0.5,) * 3, (0.5,) * 3
+    passes: list[int] = []  # batch size of every pass through the network's first convolution
+    stem = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    stem.register_forward_hook(lambda _m, args, _out: passes.append(args[0].shape[0]))
+    for tta, views in (("none", 1), ("d4", 8)):
+        passes.clear()
+        probs, features = predict_probs_and_features(model, store, [4, 0, 2], mean=mean, std=std, tta=tta, batch_size=2)
+        assert sorted(passes) == sorted([2, 1] * views)  # every view of each batch through the network once
+        expected = predict_probs(model, store, [4, 0, 2], mean=mean, std=std, tta=tta)
+        np.testing.assert_allclose(probs, expected, atol=1e-5)
+        assert not np.allclose(probs, 1 / 4, atol=1e-2)  # the classifier was really applied
+    separate = pooled_features(model, store, [4, 0, 2], mean=mean, std=std)
+    torch.testing.assert_close(features, separate, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(features.norm(dim=1), torch.ones(3))

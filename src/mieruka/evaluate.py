@@ -24,7 +24,7 @@ from mieruka.data.dataset import Dataset, Sample
 from mieruka.data.images import read_image
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError, MierukaError
-from mieruka.inference import predict_probs, select_device
+from mieruka.inference import predict_probs, predict_probs_and_features, select_device
 from mieruka.metrics import choose_threshold, classification_metrics, gate_rates, ng_probability
 
 __all__ = ["Evaluation", "evaluate", "plot_confusion"]
@@ -44,29 +44,6 @@ class Evaluation:
 
 def _store(info: ModelInfo, samples: Sequence[Sample], progress: bool) -> ImageStore:
     return ImageStore([s.image for s in samples], info.image_size, progress=progress).require_readable()
-
-
-def _probabilities(
-    model: torch.nn.Module,
-    info: ModelInfo,
-    store: ImageStore,
-    batch_size: int,
-    progress: bool,
-    desc: str,
-    tta: str,
-) -> np.ndarray:
-    model = model.to(memory_format=torch.channels_last)
-    return predict_probs(
-        model,
-        store,
-        list(range(len(store))),
-        mean=info.mean,
-        std=info.std,
-        tta=tta,
-        batch_size=batch_size,
-        progress=progress,
-        desc=desc,
-    )
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str = "Confusion matrix") -> Path:
@@ -125,13 +102,25 @@ def evaluate(
     if neighbours < 0:
         raise MierukaError("--neighbours must not be negative")
     model, info, _ = load_checkpoint(model_path, select_device(device))
+    model = model.to(memory_format=torch.channels_last)
     dataset: Dataset = info.load_dataset(data)
     samples = dataset.split(split)
     if not samples:
         raise DataError(f"{data}: the {split} split is empty")
     tta = tta or info.tta
     store = _store(info, samples, progress)
-    probs = _probabilities(model, info, store, batch_size, progress, f"evaluating {split}", tta)
+    options: dict[str, Any] = {
+        "mean": info.mean,
+        "std": info.std,
+        "tta": tta,
+        "batch_size": batch_size,
+        "progress": progress,
+    }
+    everything = list(range(len(samples)))
+    if neighbours:  # the features that neighbours are found by come from the forward pass that classifies
+        probs, features = predict_probs_and_features(model, store, everything, desc=f"evaluating {split}", **options)
+    else:
+        probs = predict_probs(model, store, everything, desc=f"evaluating {split}", **options)
     y_true = np.array([dataset.label_index(s) for s in samples])
     y_pred = probs.argmax(1)
     metrics: dict[str, Any] = {
@@ -156,9 +145,9 @@ def evaluate(
 
     val = dataset.split("val")
     if split != "val" and val:
+        val_store = _store(info, val, progress)
         p_val = ng_probability(
-            _probabilities(model, info, _store(info, val, progress), batch_size, progress, "calibrating on val", tta),
-            ng,
+            predict_probs(model, val_store, list(range(len(val))), desc="calibrating on val", **options), ng
         )
         is_ng_val = np.array([info.verdicts[s.label] == "NG" for s in val])
         threshold_source = "val"
@@ -173,7 +162,7 @@ def evaluate(
     out_dir = Path(out)
     if neighbours:
         metrics["neighbours"] = _neighbours(
-            model, info, dataset, samples, store, y_true, y_pred, neighbours, batch_size, progress, out_dir
+            model, info, dataset, samples, features, y_true, y_pred, neighbours, batch_size, progress, out_dir
         )
     write_json(out_dir / "metrics.json", metrics)
     rows = [
@@ -216,7 +205,7 @@ def _neighbours(
     info: ModelInfo,
     dataset: Dataset,
     samples: Sequence[Sample],
-    store: ImageStore,
+    queries: torch.Tensor,
     y_true: np.ndarray,
     y_pred: np.ndarray,
     k: int,
@@ -224,7 +213,10 @@ def _neighbours(
     progress: bool,
     out_dir: Path,
 ) -> dict[str, Any]:
-    """Write ``neighbours.csv`` (every image's k nearest training images) and ``neighbours.png`` (the errors')."""
+    """Write ``neighbours.csv`` (every image's k nearest training images) and ``neighbours.png`` (the errors').
+
+    ``queries`` are the unit-length pooled features of ``samples``.
+    """
     from mieruka.neighbours import nearest, neighbour_sheet, pooled_features
 
     train = dataset.split("train")
@@ -233,7 +225,6 @@ def _neighbours(
     train_store = _store(info, train, progress)
     kw: dict[str, Any] = {"mean": info.mean, "std": info.std, "batch_size": batch_size, "progress": progress}
     references = pooled_features(model, train_store, list(range(len(train))), desc="features of train", **kw)
-    queries = pooled_features(model, store, list(range(len(samples))), desc="features", **kw)
     position = {s.image: j for j, s in enumerate(train)}
     # an image of the training split itself is not its own neighbour
     same = [(i, position[s.image]) for i, s in enumerate(samples) if s.image in position]

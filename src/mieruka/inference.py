@@ -6,12 +6,21 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from mieruka.data.store import ImageStore, normalize
 
-__all__ = ["TTA_CHOICES", "map_batches", "predict_logits", "predict_probs", "select_device", "tta_views"]
+__all__ = [
+    "TTA_CHOICES",
+    "map_batches",
+    "predict_logits",
+    "predict_probs",
+    "predict_probs_and_features",
+    "select_device",
+    "tta_views",
+]
 
 TTA_CHOICES = ("none", "flip", "d4")
 """Test-time augmentation: no extra view, a horizontal flip (2 views), or the 8 flips and 90° turns of the square."""
@@ -85,6 +94,67 @@ def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
     raise ValueError(f"--tta {tta!r}: choose one of {', '.join(TTA_CHOICES)}")
 
 
+def _module_functions(
+    module: nn.Module,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
+    """Probabilities of a batch, and (pooled features, probabilities) of a batch from one forward pass."""
+    device = next(module.parameters()).device
+
+    def autocast() -> torch.autocast:
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def probs_of(v: torch.Tensor) -> torch.Tensor:
+        with autocast():
+            return module(v.contiguous(memory_format=torch.channels_last)).float().softmax(1)
+
+    def features_and_probs_of(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast():
+            maps = module.forward_features(v.contiguous(memory_format=torch.channels_last))  # type: ignore[operator]
+            pooled = module.forward_head(maps, pre_logits=True)  # type: ignore[operator]
+            logits = module.get_classifier()(pooled)  # type: ignore[operator]
+        return pooled.float(), logits.float().softmax(1)
+
+    return probs_of, features_and_probs_of
+
+
+def _predict(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    store: ImageStore,
+    indices: Sequence[int],
+    with_features: bool,
+    mean: Sequence[float],
+    std: Sequence[float],
+    tta: str,
+    batch_size: int,
+    progress: bool,
+    desc: str,
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Probabilities averaged over the ``tta`` views and, ``with_features``, the identity view's pooled features."""
+    features_and_probs_of: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    if isinstance(model, nn.Module):
+        device = next(model.parameters()).device
+        probs_of, features_and_probs_of = _module_functions(model)
+    else:
+        device, probs_of = torch.device("cpu"), model
+    if not with_features:
+        features_and_probs_of = None
+    outs, feats = [], []
+    for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
+        batch = store.get(indices[start : start + batch_size]).to(device, non_blocking=True)
+        views = tta_views(normalize(batch, mean, std), tta)
+        if features_and_probs_of is None:
+            probs = [probs_of(v) for v in views]
+        else:
+            pooled, first = features_and_probs_of(views[0])
+            feats.append(pooled.cpu())
+            probs = [first, *(probs_of(v) for v in views[1:])]
+        outs.append(torch.stack(probs).mean(0).cpu())  # (B, K), averaged over the views
+    if not outs:
+        return np.zeros((0, 0), dtype=np.float32), torch.zeros(0, 0)
+    features = F.normalize(torch.cat(feats), dim=1) if feats else torch.zeros(0, 0)
+    return torch.cat(outs).numpy(), features
+
+
 @torch.inference_mode()
 def predict_probs(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
@@ -103,24 +173,25 @@ def predict_probs(
     ``model`` is a PyTorch classifier in eval mode, or any callable from a normalized CPU batch to probabilities
     (an :class:`~mieruka.runtime.OnnxModel`): both get the same preprocessing and the same views.
     """
-    probs_of: Callable[[torch.Tensor], torch.Tensor]
-    if isinstance(model, nn.Module):
-        device = next(model.parameters()).device
-        module = model
+    return _predict(model, store, indices, False, mean, std, tta, batch_size, progress, desc)[0]
 
-        def module_probs(v: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                return module(v.contiguous(memory_format=torch.channels_last)).float().softmax(1)
 
-        probs_of = module_probs
-    else:
-        device, probs_of = torch.device("cpu"), model
-    outs = []
-    for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
-        batch = store.get(indices[start : start + batch_size]).to(device, non_blocking=True)
-        x = normalize(batch, mean, std)
-        probs = [probs_of(v) for v in tta_views(x, tta)]
-        outs.append(torch.stack(probs).mean(0).cpu())  # (B, K), averaged over the views
-    if not outs:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(outs).numpy()
+@torch.inference_mode()
+def predict_probs_and_features(
+    model: nn.Module,
+    store: ImageStore,
+    indices: Sequence[int],
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    tta: str = "none",
+    batch_size: int = 64,
+    progress: bool = False,
+    desc: str = "predicting",
+) -> tuple[np.ndarray, torch.Tensor]:
+    """:func:`predict_probs`, plus each image's unit-length pooled features (N, C) from the same forward pass.
+
+    The features are the classifier's input (global average pooling of the last feature map) for the untransformed
+    view, the ones :func:`mieruka.neighbours.pooled_features` gives; the model is a timm classifier in eval mode.
+    """
+    return _predict(model, store, indices, True, mean, std, tta, batch_size, progress, desc)
