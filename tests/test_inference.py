@@ -75,3 +75,32 @@ def test_probs_and_features_come_from_one_pass_and_match_the_separate_ones(tmp_p
     separate = pooled_features(model, store, [4, 0, 2], mean=mean, std=std)
     torch.testing.assert_close(features, separate, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(features.norm(dim=1), torch.ones(3))
+
+
+def test_cpu_forward_passes_are_split_by_pixels_with_the_same_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mieruka.inference as inference
+
+    store = _noise_store(tmp_path, 7)
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3).eval()
+    torch.nn.init.normal_(model.fc.weight, std=0.5)
+    mean, std = (0.5,) * 3, (0.5,) * 3
+    whole = predict_probs(model, store, list(range(7)), mean=mean, std=std, tta="flip")
+    whole_logits = predict_logits(model, store, list(range(7)), mean=mean, std=std)
+    passes: list[int] = []
+    model.conv1.register_forward_hook(lambda _m, args, _out: passes.append(args[0].shape[0]))
+    monkeypatch.setattr(inference, "CPU_PIXELS_PER_PASS", 3 * 32 * 32 + 5)  # 3 images of the store's 32 × 32
+    split = predict_probs(model, store, list(range(7)), mean=mean, std=std, tta="flip", batch_size=64)
+    assert passes == [3, 3, 1] * 2  # each of the two views in slices of 3
+    np.testing.assert_allclose(split, whole, atol=1e-6)
+    passes.clear()
+    probs, features = predict_probs_and_features(model, store, list(range(7)), mean=mean, std=std, batch_size=5)
+    assert passes == [3, 2, 2]  # batches of 5 and 2, the first split in 3 + 2
+    np.testing.assert_allclose(probs, torch.from_numpy(whole_logits).softmax(1).numpy(), atol=1e-6)
+    assert features.shape == (7, model.num_features)
+    passes.clear()
+    logits = predict_logits(model, store, list(range(7)), mean=mean, std=std)
+    assert passes == [3, 3, 1]
+    np.testing.assert_allclose(logits, whole_logits, atol=1e-5)

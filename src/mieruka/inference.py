@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +25,30 @@ __all__ = [
 
 TTA_CHOICES = ("none", "flip", "d4")
 """Test-time augmentation: no extra view, a horizontal flip (2 views), or the 8 flips and 90° turns of the square."""
+
+CPU_PIXELS_PER_PASS = 1 << 18
+"""On a CPU, inference is bound by the caches, not by arithmetic: forward passes of at most this many pixels (4
+images of 256 × 256, 16 of 128 × 128) ran 1.3–1.9 × as many images a second as batches of 32 or 64 (BENCHMARKS.md
+§2c). Batches are still loaded and shown as ``batch_size`` images; only the forward passes are split."""
+
+R = TypeVar("R", torch.Tensor, tuple[torch.Tensor, torch.Tensor])
+
+
+def _cpu_chunked(fn: Callable[[torch.Tensor], R], device: torch.device) -> Callable[[torch.Tensor], R]:
+    """``fn`` run on a CPU in slices of at most :data:`CPU_PIXELS_PER_PASS` pixels, the outputs concatenated."""
+    if device.type != "cpu":
+        return fn
+
+    def run(x: torch.Tensor) -> R:
+        n = max(1, CPU_PIXELS_PER_PASS // (x.shape[-2] * x.shape[-1]))
+        if x.shape[0] <= n:
+            return fn(x)
+        outs = [fn(part) for part in x.split(n)]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))  # type: ignore[return-value]
+        return torch.cat(outs)
+
+    return run
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -53,11 +78,12 @@ def map_batches(
     The shared inference loop: channels-last input, bfloat16 autocast on CUDA, a progress bar.
     """
     outs = []
+    forward = _cpu_chunked(fn, device)
     for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
         batch = store.get(indices[start : start + batch_size]).to(device, non_blocking=True)
         x = normalize(batch, mean, std).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = fn(x)
+            out = forward(x)
         outs.append(out.float().cpu())
     if not outs:
         return np.zeros((0, 0), dtype=np.float32)
@@ -114,7 +140,7 @@ def _module_functions(
             logits = module.get_classifier()(pooled)  # type: ignore[operator]
         return pooled.float(), logits.float().softmax(1)
 
-    return probs_of, features_and_probs_of
+    return _cpu_chunked(probs_of, device), _cpu_chunked(features_and_probs_of, device)
 
 
 def _predict(
