@@ -55,6 +55,7 @@ def test_predict_probs_averages_softmax_over_views(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("arch", ["resnet18", "tf_efficientnet_lite0"])
 def test_probs_and_features_come_from_one_pass_and_match_the_separate_ones(tmp_path: Path, arch: str) -> None:
+    from mieruka.data.store import normalize
     from mieruka.neighbours import pooled_features
 
     store = _noise_store(tmp_path, 5)
@@ -72,8 +73,11 @@ def test_probs_and_features_come_from_one_pass_and_match_the_separate_ones(tmp_p
         expected = predict_probs(model, store, [4, 0, 2], mean=mean, std=std, tta=tta)
         np.testing.assert_allclose(probs, expected, atol=1e-5)
         assert not np.allclose(probs, 1 / 4, atol=1e-2)  # the classifier was really applied
-    separate = pooled_features(model, store, [4, 0, 2], mean=mean, std=std)
-    torch.testing.assert_close(features, separate, atol=1e-5, rtol=1e-5)
+    x = normalize(store.get([4, 0, 2]), mean, std)
+    with torch.no_grad():
+        direct = torch.nn.functional.normalize(model.forward_head(model.forward_features(x), pre_logits=True), dim=1)
+    torch.testing.assert_close(features, direct, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pooled_features(model, store, [4, 0, 2], mean=mean, std=std), direct)
     torch.testing.assert_close(features.norm(dim=1), torch.ones(3))
 
 

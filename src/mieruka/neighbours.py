@@ -13,12 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 from mieruka.data.store import ImageStore
-from mieruka.inference import map_batches
+from mieruka.inference import predict_probs_and_features
 
 __all__ = ["nearest", "neighbour_sheet", "pooled_features"]
 
@@ -34,17 +33,15 @@ def pooled_features(
     progress: bool = False,
     desc: str = "features",
 ) -> torch.Tensor:
-    """(N, C) unit-length pooled features (the classifier's input) of the store's images, on the CPU."""
+    """(N, C) unit-length pooled features (the classifier's input) of the store's images, on the CPU.
+
+    The same computation as the features :func:`mieruka.inference.predict_probs_and_features` returns beside the
+    probabilities, so that images classified with their features and reference images compare alike.
+    """
     model.eval()
-
-    def pooled(x: torch.Tensor) -> torch.Tensor:
-        return model.forward_head(model.forward_features(x), pre_logits=True)  # type: ignore[operator]
-
-    device = next(model.parameters()).device
-    features = map_batches(
-        pooled, store, indices, device=device, mean=mean, std=std, batch_size=batch_size, progress=progress, desc=desc
-    )
-    return F.normalize(torch.from_numpy(features), dim=1)
+    return predict_probs_and_features(
+        model, store, indices, mean=mean, std=std, batch_size=batch_size, progress=progress, desc=desc
+    )[1]
 
 
 def nearest(
