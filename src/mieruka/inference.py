@@ -15,7 +15,6 @@ from mieruka.data.store import ImageStore, normalize
 
 __all__ = [
     "TTA_CHOICES",
-    "map_batches",
     "predict_logits",
     "predict_probs",
     "predict_probs_and_features",
@@ -61,35 +60,6 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 @torch.inference_mode()
-def map_batches(
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    store: ImageStore,
-    indices: Sequence[int],
-    *,
-    device: torch.device,
-    mean: Sequence[float],
-    std: Sequence[float],
-    batch_size: int = 64,
-    progress: bool = False,
-    desc: str = "predicting",
-) -> np.ndarray:
-    """``fn`` applied to the normalized images ``indices`` of ``store``, batch by batch on ``device``: (N, …) float32.
-
-    The shared inference loop: channels-last input, bfloat16 autocast on CUDA, a progress bar.
-    """
-    outs = []
-    forward = _cpu_chunked(fn, device)
-    for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
-        batch = store.get(indices[start : start + batch_size]).to(device, non_blocking=True)
-        x = normalize(batch, mean, std).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = forward(x)
-        outs.append(out.float().cpu())
-    if not outs:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(outs).numpy()
-
-
 def predict_logits(
     model: nn.Module,
     store: ImageStore,
@@ -103,9 +73,17 @@ def predict_logits(
 ) -> np.ndarray:
     """Logits (N, K) for the images ``indices`` of ``store``, in that order. The model must be in eval mode."""
     device = next(model.parameters()).device
-    return map_batches(
-        model, store, indices, device=device, mean=mean, std=std, batch_size=batch_size, progress=progress, desc=desc
-    )
+    forward = _cpu_chunked(model, device)
+    outs = []
+    for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
+        batch = store.get(indices[start : start + batch_size]).to(device, non_blocking=True)
+        x = normalize(batch, mean, std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = forward(x)
+        outs.append(logits.float().cpu())
+    if not outs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(outs).numpy()
 
 
 def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
