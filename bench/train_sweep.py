@@ -9,6 +9,9 @@ calls the library's ``train`` and then ``evaluate --split test``, exactly as the
 appended to ``OUT/results.jsonl`` as runs finish, so a sweep cut short keeps what it finished; ``--deadline S``
 stops starting new runs after S seconds. The last line printed is one JSON object with every run's figures.
 
+With ``--per-epoch`` each run also records every epoch's validation and test logits (see ``_EpochRecorder``), so
+``bench/epoch_rules.py`` can compare rules for choosing the saved epoch, and test-time views, without retraining.
+
 Choose between configurations on the validation figures (the mean over seeds); the test figures are reported, not
 optimized. A GPU makes a sweep cheap; a configuration chosen there must still be timed on the target machine.
 """
@@ -41,7 +44,80 @@ def _pad_resize(image: Any, size: int) -> Any:
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
-def _run_one(data: str, out: str, name: str, options: dict[str, Any], seed: int, threads: int) -> dict[str, Any]:
+class _EpochRecorder:
+    """Keeps, for every epoch of one run, the validated (EMA) weights and the logits of the validation and test
+    images, by wrapping the ``predict_logits`` that ``train`` calls once per epoch on the validation images.
+
+    Early stopping does not change the weights before it stops, so a run with ``patience: 0`` recorded this way
+    shows what every rule for choosing the epoch (and every test-time view) would have given.
+    """
+
+    def __init__(self, data: str, cfg: Any) -> None:
+        import mieruka.train as train_module
+        from mieruka.data.dataset import load_dataset
+        from mieruka.data.store import ImageStore
+
+        dataset = load_dataset(data, ok_classes=cfg.ok_classes or None, split_seed=cfg.split_seed)
+        self.classes = dataset.classes
+        self.val = dataset.split("val")
+        self.test = dataset.split("test")
+        self.y_val = [dataset.label_index(s) for s in self.val]
+        self.y_test = [dataset.label_index(s) for s in self.test]
+        self.test_store = ImageStore([s.image for s in self.test], cfg.image_size, progress=False).require_readable()
+        self.states: list[dict[str, Any]] = []
+        self.val_logits: list[Any] = []
+        self.test_logits: list[Any] = []
+        self.model: Any = None
+        self.store: Any = None
+        self.val_idx: list[int] = []
+        self.norm: dict[str, Any] = {}
+        self._module = train_module
+        self._original = train_module.predict_logits
+        train_module.predict_logits = self._hook
+
+    def close(self) -> None:
+        """Put ``train``'s own ``predict_logits`` back."""
+        self._module.predict_logits = self._original
+
+    def _hook(self, model: Any, store: Any, indices: Any, **kw: Any) -> Any:
+        logits = self._original(model, store, indices, **kw)
+        self.model, self.store, self.val_idx = model, store, list(indices)
+        self.norm = {"mean": kw["mean"], "std": kw["std"]}
+        self.val_logits.append(logits)
+        self.test_logits.append(self._original(model, self.test_store, range(len(self.test)), **kw))
+        self.states.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        return logits
+
+    def save(self, path: Path, d4_epochs: list[int]) -> None:
+        """Write the per-epoch logits and, for ``d4_epochs`` (1-based), the 8-view probabilities, to ``path``."""
+        import numpy as np
+
+        from mieruka.inference import predict_probs
+
+        arrays: dict[str, Any] = {
+            "classes": np.array(self.classes),
+            "val_images": np.array([str(s.image) for s in self.val]),
+            "test_images": np.array([str(s.image) for s in self.test]),
+            "y_val": np.array(self.y_val),
+            "y_test": np.array(self.y_test),
+            "val_logits": np.stack(self.val_logits),
+            "test_logits": np.stack(self.test_logits),
+            "d4_epochs": np.array(sorted(set(d4_epochs)), dtype=np.int64),
+        }
+        val_d4, test_d4 = [], []
+        for epoch in arrays["d4_epochs"]:
+            self.model.load_state_dict(self.states[epoch - 1])
+            self.model.eval()
+            val_d4.append(predict_probs(self.model, self.store, self.val_idx, tta="d4", **self.norm))
+            test_d4.append(predict_probs(self.model, self.test_store, range(len(self.test)), tta="d4", **self.norm))
+        arrays["val_d4"] = np.stack(val_d4)
+        arrays["test_d4"] = np.stack(test_d4)
+        np.savez_compressed(path, **arrays)
+
+
+def _run_one(
+    data: str, out: str, name: str, options: dict[str, Any], seed: int, threads: int, per_epoch: bool = False
+) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
@@ -56,9 +132,20 @@ def _run_one(data: str, out: str, name: str, options: dict[str, Any], seed: int,
         store.resize_image = _pad_resize  # every ImageStore (training, validation, test) reads through it
     run = Path(out) / f"{name}-s{seed}"
     cfg = TrainConfig.from_dict({**options, "seed": seed})
+    recorder = _EpochRecorder(data, cfg) if per_epoch else None
     t0 = time.perf_counter()
-    result = train(data, run / "run", cfg, progress=False)
+    try:
+        result = train(data, run / "run", cfg, progress=False)
+    finally:
+        if recorder is not None:
+            recorder.close()
     train_s = time.perf_counter() - t0
+    if recorder is not None:
+        from epoch_rules import choose_epochs  # bench/ is on the path of the sweep and of its workers
+
+        history = result.history
+        picks = choose_epochs([h["val_balanced_accuracy"] for h in history], [h["val_loss"] for h in history])
+        recorder.save(run / "epochs.npz", list(picks.values()))
     ev = evaluate(result.model_path, data, run / "eval", split="test", progress=False)
     best = result.history[result.best_epoch - 1]
     m = ev.metrics
@@ -102,9 +189,17 @@ def main() -> None:
     parser.add_argument("--configs", type=Path, required=True, help="JSON file: {name: {option: value}}")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads per run (default: cores ÷ --parallel)")
     parser.add_argument("--deadline", type=float, default=0, help="start no run after this many seconds (0: none)")
     parser.add_argument("--results", type=Path, default=None, help="JSON-lines file (default OUT/results.jsonl)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these configuration names")
+    parser.add_argument(
+        "--per-epoch",
+        action="store_true",
+        help="also write RUN/epochs.npz: every epoch's validation and test logits, and 8-view (d4) probabilities "
+        "for the epochs that some rule for choosing the epoch would pick (use with patience 0; bench/epoch_rules.py "
+        "reads them)",
+    )
     args = parser.parse_args()
 
     configs: dict[str, dict[str, Any]] = json.loads(args.configs.read_text(encoding="utf-8"))
@@ -113,7 +208,7 @@ def main() -> None:
     # Seed-major order: every configuration gets its first seed before any gets a second.
     jobs = [(name, opts, seed) for seed in args.seeds for name, opts in configs.items()]
     args.out.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // args.parallel)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
     results_file = args.results or args.out / "results.jsonl"
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -128,7 +223,7 @@ def main() -> None:
                     jobs = []
                     break
                 name, opts, seed = jobs.pop(0)
-                fut = pool.submit(_run_one, args.data, str(args.out), name, opts, seed, threads)
+                fut = pool.submit(_run_one, args.data, str(args.out), name, opts, seed, threads, args.per_epoch)
                 pending[fut] = (name, seed)
             if not pending:
                 break
