@@ -359,14 +359,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="timm architecture (default tf_efficientnet_lite0; `mieruka archs` lists them)")
     p.add_argument("--pretrained", help="imagenet (default), none, or a .safetensors file of timm weights")
     p.add_argument("--image-size", type=int, help="input side in pixels (default 256)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default 20)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default 26)")
     p.add_argument("--batch-size", type=int, help="default 32")
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     p.add_argument("--weight-decay", type=float, help="default 0.02")
     p.add_argument("--patience", type=int, help="early stopping patience in epochs (default 8, 0 = off)")
     p.add_argument("--balance", choices=("sqrt", "sampler", "loss", "none"), help="class balancing (default sqrt)")
-    p.add_argument("--freeze-stages", type=int, help="feature stages kept frozen (default 2)")
-    p.add_argument("--ema-decay", type=float, help="weight averaging decay (default 0.998, 0 = off)")
+    p.add_argument("--freeze-stages", type=int, help="feature stages kept frozen (default 3)")
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        help="upper bound on the weight-averaging decay (default 0.998, 0 = off); in short runs timm's warm-up sets it",
+    )
     p.add_argument(
         "--tta",
         choices=("auto", "none", "flip", "d4"),
