@@ -15,7 +15,7 @@ import mieruka.train as train_module
 from mieruka.checkpoint import load_checkpoint
 from mieruka.errors import DataError
 from mieruka.models import build_model
-from mieruka.train import _freeze_stages, train
+from mieruka.train import _freeze_stages, _frozen_modules, _FrozenPrefix, train
 
 
 def test_run_folder_contents(tiny_run: Path, synth_dir: Path) -> None:
@@ -141,6 +141,66 @@ def test_freeze_stages_freezes_only_the_early_layers() -> None:
     assert any(n.startswith("blocks.1") for n in frozen)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable[0].startswith("blocks.2.") and "classifier.weight" in trainable
+
+
+@pytest.mark.parametrize(("arch", "stages", "first_trainable"), [("tf_efficientnet_lite0", 3, 6), ("resnet18", 2, 5)])
+def test_frozen_prefix_gives_the_same_logits_and_gradients(
+    arch: str, stages: int, first_trainable: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    model = build_model(arch, 4).to(memory_format=torch.channels_last)
+    frozen = set(_freeze_stages(model, stages))
+    split = _FrozenPrefix.split(model, frozen)
+    assert split is not None and len(split.prefix) == first_trainable
+    model.train()
+    for module in _frozen_modules(model, frozen):
+        module.eval()
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    for batch, per_slice, exact in ((6, 3, True), (5, 2, False)):
+        # Slices of equal size give the very same numbers; a slice of one image may take another kernel.
+        monkeypatch.setattr("mieruka.inference.CPU_PIXELS_PER_PASS", per_slice * 64 * 64)
+        x = torch.randn(batch, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+        outputs = []
+        for forward in (model, split):
+            torch.manual_seed(1)  # the head's dropout draws the same mask
+            logits = forward(x)
+            torch.nn.functional.cross_entropy(logits, y[:batch]).backward()
+            grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+            model.zero_grad(set_to_none=True)
+            outputs.append((logits.detach(), grads))
+        (a, grads_a), (b, grads_b) = outputs
+        assert len(grads_a) == len(grads_b) > 0
+        if exact:
+            assert torch.equal(a, b) and all(torch.equal(g, h) for g, h in zip(grads_a, grads_b, strict=True))
+        else:
+            assert torch.allclose(a, b, atol=1e-4)
+            assert all(torch.allclose(g, h, rtol=1e-3, atol=1e-5) for g, h in zip(grads_a, grads_b, strict=True))
+
+
+def test_frozen_prefix_is_not_used_where_it_would_change_the_result() -> None:
+    model = build_model("resnet18", 3)
+    assert _FrozenPrefix.split(model, set(_freeze_stages(model, 0))) is None  # nothing frozen
+    frozen = set(_freeze_stages(model, 2))
+    model.act1 = torch.nn.Dropout(0.5)  # a random layer among the frozen ones
+    assert _FrozenPrefix.split(model, frozen) is None
+    model = build_model("resnet18", 3)
+    frozen = set(_freeze_stages(model, 2))
+    features = model.forward_features
+    model.forward_features = lambda x: features(x) * 2  # forward() no longer runs the modules in order
+    assert _FrozenPrefix.split(model, frozen) is None
+
+
+@pytest.mark.slow
+def test_training_with_the_frozen_prefix_is_the_same_training(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mieruka.inference.CPU_PIXELS_PER_PASS", 4 * 64 * 64)  # each batch of 8 in two slices
+    cfg = replace(TINY, freeze_stages=3, tta="none")
+    sliced = train(synth_dir, tmp_path / "sliced", cfg, progress=False)
+    monkeypatch.setattr(_FrozenPrefix, "split", classmethod(lambda cls, model, frozen: None))
+    whole = train(synth_dir, tmp_path / "whole", cfg, progress=False)
+    keys = ("train_loss", "val_loss", "val_accuracy")
+    assert [[h[k] for k in keys] for h in sliced.history] == [[h[k] for k in keys] for h in whole.history]
 
 
 def test_mask_of_another_size_names_both_files(synth_dir: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from mieruka.data.store import ImageStore, normalize
 
 __all__ = [
     "TTA_CHOICES",
+    "cpu_chunked",
     "predict_logits",
     "predict_probs",
     "predict_probs_and_features",
@@ -33,7 +34,7 @@ images of 256 × 256, 16 of 128 × 128) ran 1.3–2.0 × as many images a second
 R = TypeVar("R", torch.Tensor, tuple[torch.Tensor, torch.Tensor])
 
 
-def _cpu_chunked(fn: Callable[[torch.Tensor], R], device: torch.device) -> Callable[[torch.Tensor], R]:
+def cpu_chunked(fn: Callable[[torch.Tensor], R], device: torch.device) -> Callable[[torch.Tensor], R]:
     """``fn`` run on a CPU in slices of at most :data:`CPU_PIXELS_PER_PASS` pixels, the outputs concatenated."""
     if device.type != "cpu":
         return fn
@@ -73,7 +74,7 @@ def predict_logits(
 ) -> np.ndarray:
     """Logits (N, K) for the images ``indices`` of ``store``, in that order. The model must be in eval mode."""
     device = next(model.parameters()).device
-    forward = _cpu_chunked(model, device)
+    forward = cpu_chunked(model, device)
     outs = []
     for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
         batch = store.get(indices[start : start + batch_size]).to(device, non_blocking=True)
@@ -118,7 +119,7 @@ def _module_functions(
             logits = module.get_classifier()(pooled)  # type: ignore[operator]
         return pooled.float(), logits.float().softmax(1)
 
-    return _cpu_chunked(probs_of, device), _cpu_chunked(features_and_probs_of, device)
+    return cpu_chunked(probs_of, device), cpu_chunked(features_and_probs_of, device)
 
 
 def _predict(

@@ -1,0 +1,81 @@
+"""CPU training step time by frozen stages, with the frozen first modules run whole or in slices.
+
+    python bench/train_step.py [--size 256] [--batch 32] [--repeats 5]
+
+One training step (forward, backward, AdamW) of EfficientNet-Lite0 on a random batch, in training mode with the
+frozen BatchNorm layers in eval mode, as ``mieruka train`` runs it: the whole model on the batch, or (what ``train``
+does on a CPU) the frozen first modules without autograd in slices of ``CPU_PIXELS_PER_PASS`` pixels and the rest on
+the whole batch. Every variant is timed in turn within each repetition; medians in seconds per step. The last line
+printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from _shared import cpu_description
+
+from mieruka.models import build_model
+from mieruka.train import _freeze_stages, _frozen_modules, _FrozenPrefix, _param_groups
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    x = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 6, (args.batch,))
+    steps = {}
+    for stages in (2, 3):
+        torch.manual_seed(0)
+        model = build_model("tf_efficientnet_lite0", 6).to(memory_format=torch.channels_last)
+        frozen = set(_freeze_stages(model, stages))
+        model.train()
+        for module in _frozen_modules(model, frozen):
+            module.eval()
+        split = _FrozenPrefix.split(model, frozen)
+        assert split is not None
+        optimizer = torch.optim.AdamW(_param_groups(model, 0.02), lr=1e-4)
+
+        def step(forward: object, optimizer: torch.optim.Optimizer = optimizer) -> None:
+            loss = F.cross_entropy(forward(x), y)  # type: ignore[operator]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        steps[f"{stages} frozen, whole"] = (step, model)
+        steps[f"{stages} frozen, sliced"] = (step, split)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for step, forward in steps.values():  # warm-up
+        step(forward)
+    for _ in range(args.repeats):
+        for name, (step, forward) in steps.items():
+            t0 = time.perf_counter()
+            step(forward)
+            times[name].append(time.perf_counter() - t0)
+    medians = {name: round(statistics.median(t), 3) for name, t in times.items()}
+    for name, value in medians.items():
+        print(f"{name:<20} {value:.3f} s/step")
+    print(
+        json.dumps(
+            {
+                "seconds_per_step": medians,
+                "size": args.size,
+                "batch": args.batch,
+                "repeats": args.repeats,
+                "device": cpu_description(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
