@@ -127,8 +127,10 @@ class _FrozenPrefix:
         prefix, rest = sequence[:cut], sequence[cut:]
         if not any(True for m in prefix for _ in m.parameters()):
             return None
+        dropouts = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
         for module in (m for p in prefix for m in p.modules()):
-            if isinstance(module, nn.Dropout) or getattr(module, "drop_prob", 0.0):
+            drop_path = float(getattr(module, "drop_prob", 0.0) or 0.0)  # timm's DropPath
+            if isinstance(module, dropouts) or drop_path > 0:
                 return None
         split = cls(prefix, rest, model)
         was_training = model.training
