@@ -185,6 +185,10 @@ def test_frozen_prefix_is_not_used_where_it_would_change_the_result() -> None:
     assert _FrozenPrefix.split(model, frozen) is None
     model = build_model("resnet18", 3)
     frozen = set(_freeze_stages(model, 2))
+    model.bn1 = torch.nn.BatchNorm2d(64, affine=False)  # batch statistics in training, whatever is frozen
+    assert _FrozenPrefix.split(model, frozen) is None
+    model = build_model("resnet18", 3)
+    frozen = set(_freeze_stages(model, 2))
     features = model.forward_features
     model.forward_features = lambda x: features(x) * 2  # forward() no longer runs the modules in order
     assert _FrozenPrefix.split(model, frozen) is None

@@ -99,8 +99,8 @@ class _FrozenPrefix:
     @classmethod
     def split(cls, model: nn.Module, frozen: set[str]) -> _FrozenPrefix | None:
         """Split ``model`` at its first module with a trainable parameter, or None where that cannot be done exactly:
-        no frozen module first, a random layer among the frozen ones, or a forward pass that is not the modules in
-        order followed by ``forward_head`` (checked on a random batch)."""
+        no frozen module first, a random layer or a BatchNorm without weights among the frozen ones, or a forward
+        pass that is not the modules in order followed by ``forward_head`` (checked on a random batch)."""
         head = {id(m) for m in (model.get_classifier(), getattr(model, "global_pool", None))}  # type: ignore[operator]
         names = {id(m): n for n, m in model.named_modules()}
 
@@ -131,6 +131,9 @@ class _FrozenPrefix:
         for module in (m for p in prefix for m in p.modules()):
             drop_path = float(getattr(module, "drop_prob", 0.0) or 0.0)  # timm's DropPath
             if isinstance(module, dropouts) or drop_path > 0:
+                return None
+            # BatchNorm without weights is not frozen by train(): in training it would use each slice's statistics
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(True for _ in module.parameters()):
                 return None
         split = cls(prefix, rest, model)
         was_training = model.training
