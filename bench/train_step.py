@@ -41,7 +41,7 @@ def main() -> None:
         model.train()
         for module in _frozen_modules(model, frozen):
             module.eval()
-        split = _FrozenPrefix.split(model, frozen)
+        split = _FrozenPrefix.split(model)
         assert split is not None
         optimizer = torch.optim.AdamW(_param_groups(model, 0.02), lr=1e-4)
 

@@ -150,7 +150,7 @@ def test_frozen_prefix_gives_the_same_logits_and_gradients(
     torch.manual_seed(0)
     model = build_model(arch, 4).to(memory_format=torch.channels_last)
     frozen = set(_freeze_stages(model, stages))
-    split = _FrozenPrefix.split(model, frozen)
+    split = _FrozenPrefix.split(model)
     assert split is not None and len(split.prefix) == first_trainable
     model.train()
     for module in _frozen_modules(model, frozen):
@@ -179,19 +179,19 @@ def test_frozen_prefix_gives_the_same_logits_and_gradients(
 
 def test_frozen_prefix_is_not_used_where_it_would_change_the_result() -> None:
     model = build_model("resnet18", 3)
-    assert _FrozenPrefix.split(model, set(_freeze_stages(model, 0))) is None  # nothing frozen
-    frozen = set(_freeze_stages(model, 2))
+    assert _FrozenPrefix.split(model) is None  # nothing frozen
+    _freeze_stages(model, 2)
     model.act1 = torch.nn.Dropout(0.5)  # a random layer among the frozen ones
-    assert _FrozenPrefix.split(model, frozen) is None
+    assert _FrozenPrefix.split(model) is None
     model = build_model("resnet18", 3)
-    frozen = set(_freeze_stages(model, 2))
+    _freeze_stages(model, 2)
     model.bn1 = torch.nn.BatchNorm2d(64, affine=False)  # batch statistics in training, whatever is frozen
-    assert _FrozenPrefix.split(model, frozen) is None
+    assert _FrozenPrefix.split(model) is None
     model = build_model("resnet18", 3)
-    frozen = set(_freeze_stages(model, 2))
+    _freeze_stages(model, 2)
     features = model.forward_features
     model.forward_features = lambda x: features(x) * 2  # forward() no longer runs the modules in order
-    assert _FrozenPrefix.split(model, frozen) is None
+    assert _FrozenPrefix.split(model) is None
 
 
 @pytest.mark.slow
@@ -201,7 +201,7 @@ def test_training_with_the_frozen_prefix_is_the_same_training(
     monkeypatch.setattr("mieruka.inference.CPU_PIXELS_PER_PASS", 4 * 64 * 64)  # each batch of 8 in two slices
     cfg = replace(TINY, freeze_stages=3, tta="none")
     sliced = train(synth_dir, tmp_path / "sliced", cfg, progress=False)
-    monkeypatch.setattr(_FrozenPrefix, "split", classmethod(lambda cls, model, frozen: None))
+    monkeypatch.setattr(_FrozenPrefix, "split", classmethod(lambda cls, model: None))
     whole = train(synth_dir, tmp_path / "whole", cfg, progress=False)
     keys = ("train_loss", "val_loss", "val_accuracy")
     assert [[h[k] for k in keys] for h in sliced.history] == [[h[k] for k in keys] for h in whole.history]

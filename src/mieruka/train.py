@@ -97,18 +97,15 @@ class _FrozenPrefix:
         self.prefix, self.rest, self.model = prefix, rest, model
 
     @classmethod
-    def split(cls, model: nn.Module, frozen: set[str]) -> _FrozenPrefix | None:
-        """Split ``model`` at its first module with a trainable parameter, or None where that cannot be done exactly:
-        no frozen module first, a random layer or a BatchNorm without weights among the frozen ones, or a forward
-        pass that is not the modules in order followed by ``forward_head`` (checked on a random batch)."""
+    def split(cls, model: nn.Module) -> _FrozenPrefix | None:
+        """Split ``model`` at its first module with a parameter that requires grad (``_freeze_stages`` sets them),
+        or None where that cannot be done exactly: no frozen module first, a random layer or a BatchNorm without
+        weights among the frozen ones, or a forward pass that is not the modules in order followed by
+        ``forward_head`` (checked on a random batch)."""
         head = {id(m) for m in (model.get_classifier(), getattr(model, "global_pool", None))}  # type: ignore[operator]
-        names = {id(m): n for n, m in model.named_modules()}
-
-        def parameter_names(module: nn.Module) -> list[str]:
-            return [f"{names[id(module)]}.{n}".lstrip(".") for n, _ in module.named_parameters()]
 
         def trainable(module: nn.Module) -> bool:
-            return any(n not in frozen for n in parameter_names(module))
+            return any(p.requires_grad for p in module.parameters())
 
         sequence: list[nn.Module] = []
 
@@ -116,7 +113,7 @@ class _FrozenPrefix:
             for child in module.children():
                 if id(child) in head:
                     continue
-                mixed = trainable(child) and any(n in frozen for n in parameter_names(child))
+                mixed = trainable(child) and any(not p.requires_grad for p in child.parameters())
                 if isinstance(child, nn.Sequential) and mixed:  # a stage container holding both: look inside
                     flatten(child)
                 else:
@@ -349,7 +346,7 @@ def train(
     target_layer = feature_layer(model)
     model.to(device).to(memory_format=torch.channels_last)
     # On a CPU the frozen first modules run in slices, without autograd (the same numbers, faster: _FrozenPrefix).
-    forward = (_FrozenPrefix.split(model, frozen) if device.type == "cpu" else None) or model
+    forward = (_FrozenPrefix.split(model) if device.type == "cpu" else None) or model
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
     evaluated = ema.module if ema is not None else model  # the weights that are validated and saved
 
