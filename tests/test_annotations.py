@@ -39,7 +39,7 @@ def test_coco_box_polygon_and_lookup_by_file_name(tmp_path: Path) -> None:
         ],
         "annotations": [
             {"id": 7, "image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 3]},
-            # a right triangle in COCO's pixel-edge coordinates: it holds the pixel centres (x + .5, y + .5) with
+            # a right triangle in COCO's pixel-edge coordinates: it holds the pixel centers (x + .5, y + .5) with
             # x + y ≤ 3 (those with x + y = 3 lie on its long side)
             {"id": 8, "image_id": 2, "category_id": 3, "segmentation": [[0, 0, 4, 0, 0, 4]], "bbox": [0, 0, 4, 4]},
         ],
@@ -59,9 +59,9 @@ def test_coco_box_polygon_and_lookup_by_file_name(tmp_path: Path) -> None:
         read_region(path, "a.png", (8, 12))
 
 
-def test_yolo_normalized_centre_format(tmp_path: Path) -> None:
+def test_yolo_normalized_center_format(tmp_path: Path) -> None:
     path = tmp_path / "a.txt"
-    # centre (2.5, 3.5) px of 10 × 8, size 3 × 3 px
+    # center (2.5, 3.5) px of 10 × 8, size 3 × 3 px
     path.write_text("0 0.25 0.4375 0.3 0.375\n\n", encoding="utf-8")
     assert read_yolo(path, (8, 10), names=["crack"])[0].label == "crack"
     np.testing.assert_array_equal(read_region(path, "a.png", (8, 10)), EXPECTED)
@@ -69,7 +69,7 @@ def test_yolo_normalized_centre_format(tmp_path: Path) -> None:
 
 def test_rasterize_clips_and_unions() -> None:
     mask = rasterize([Box(-5, -5, 1, 1), Box(8.6, 6.6, 40, 40)], (8, 10))
-    # a pixel is inside when its centre is: (0, 0) of the first box; of the second only (7, 9), since the centres
+    # a pixel is inside when its center is: (0, 0) of the first box; of the second only (7, 9), since the centers
     # of column 8 (8.5) and row 6 (6.5) lie before its edges at 8.6 and 6.6
     assert mask.sum() == 2
     assert mask[0, 0] and mask[7, 9] and not mask[7, 8] and not mask[6, 9]

@@ -26,10 +26,59 @@ from PIL import Image, ImageDraw
 
 from mieruka.errors import DataError
 
-__all__ = ["ANNOTATION_EXTENSIONS", "Box", "rasterize", "read_coco", "read_region", "read_voc", "read_yolo"]
+__all__ = [
+    "ANNOTATION_EXTENSIONS",
+    "BOX_FILE_EXTENSIONS",
+    "MASK_IMAGE_EXTENSIONS",
+    "Box",
+    "box_source",
+    "find_region_file",
+    "rasterize",
+    "read_coco",
+    "read_region",
+    "read_voc",
+    "read_yolo",
+]
 
 ANNOTATION_EXTENSIONS = frozenset({".xml", ".json", ".txt"})
 """File endings read as box annotations (VOC, COCO, YOLO) rather than as mask images."""
+
+BOX_FILE_EXTENSIONS = (".xml", ".txt")
+"""Box files that cover one image each and are found by its stem: Pascal VOC, then YOLO."""
+
+MASK_IMAGE_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
+"""Mask image endings looked for beside a stem, in this order (lossless first)."""
+
+
+def find_region_file(
+    folder: Path, stem: str, extensions: tuple[str, ...] = (*MASK_IMAGE_EXTENSIONS, *BOX_FILE_EXTENSIONS)
+) -> Path | None:
+    """The first ``folder/<stem><ext>`` that exists among ``extensions`` (a mask image, then a box file)."""
+    if not folder.is_dir():
+        return None
+    for ext in extensions:
+        candidate = folder / f"{stem}{ext}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def box_source(boxes: Path, image: Path) -> Path | None:
+    """The annotation file that covers ``image`` under ``--boxes``: a COCO ``.json`` file with an entry for it, or
+    the image's ``<stem>.xml`` / ``<stem>.txt`` in a folder (None: the image has no entry)."""
+    if boxes.is_file():
+        if boxes.suffix.lower() != ".json":
+            raise DataError(f"--boxes {boxes}: give a COCO .json file or a folder of VOC .xml / YOLO .txt files")
+        try:
+            read_coco(boxes, image)
+        except DataError as exc:
+            if "no entry" in str(exc):
+                return None
+            raise
+        return boxes
+    if not boxes.is_dir():
+        raise DataError(f"--boxes {boxes}: no such file or folder")
+    return find_region_file(boxes, image.stem, BOX_FILE_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -45,7 +94,7 @@ class Box:
 
 
 def rasterize(boxes: list[Box], shape: tuple[int, int]) -> np.ndarray:
-    """Boxes (and polygons) → (H, W) bool mask; a pixel is inside when its centre is."""
+    """Boxes (and polygons) → (H, W) bool mask; a pixel is inside when its center is."""
     h, w = shape
     mask = np.zeros((h, w), dtype=bool)
     for b in boxes:
@@ -54,7 +103,7 @@ def rasterize(boxes: list[Box], shape: tuple[int, int]) -> np.ndarray:
             ImageDraw.Draw(img).polygon([(x - 0.5, y - 0.5) for x, y in b.polygon], fill=1, outline=1)
             mask |= np.asarray(img, dtype=bool)
             continue
-        # pixel i (centre i + 0.5) is inside when x0 ≤ i + 0.5 < x1
+        # pixel i (center i + 0.5) is inside when x0 ≤ i + 0.5 < x1
         c0, c1 = max(0, math.ceil(b.x0 - 0.5)), min(w, math.ceil(b.x1 - 0.5))
         r0, r1 = max(0, math.ceil(b.y0 - 0.5)), min(h, math.ceil(b.y1 - 0.5))
         if c1 > c0 and r1 > r0:
@@ -79,7 +128,11 @@ def _check_box(path: Path, where: str, x0: float, y0: float, x1: float, y1: floa
 
 def read_voc(path: str | os.PathLike[str]) -> list[Box]:
     """The boxes of one Pascal VOC XML file."""
-    path = Path(path)
+    return _parse_voc(Path(path))[1]
+
+
+def _parse_voc(path: Path) -> tuple[tuple[float, float] | None, list[Box]]:
+    """The (width, height) the file's ``<size>`` states (None when absent or zero), and its boxes."""
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as exc:
@@ -98,7 +151,18 @@ def read_voc(path: str | os.PathLike[str]) -> list[Box]:
         x0, y0, x1, y1 = xmin - 1, ymin - 1, xmax, ymax
         _check_box(path, where, x0, y0, x1, y1)
         boxes.append(Box(x0, y0, x1, y1, name))
-    return boxes
+    return _voc_size(root, path), boxes
+
+
+def _voc_size(root: ET.Element, path: Path) -> tuple[float, float] | None:
+    size = root.find("size")
+    if size is None:
+        return None
+    w, h = size.findtext("width"), size.findtext("height")
+    if not w or not h:
+        return None
+    width, height = _number(w, path, "<size>", "width"), _number(h, path, "<size>", "height")
+    return (width, height) if width > 0 else None
 
 
 def read_yolo(path: str | os.PathLike[str], shape: tuple[int, int], names: list[str] | None = None) -> list[Box]:
@@ -210,8 +274,12 @@ def read_region(
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found (for {image_path})")
     if suffix == ".xml":
-        boxes = read_voc(path)
-        _check_voc_size(path, image_shape, image_path)
+        stated_wh, boxes = _parse_voc(path)
+        if stated_wh is not None and (int(stated_wh[1]), int(stated_wh[0])) != tuple(image_shape):
+            raise DataError(
+                f"{path}: <size> says {int(stated_wh[0])}×{int(stated_wh[1])} pixels but the image {image_path} is "
+                f"{image_shape[1]}×{image_shape[0]}"
+            )
     elif suffix == ".txt":
         boxes = read_yolo(path, image_shape)
     else:
@@ -222,16 +290,3 @@ def read_region(
                 f"{image_shape[1]}×{image_shape[0]}"
             )
     return rasterize(boxes, image_shape)
-
-
-def _check_voc_size(path: Path, shape: tuple[int, int], image_path: str | os.PathLike[str]) -> None:
-    root = ET.parse(path).getroot()
-    size = root.find("size")
-    if size is None:
-        return
-    w, h = size.findtext("width"), size.findtext("height")
-    if w and h and (int(float(h)), int(float(w))) != tuple(shape) and int(float(w)) > 0:
-        raise DataError(
-            f"{path}: <size> says {int(float(w))}×{int(float(h))} pixels but the image {image_path} is "
-            f"{shape[1]}×{shape[0]}"
-        )

@@ -1,19 +1,12 @@
-"""Data set sources: a class-per-folder tree or a manifest CSV, with verdicts, masks and splits.
+"""A data set: the samples of one source with their classes, verdicts and splits.
 
-Folder tree::
-
-    ROOT/<class>/**/<image>           images, any depth below their class folder
-    ROOT/masks/<class>/**/<stem>.*    optional masks mirroring the images (same relative path, any image ending),
-                                      or box annotations: <stem>.xml (Pascal VOC) or <stem>.txt (YOLO)
-
-Manifest CSV (UTF-8, header row): ``image,label[,mask][,split]``, paths relative to the CSV's folder, ``split`` one of
-``train``, ``val``, ``test``. ``mask`` is a mask image or a box annotation file: ``.xml`` (Pascal VOC), ``.txt``
-(YOLO) or ``.json`` (COCO, the entry whose file name is the image's); see :mod:`mieruka.data.annotations`.
+:func:`load_dataset` reads any layout of :mod:`mieruka.data.sources` (class-per-folder tree, manifest CSV, …),
+settles the class order and the verdict map (OK classes pass, NG classes are rejected), and assigns splits: the
+layout's own, or the seeded stratified rule of :mod:`mieruka.data.splits`.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import unicodedata
@@ -22,10 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from mieruka._io import write_csv
 from mieruka.data.images import IMAGE_EXTENSIONS
+from mieruka.data.sample import NG, OK, Sample
+from mieruka.data.sources import read_source
+from mieruka.data.splits import SPLIT_CHOICES, SPLITS, stratified_split
 from mieruka.errors import DataError
 
 __all__ = [
@@ -41,35 +35,11 @@ __all__ = [
     "stratified_split",
 ]
 
-OK = "OK"
-NG = "NG"
-SPLITS = ("train", "val", "test")
-MASKS_DIR = "masks"
-
 _OK_NAME = re.compile(
     r"^\s*(ok|good|free|normal|pass|passed|clean|no[\s_-]?defects?|defect[\s_-]?free|non[\s_-]?defective|"
     r"正常|良品|合格|ＯＫ)",
     re.IGNORECASE,
 )
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image and what is known about it.
-
-    Attributes:
-        image: Path of the image file.
-        label: Class name.
-        verdict: ``"OK"`` (the part passes) or ``"NG"`` (it is rejected), from the class.
-        mask: Path of the ground-truth defect mask (non-zero = defect), if any.
-        split: ``"train"``, ``"val"``, ``"test"``, or None before splitting.
-    """
-
-    image: Path
-    label: str
-    verdict: str
-    mask: Path | None = None
-    split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +65,7 @@ class Dataset:
         if name == "all":
             return self.samples
         if name not in SPLITS:
-            raise DataError(f"--split {name!r}: choose one of {', '.join((*SPLITS, 'all'))}")
+            raise DataError(f"--split {name!r}: choose one of {', '.join(SPLIT_CHOICES)}")
         return tuple(s for s in self.samples if s.split == name)
 
     def label_index(self, sample: Sample) -> int:
@@ -132,121 +102,6 @@ def resolve_verdicts(classes: Sequence[str], ok_classes: Sequence[str] | None = 
     return {c: OK if c in ok_classes else NG for c in classes}
 
 
-def _nfc(text: str) -> str:
-    # macOS file systems hand out decomposed Unicode (NFD); class names compare in composed form.
-    return unicodedata.normalize("NFC", text)
-
-
-def _find_mask(mask_root: Path, rel: Path) -> Path | None:
-    stem_dir = mask_root / rel.parent
-    if not stem_dir.is_dir():
-        return None
-    for ext in (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".xml", ".txt"):
-        candidate = stem_dir / (rel.stem + ext)
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _from_folder(root: Path) -> tuple[list[Sample], list[Path]]:
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != MASKS_DIR)
-    if not class_dirs:
-        raise DataError(f"{root}: no class folders found (expected ROOT/<class>/<image> or a manifest CSV)")
-    mask_root = root / MASKS_DIR
-    samples: list[Sample] = []
-    ignored: list[Path] = []
-    for class_dir in class_dirs:
-        label = _nfc(class_dir.name)
-        for dirpath, dirnames, filenames in os.walk(class_dir):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                path = Path(dirpath) / name
-                if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                    ignored.append(path)
-                    continue
-                mask = _find_mask(mask_root, path.relative_to(root)) if mask_root.is_dir() else None
-                samples.append(Sample(image=path, label=label, verdict=NG, mask=mask))
-    return samples, ignored
-
-
-def _from_manifest(csv_path: Path) -> list[Sample]:
-    base = csv_path.parent
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            fields = [f.strip() for f in (reader.fieldnames or [])]
-            missing = [f for f in ("image", "label") if f not in fields]
-            if missing:
-                raise DataError(
-                    f"{csv_path}: the header must name the columns image,label[,mask][,split]; "
-                    f"missing {', '.join(missing)} (found: {', '.join(fields) or 'no header'})"
-                )
-            samples = []
-            for line, raw in enumerate(reader, start=2):
-                row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-                if not row["image"] or not row["label"]:
-                    raise DataError(f"{csv_path}, line {line}: empty image or label")
-                split = row.get("split") or None
-                if split is not None and split not in SPLITS:
-                    raise DataError(f"{csv_path}, line {line}: split {split!r} is not one of {', '.join(SPLITS)}")
-                mask = row.get("mask") or None
-                samples.append(
-                    Sample(
-                        image=base / row["image"],
-                        label=_nfc(row["label"]),
-                        verdict=NG,
-                        mask=None if mask is None else base / mask,
-                        split=split,
-                    )
-                )
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{csv_path}: not UTF-8 text ({exc})") from None
-    except csv.Error as exc:
-        raise DataError(f"{csv_path}: malformed CSV ({exc})") from None
-    if not samples:
-        raise DataError(f"{csv_path}: the manifest lists no images")
-    return samples
-
-
-def stratified_split(
-    labels: Sequence[str], fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), seed: int = 0
-) -> list[str]:
-    """Assign ``train``/``val``/``test`` per class in the given proportions, reproducibly for a seed.
-
-    Every class gets at least one image in each split with a non-zero fraction, so a class needs at least as many
-    images as there are such splits.
-    """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise DataError(f"split fractions {fractions} must be three non-negative numbers that sum to 1")
-    out = [""] * len(labels)
-    needed = sum(1 for f in fractions if f > 0)
-    by_class: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_class.setdefault(label, []).append(i)
-    for label in sorted(by_class):
-        idx = by_class[label]
-        if len(idx) < needed:
-            raise DataError(
-                f"class {label!r} has {len(idx)} image(s); a train/val/test split needs at least {needed} per class "
-                "(add images, or give the split yourself in a manifest CSV's split column)"
-            )
-        rng = np.random.default_rng([seed, *label.encode("utf-8")])
-        order = [idx[j] for j in rng.permutation(len(idx))]
-        n = len(order)
-        n_val = max(1, round(fractions[1] * n)) if fractions[1] > 0 else 0
-        n_test = max(1, round(fractions[2] * n)) if fractions[2] > 0 else 0
-        n_train = n - n_val - n_test
-        if fractions[0] > 0 and n_train < 1:
-            n_train, n_val = 1, n_val - 1 if n_val > 1 else n_val
-            n_test = n - n_train - n_val
-        names = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
-        for i, name in zip(order, names, strict=True):
-            out[i] = name
-    return out
-
-
 def load_dataset(
     source: str | os.PathLike[str],
     *,
@@ -270,15 +125,8 @@ def load_dataset(
         DataError: The source is missing, empty, malformed, or a class is too small to split.
     """
     path = Path(source)
-    if not path.exists():
-        raise DataError(f"{path}: no such folder or manifest file")
-    ignored: list[Path] = []
-    if path.is_dir():
-        samples, ignored = _from_folder(path)
-    elif path.suffix.lower() == ".csv":
-        samples = _from_manifest(path)
-    else:
-        raise DataError(f"{path}: expected a class-per-folder tree or a manifest .csv file")
+    _, contents = read_source(path)
+    samples, ignored = contents.samples, contents.ignored
     if not samples:
         raise DataError(f"{path}: no images found (image endings: {', '.join(sorted(IMAGE_EXTENSIONS))})")
 

@@ -140,7 +140,7 @@ def read_mask(
     """Read a ground-truth mask: any non-zero pixel is defect.
 
     Args:
-        path: The mask image (any format :func:`read_image` reads; colour masks count every non-black pixel).
+        path: The mask image (any format :func:`read_image` reads; color masks count every non-black pixel).
         image_path: The image the mask belongs to, named in the error when the sizes differ.
         image_shape: (H, W) the mask must have, if known.
 

@@ -1,0 +1,34 @@
+"""What a data source is: a layout that recognises a path and lists its samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from mieruka.data.sample import Sample
+
+__all__ = ["DataSource", "SourceContents"]
+
+
+@dataclass(frozen=True)
+class SourceContents:
+    """The samples a source found (splits set where the layout gives them), and files it skipped."""
+
+    samples: list[Sample]
+    ignored: list[Path]
+
+
+class DataSource(Protocol):
+    """One on-disk layout of a labelled image collection."""
+
+    name: str
+    description: str
+
+    def detect(self, path: Path) -> bool:
+        """Whether ``path`` (which exists) is laid out this way."""
+        ...
+
+    def read(self, path: Path) -> SourceContents:
+        """Every sample under ``path``; raises :class:`~mieruka.errors.DataError` naming the file at fault."""
+        ...

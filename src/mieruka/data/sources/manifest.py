@@ -1,0 +1,68 @@
+"""Manifest CSV (UTF-8, header row): ``image,label[,mask][,split]``, paths relative to the CSV's folder, ``split``
+one of ``train``, ``val``, ``test``. ``mask`` is a mask image or a box annotation file: ``.xml`` (Pascal VOC),
+``.txt`` (YOLO) or ``.json`` (COCO, the entry whose file name is the image's); see
+:mod:`mieruka.data.annotations`."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from mieruka.data.sample import NG, Sample, nfc
+from mieruka.data.sources.base import SourceContents
+from mieruka.data.splits import SPLITS
+from mieruka.errors import DataError
+
+__all__ = ["ManifestSource"]
+
+
+class ManifestSource:
+    """A ``.csv`` file listing images, labels and optionally masks and splits."""
+
+    name = "manifest"
+    description = "a manifest .csv file with the columns image,label[,mask][,split]"
+
+    def detect(self, path: Path) -> bool:
+        return path.is_file() and path.suffix.lower() == ".csv"
+
+    def read(self, path: Path) -> SourceContents:
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                samples = _rows(path, csv.DictReader(fh))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc})") from None
+        except csv.Error as exc:
+            raise DataError(f"{path}: malformed CSV ({exc})") from None
+        if not samples:
+            raise DataError(f"{path}: the manifest lists no images")
+        return SourceContents(samples, [])
+
+
+def _rows(path: Path, reader: csv.DictReader) -> list[Sample]:
+    base = path.parent
+    fields = [f.strip() for f in (reader.fieldnames or [])]
+    missing = [f for f in ("image", "label") if f not in fields]
+    if missing:
+        raise DataError(
+            f"{path}: the header must name the columns image,label[,mask][,split]; "
+            f"missing {', '.join(missing)} (found: {', '.join(fields) or 'no header'})"
+        )
+    samples = []
+    for line, raw in enumerate(reader, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+        if not row["image"] or not row["label"]:
+            raise DataError(f"{path}, line {line}: empty image or label")
+        split = row.get("split") or None
+        if split is not None and split not in SPLITS:
+            raise DataError(f"{path}, line {line}: split {split!r} is not one of {', '.join(SPLITS)}")
+        mask = row.get("mask") or None
+        samples.append(
+            Sample(
+                image=base / row["image"],
+                label=nfc(row["label"]),
+                verdict=NG,
+                mask=None if mask is None else base / mask,
+                split=split,
+            )
+        )
+    return samples
