@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from _shared import cpu_description
 
 from mieruka.models import build_model
-from mieruka.train import _freeze_stages, _frozen_modules, _FrozenPrefix, _param_groups
+from mieruka.train.frozen import FrozenPrefix, freeze_stages, frozen_batchnorms
+from mieruka.train.state import param_groups
 
 
 def main() -> None:
@@ -37,13 +38,13 @@ def main() -> None:
     for stages in (2, 3):
         torch.manual_seed(0)
         model = build_model("tf_efficientnet_lite0", 6).to(memory_format=torch.channels_last)
-        frozen = set(_freeze_stages(model, stages))
+        frozen = set(freeze_stages(model, stages))
         model.train()
-        for module in _frozen_modules(model, frozen):
+        for module in frozen_batchnorms(model, frozen):
             module.eval()
-        split = _FrozenPrefix.split(model)
+        split = FrozenPrefix.split(model)
         assert split is not None
-        optimizer = torch.optim.AdamW(_param_groups(model, 0.02), lr=1e-4)
+        optimizer = torch.optim.AdamW(param_groups(model, 0.02), lr=1e-4)
 
         def step(forward: object, optimizer: torch.optim.Optimizer = optimizer) -> None:
             loss = F.cross_entropy(forward(x), y)  # type: ignore[operator]

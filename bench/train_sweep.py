@@ -53,7 +53,7 @@ class _EpochRecorder:
     """
 
     def __init__(self, data: str, cfg: Any) -> None:
-        import mieruka.train as train_module
+        import mieruka.train.loop as train_module
         from mieruka.data.dataset import load_dataset
         from mieruka.data.store import ImageStore
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import mieruka.inference
-import mieruka.train
+import mieruka.train.loop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -35,7 +35,7 @@ def test_choose_epochs_follows_each_rule() -> None:
 def test_per_epoch_record_reproduces_the_run(tmp_path: Path, synth_dir: Path) -> None:
     options = {"pretrained": "none", "image_size": 64, "epochs": 3, "batch_size": 8, "patience": 0, "freeze_stages": 0}
     row = _run_one(str(synth_dir), str(tmp_path), "t", options, 0, torch.get_num_threads(), per_epoch=True)
-    assert mieruka.train.predict_logits is mieruka.inference.predict_logits  # the hook is gone again
+    assert mieruka.train.loop.predict_logits is mieruka.inference.predict_logits  # the hook is gone again
     with np.load(tmp_path / "t-s0" / "epochs.npz") as z:
         assert z["val_logits"].shape == (3, len(z["y_val"]), len(z["classes"]))
         assert z["test_logits"].shape == (3, len(z["y_test"]), len(z["classes"]))

@@ -11,11 +11,12 @@ import torch
 from conftest import TINY
 from PIL import Image
 
-import mieruka.train as train_module
+import mieruka.train.loop as train_loop
 from mieruka.checkpoint import load_checkpoint
 from mieruka.errors import DataError
 from mieruka.models import build_model
-from mieruka.train import _freeze_stages, _frozen_modules, _FrozenPrefix, train
+from mieruka.train import train
+from mieruka.train.frozen import FrozenPrefix, freeze_stages, frozen_batchnorms
 
 
 def test_run_folder_contents(tiny_run: Path, synth_dir: Path) -> None:
@@ -64,7 +65,7 @@ def test_resume_continues_an_interrupted_run(synth_dir: Path, tmp_path: Path, mo
     train(synth_dir, full, cfg, progress=False)
 
     calls = {"n": 0}
-    original = train_module._optimizer_tensors
+    original = train_loop.optimizer_tensors
 
     def die_in_second_epoch(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
         calls["n"] += 1
@@ -73,10 +74,10 @@ def test_resume_continues_an_interrupted_run(synth_dir: Path, tmp_path: Path, mo
         return original(opt)
 
     cut = tmp_path / "cut"
-    monkeypatch.setattr(train_module, "_optimizer_tensors", die_in_second_epoch)
+    monkeypatch.setattr(train_loop, "optimizer_tensors", die_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(synth_dir, cut, cfg, progress=False)
-    monkeypatch.setattr(train_module, "_optimizer_tensors", original)
+    monkeypatch.setattr(train_loop, "optimizer_tensors", original)
     assert json.loads((cut / "history.json").read_text())[-1]["epoch"] == 2
     result = train(synth_dir, cut, resume=True, progress=False)
     a = json.loads((full / "history.json").read_text())
@@ -136,7 +137,7 @@ def test_class_with_too_few_images(tmp_path: Path) -> None:
 
 def test_freeze_stages_freezes_only_the_early_layers() -> None:
     model = build_model("tf_efficientnet_lite0", 3)
-    frozen = _freeze_stages(model, 2)
+    frozen = freeze_stages(model, 2)
     assert frozen[0] == "conv_stem.weight" and all(not n.startswith("blocks.2") for n in frozen)
     assert any(n.startswith("blocks.1") for n in frozen)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -149,11 +150,11 @@ def test_frozen_prefix_gives_the_same_logits_and_gradients(
 ) -> None:
     torch.manual_seed(0)
     model = build_model(arch, 4).to(memory_format=torch.channels_last)
-    frozen = set(_freeze_stages(model, stages))
-    split = _FrozenPrefix.split(model)
+    frozen = set(freeze_stages(model, stages))
+    split = FrozenPrefix.split(model)
     assert split is not None and len(split.prefix) == first_trainable
     model.train()
-    for module in _frozen_modules(model, frozen):
+    for module in frozen_batchnorms(model, frozen):
         module.eval()
     y = torch.tensor([0, 1, 2, 3, 0, 1])
     for batch, per_slice, exact in ((6, 3, True), (5, 2, False)):
@@ -179,19 +180,19 @@ def test_frozen_prefix_gives_the_same_logits_and_gradients(
 
 def test_frozen_prefix_is_not_used_where_it_would_change_the_result() -> None:
     model = build_model("resnet18", 3)
-    assert _FrozenPrefix.split(model) is None  # nothing frozen
-    _freeze_stages(model, 2)
+    assert FrozenPrefix.split(model) is None  # nothing frozen
+    freeze_stages(model, 2)
     model.act1 = torch.nn.Dropout(0.5)  # a random layer among the frozen ones
-    assert _FrozenPrefix.split(model) is None
+    assert FrozenPrefix.split(model) is None
     model = build_model("resnet18", 3)
-    _freeze_stages(model, 2)
+    freeze_stages(model, 2)
     model.bn1 = torch.nn.BatchNorm2d(64, affine=False)  # batch statistics in training, whatever is frozen
-    assert _FrozenPrefix.split(model) is None
+    assert FrozenPrefix.split(model) is None
     model = build_model("resnet18", 3)
-    _freeze_stages(model, 2)
+    freeze_stages(model, 2)
     features = model.forward_features
     model.forward_features = lambda x: features(x) * 2  # forward() no longer runs the modules in order
-    assert _FrozenPrefix.split(model) is None
+    assert FrozenPrefix.split(model) is None
 
 
 @pytest.mark.slow
@@ -201,7 +202,7 @@ def test_training_with_the_frozen_prefix_is_the_same_training(
     monkeypatch.setattr("mieruka.inference.CPU_PIXELS_PER_PASS", 4 * 64 * 64)  # each batch of 8 in two slices
     cfg = replace(TINY, freeze_stages=3, tta="none")
     sliced = train(synth_dir, tmp_path / "sliced", cfg, progress=False)
-    monkeypatch.setattr(_FrozenPrefix, "split", classmethod(lambda cls, model: None))
+    monkeypatch.setattr(FrozenPrefix, "split", classmethod(lambda cls, model: None))
     whole = train(synth_dir, tmp_path / "whole", cfg, progress=False)
     keys = ("train_loss", "val_loss", "val_accuracy")
     assert [[h[k] for k in keys] for h in sliced.history] == [[h[k] for k in keys] for h in whole.history]

@@ -1,0 +1,358 @@
+"""The training run.
+
+Writes into RUN: ``model.safetensors`` (the best epoch by validation balanced accuracy), ``resume.safetensors``
+(the last epoch with optimizer state, for ``--resume``), ``config.json``, ``split.csv``, ``history.csv`` /
+``history.json`` (one row per epoch) and ``training_curve.png``. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.utils import ModelEmaV3
+from tqdm.auto import tqdm
+
+from mieruka._io import write_json
+from mieruka.augment import augment_batch
+from mieruka.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+from mieruka.config import TrainConfig
+from mieruka.data.dataset import Dataset, load_dataset
+from mieruka.data.store import ImageStore, normalize, scan_images
+from mieruka.errors import DataError, MierukaError
+from mieruka.inference import predict_logits, predict_probs, select_device
+from mieruka.metrics import choose_threshold, classification_metrics, ng_probability
+from mieruka.models import build_model, feature_layer, load_pretrained, normalization_for
+from mieruka.train.checks import preflight
+from mieruka.train.curves import plot_history, write_history
+from mieruka.train.frozen import FrozenPrefix, freeze_stages, frozen_batchnorms
+from mieruka.train.state import lr_factor, optimizer_tensors, param_groups, restore_optimizer, sampling_weights
+
+__all__ = ["TrainResult", "train"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a run's outputs are, and its best validation figures."""
+
+    run_dir: Path
+    model_path: Path
+    best_epoch: int
+    best_val_balanced_accuracy: float
+    history: tuple[dict[str, float], ...]
+
+
+@dataclass
+class _Data:
+    """The indexed data of a run: the training and validation images in one store, their labels."""
+
+    dataset: Dataset
+    store: ImageStore
+    labels: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+
+
+def _resolve_config(run: Path, config: TrainConfig | None, resume: bool) -> TrainConfig:
+    if not resume:
+        return config or TrainConfig()
+    cfg_path = run / "config.json"
+    if not (run / "resume.safetensors").is_file() or not cfg_path.is_file():
+        raise MierukaError(f"--resume: {run} holds no interrupted run (no resume.safetensors and config.json)")
+    return TrainConfig.from_dict(json.loads(cfg_path.read_text(encoding="utf-8"))["config"])
+
+
+def _load_data(data: str | os.PathLike[str], run: Path, cfg: TrainConfig, progress: bool) -> _Data:
+    """Index the data set, write the run's config and split, decode every image once and stop on bad files."""
+    dataset = load_dataset(data, ok_classes=cfg.ok_classes or None, split_seed=cfg.split_seed)
+    train_samples, val_samples = dataset.split("train"), dataset.split("val")
+    missing = [c for c in dataset.classes if not any(s.label == c for s in train_samples)]
+    if missing:
+        raise DataError(f"{data}: class(es) {', '.join(missing)} have no training image")
+    if not val_samples:
+        raise DataError(f"{data}: the validation split is empty; the best epoch cannot be chosen")
+    write_json(run / "config.json", {"data": str(data), "config": cfg.to_dict()})
+    dataset.save_split(run / "split.csv")
+    samples = train_samples + val_samples
+    store = ImageStore(
+        [s.image for s in samples], cfg.image_size, cache_bytes=int(cfg.cache_gb * (1 << 30)), progress=progress
+    )
+    # Test images are not trained on, but a bad one would only surface at evaluation: check them now, uncached.
+    test_samples = dataset.split("test")
+    _, test_sizes, test_bad = scan_images(
+        [s.image for s in test_samples], cfg.image_size, keep=False, desc="checking test images", progress=progress
+    )
+    bad = preflight([*samples, *test_samples], [*store.sizes, *test_sizes], [*store.bad, *test_bad], cfg, run)
+    return _Data(
+        dataset=dataset,
+        store=store,
+        labels=np.array([dataset.label_index(s) for s in samples], dtype=np.int64),
+        train_idx=np.array([i for i, s in enumerate(train_samples) if s.image not in bad], dtype=np.int64),
+        val_idx=np.array([len(train_samples) + i for i, s in enumerate(val_samples) if s.image not in bad]),
+    )
+
+
+class _Trainer:
+    """The model, its optimizer and schedule, and the run's progress; one :meth:`epoch` at a time."""
+
+    def __init__(self, cfg: TrainConfig, data: _Data, run: Path, device: torch.device):
+        self.cfg, self.data, self.run, self.device = cfg, data, run, device
+        num_classes = len(data.dataset.classes)
+        self.mean, self.std = normalization_for(cfg.arch)
+        model = build_model(cfg.arch, num_classes)
+        if cfg.pretrained != "none":
+            load_pretrained(model, cfg.arch, cfg.pretrained)
+        self.frozen_bn = frozen_batchnorms(model, set(freeze_stages(model, cfg.freeze_stages)))
+        self.target_layer = feature_layer(model)
+        model.to(device).to(memory_format=torch.channels_last)
+        self.model = model
+        # On a CPU the frozen first modules run in slices, without autograd (the same numbers, faster: FrozenPrefix).
+        self.forward = (FrozenPrefix.split(model) if device.type == "cpu" else None) or model
+        self.ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
+        self.evaluated = self.ema.module if self.ema is not None else model  # the weights validated and saved
+        self.optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+        self.steps_per_epoch = max(1, len(data.train_idx) // cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
+        counts = np.bincount(data.labels[data.train_idx], minlength=num_classes)
+        self.class_weight = None
+        if cfg.balance == "loss":
+            self.class_weight = torch.tensor(counts.sum() / (num_classes * counts), dtype=torch.float32, device=device)
+        self.weights = sampling_weights(data.labels[data.train_idx], num_classes, cfg.balance)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.history: list[dict[str, float]] = []
+        self.best_score, self.best_epoch, self.start_epoch, self.done_steps = -1.0, 0, 1, 0
+
+    def resume(self) -> None:
+        """Continue from ``resume.safetensors``: weights, averaged weights, optimizer, random states, history."""
+        resumed, _, saved = load_checkpoint(self.run / "resume.safetensors", self.device)
+        meta = json.loads(saved["metadata"]["train_state"])
+        self.model.load_state_dict(resumed.state_dict())
+        if self.ema is not None:
+            self.ema.module.load_state_dict(
+                {k[len("_ema.") :]: v for k, v in saved["extra"].items() if k.startswith("_ema.")}
+            )
+        restore_optimizer(self.optimizer, saved["extra"], meta["param_groups"])
+        self.gen.set_state(saved["extra"]["_rng.gen"])
+        torch.set_rng_state(saved["extra"]["_rng.torch"])
+        self.history = meta["history"]
+        self.best_score, self.best_epoch, self.start_epoch = meta["best_score"], meta["best_epoch"], meta["epoch"] + 1
+        self.done_steps = meta["step"]
+        print(
+            f"resuming {self.run} after epoch {meta['epoch']} "
+            f"(best so far: epoch {self.best_epoch}, {self.best_score:.4f})"
+        )
+
+    def info(self, summary: dict[str, Any], threshold: float | None = None) -> ModelInfo:
+        dataset = self.data.dataset
+        return ModelInfo(
+            arch=self.cfg.arch,
+            classes=dataset.classes,
+            verdicts=dict(dataset.verdicts),
+            image_size=self.cfg.image_size,
+            mean=self.mean,
+            std=self.std,
+            target_layer=self.target_layer,
+            ng_threshold=threshold,
+            config=self.cfg.to_dict(),
+            summary=summary,
+        )
+
+    def fit(self, progress: bool) -> None:
+        """Run the epochs left, with early stopping, saving the best and the resume state after each."""
+        cfg = self.cfg
+        # With last_epoch = n - 1 the scheduler starts at step n (it takes one step on construction).
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.total_steps, self.warmup), last_epoch=self.done_steps - 1
+        )
+        for epoch in range(self.start_epoch, cfg.epochs + 1):
+            if self.best_epoch and cfg.patience and epoch - self.best_epoch > cfg.patience:
+                print(f"early stop: no better validation balanced accuracy for {cfg.patience} epochs")
+                break
+            t0 = time.perf_counter()
+            train_loss = self._train_epoch(epoch, progress)
+            self._validate(epoch, train_loss, time.perf_counter() - t0)
+            self._save_resume(epoch)
+
+    def _train_epoch(self, epoch: int, progress: bool) -> float:
+        cfg, data, device = self.cfg, self.data, self.device
+        self.model.train()
+        for module in self.frozen_bn:
+            module.eval()
+        draws = self.steps_per_epoch * cfg.batch_size
+        if cfg.balance in ("sampler", "sqrt"):
+            order = torch.multinomial(self.weights, draws, replacement=True, generator=self.gen)
+        else:
+            order = torch.randperm(len(data.train_idx), generator=self.gen)[:draws]
+        losses = []
+        bar = tqdm(
+            range(self.steps_per_epoch),
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            disable=not progress,
+            leave=False,
+            unit="step",
+        )
+        use_amp = device.type == "cuda"
+        for step in bar:
+            pick = data.train_idx[order[step * cfg.batch_size : (step + 1) * cfg.batch_size].numpy()]
+            x = data.store.get(pick).to(device, non_blocking=True).float().div_(255)
+            x = augment_batch(x, cfg.augment, self.gen)
+            x = normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
+            y = torch.from_numpy(data.labels[pick]).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = self.forward(x)
+            loss = F.cross_entropy(logits.float(), y, weight=self.class_weight, label_smoothing=cfg.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.scheduler.last_epoch)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        return float(np.mean(losses))
+
+    def _validate(self, epoch: int, train_loss: float, seconds: float) -> None:
+        """Validate the averaged weights, log the epoch, and save them as the model when they are the best."""
+        data = self.data
+        self.evaluated.eval()
+        logits_val = predict_logits(self.evaluated, data.store, data.val_idx.tolist(), mean=self.mean, std=self.std)
+        y_val = data.labels[data.val_idx]
+        val_loss = float(F.cross_entropy(torch.from_numpy(logits_val), torch.from_numpy(y_val)))
+        metrics = classification_metrics(y_val, logits_val.argmax(1), data.dataset.classes)
+        row = {
+            "epoch": epoch,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_accuracy": metrics["accuracy"],
+            "val_balanced_accuracy": metrics["balanced_accuracy"],
+            "seconds": seconds,
+        }
+        self.history.append(row)
+        score = metrics["balanced_accuracy"]
+        improved = score > self.best_score or (
+            score == self.best_score and val_loss < self.history[self.best_epoch - 1]["val_loss"]
+        )
+        if improved:
+            self.best_score, self.best_epoch = score, epoch
+            summary = {"best_epoch": epoch, **_rounded(row)}
+            save_checkpoint(self.run / "model.safetensors", self.evaluated, self.info(summary))
+        tqdm.write(
+            f"epoch {epoch:>3}  loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
+            f"val acc {row['val_accuracy']:.4f}  val bal acc {score:.4f}  {row['seconds']:.0f}s"
+            + ("  *best" if improved else "")
+        )
+        write_history(self.history, self.run)
+
+    def _save_resume(self, epoch: int) -> None:
+        opt_tensors, groups_json = optimizer_tensors(self.optimizer)
+        if self.ema is not None:
+            opt_tensors.update({f"_ema.{k}": v for k, v in self.ema.module.state_dict().items()})
+        state = {
+            "epoch": epoch,
+            "step": epoch * self.steps_per_epoch,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "param_groups": groups_json,
+        }
+        save_checkpoint(
+            self.run / "resume.safetensors",
+            self.model,
+            self.info({}),
+            extra={**opt_tensors, "_rng.gen": self.gen.get_state(), "_rng.torch": torch.get_rng_state()},
+            extra_meta={"train_state": json.dumps(state)},
+        )
+
+    def finish(self) -> None:
+        """The final model: the best epoch's weights, its test-time views and the NG threshold chosen on the
+        validation split."""
+        cfg, data = self.cfg, self.data
+        best, _, _ = load_checkpoint(self.run / "model.safetensors", self.device)
+        best = best.to(memory_format=torch.channels_last)
+        y_val = data.labels[data.val_idx]
+        tta_scores: dict[str, float] = {}
+        probs_by_tta: dict[str, np.ndarray] = {}
+        for tta in _tta_candidates(cfg):
+            probs_by_tta[tta] = predict_probs(
+                best, data.store, data.val_idx.tolist(), mean=self.mean, std=self.std, tta=tta
+            )
+            tta_scores[tta] = classification_metrics(y_val, probs_by_tta[tta].argmax(1), data.dataset.classes)[
+                "balanced_accuracy"
+            ]
+        chosen = max(tta_scores, key=lambda k: (tta_scores[k], -list(tta_scores).index(k)))
+        verdicts, classes = data.dataset.verdicts, data.dataset.classes
+        is_ng = np.array([verdicts[classes[i]] == "NG" for i in y_val])
+        info = self.info(
+            {
+                "best_epoch": self.best_epoch,
+                **_rounded(self.history[self.best_epoch - 1]),
+                "train_images": len(data.train_idx),
+                "val_images": len(data.val_idx),
+                "val_balanced_accuracy_by_tta": {k: round(v, 6) for k, v in tta_scores.items()},
+            }
+        )
+        threshold = choose_threshold(ng_probability(probs_by_tta[chosen], info.ng_classes), is_ng, cfg.max_escape)
+        save_checkpoint(self.run / "model.safetensors", best, replace(self.info(info.summary, threshold), tta=chosen))
+
+
+def train(
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a classifier on ``data`` and write the run into ``out``.
+
+    Args:
+        data: Class-per-folder tree or manifest CSV.
+        out: Run folder (created).
+        config: Training configuration (defaults when None). With ``resume`` the run's saved one is used.
+        resume: Continue the interrupted run in ``out`` from its last finished epoch.
+        progress: Show progress bars.
+    """
+    run = Path(out)
+    cfg = _resolve_config(run, config, resume)
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    device = select_device(cfg.device)
+    trainer = _Trainer(cfg, _load_data(data, run, cfg, progress), run, device)
+    if resume:
+        trainer.resume()
+    trainer.fit(progress)
+    plot_history(trainer.history, run / "training_curve.png")
+    trainer.finish()
+    return TrainResult(
+        run_dir=run,
+        model_path=run / "model.safetensors",
+        best_epoch=trainer.best_epoch,
+        best_val_balanced_accuracy=trainer.best_score,
+        history=tuple(trainer.history),
+    )
+
+
+def _tta_candidates(cfg: TrainConfig) -> list[str]:
+    """Test-time views worth trying: only those the training augmentation taught the model to see."""
+    if cfg.tta != "auto":
+        return [cfg.tta]
+    aug = cfg.augment
+    out = ["none"]
+    if aug.hflip:
+        out.append("flip")
+    if aug.hflip and aug.vflip and aug.rot90:
+        out.append("d4")
+    return out
+
+
+def _rounded(row: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in row.items()}
