@@ -55,7 +55,7 @@ def main() -> None:
                 "seconds": round(seconds, 1),
                 "methods": figures,
                 "uniform": {k: round(v, 4) for k, v in base["uniform"].items()},
-                "centre": {k: round(v, 4) for k, v in base["centre"].items()},
+                "center": {k: round(v, 4) for k, v in base["center"].items()},
             },
             ensure_ascii=False,
         )

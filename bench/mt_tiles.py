@@ -8,8 +8,8 @@ photograph on its own. Two photographs of one tile share their surface texture w
 copy of each image, scaled to zero mean and unit variance, correlates highly with its siblings. For each image named
 (by the end of its path) the script prints its ``--k`` nearest images by that correlation, with label and split, and
 ``--sheet`` draws them side by side (each contrast-stretched) so that the eye can confirm the same tile. The last
-line is one JSON object with the neighbours. This is a look at a few images, not a duplicate finder: many different
-tiles also correlate above 0.9 (lighting dominates the grey values), so a neighbour is only a sibling when the
+line is one JSON object with the neighbors. This is a look at a few images, not a duplicate finder: many different
+tiles also correlate above 0.9 (lighting dominates the grey values), so a neighbor is only a sibling when the
 picture confirms it.
 """
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("manifest", type=Path)
     parser.add_argument("images", nargs="+", help="images to look up, by the end of their path")
     parser.add_argument("--k", type=int, default=7)
-    parser.add_argument("--sheet", type=Path, help="write the images and their neighbours to this PNG")
+    parser.add_argument("--sheet", type=Path, help="write the images and their neighbors to this PNG")
     args = parser.parse_args()
 
     with args.manifest.open(encoding="utf-8", newline="") as fh:

@@ -122,7 +122,7 @@ def main() -> None:
         del runtime
 
         port = _free_port()
-        cmd = [sys.executable, "-m", "mieruka.cli", "serve", str(model), "--port", str(port)]
+        cmd = [sys.executable, "-m", "mieruka", "serve", str(model), "--port", str(port)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         if args.workers > 1:

@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args, train_args = parser.parse_known_args()  # everything else goes to mieruka train
     train_args = [a for a in train_args if a != "--"]
-    cli = [sys.executable, "-m", "mieruka.cli"]
+    cli = [sys.executable, "-m", "mieruka"]
     t0 = time.perf_counter()
     subprocess.run([*cli, "train", str(args.data), "--out", str(args.out / "run"), *train_args], check=True)
     train_s = time.perf_counter() - t0

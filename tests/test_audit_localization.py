@@ -68,7 +68,7 @@ def test_iou_dice_and_fragmentation(case: tuple[np.ndarray, np.ndarray]) -> None
     assert fragmentation(heat) == (2, pytest.approx(6 / 9))
     assert fragmentation(np.zeros((3, 3))) == (0, 0.0)
     diagonal = np.eye(3)
-    assert fragmentation(diagonal)[0] == 1  # 8-connectivity joins diagonal neighbours
+    assert fragmentation(diagonal)[0] == 1  # 8-connectivity joins diagonal neighbors
 
 
 def test_localization_scores_bundle(case: tuple[np.ndarray, np.ndarray]) -> None:

@@ -21,7 +21,7 @@ def test_every_subcommand_explains_itself(command: str, capsys: pytest.CaptureFi
 
 
 def test_console_script_runs() -> None:
-    out = subprocess.run([sys.executable, "-m", "mieruka.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "mieruka", "--help"], capture_output=True, text=True, check=True)
     assert "synth" in out.stdout and "train" in out.stdout and "evaluate" in out.stdout
 
 
@@ -87,15 +87,15 @@ def test_config_file_and_unicode_end_to_end(tmp_path: Path, capsys: pytest.Captu
     assert "unknown training option(s): epoch" in capsys.readouterr().err
 
 
-def test_evaluate_neighbours_from_the_command_line(
+def test_evaluate_neighbors_from_the_command_line(
     tiny_run: Path, synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["evaluate", str(tiny_run / "model.safetensors"), str(synth_dir), "--out", str(tmp_path), "--quiet"]
-    assert main([*args, "--neighbours", "3"]) == 0
+    assert main([*args, "--neighbors", "3"]) == 0
     m = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith(f"nearest training images: {tmp_path / 'neighbours.csv'}")
-    assert f"of {m['neighbours']['errors']} misclassified images" in line
-    assert len((tmp_path / "neighbours.csv").read_text(encoding="utf-8").splitlines()) == 1 + 3 * m["images"]
-    assert main([*args, "--neighbours", "-2"]) == 2
-    assert "--neighbours must not be negative" in capsys.readouterr().err
+    assert line.startswith(f"nearest training images: {tmp_path / 'neighbors.csv'}")
+    assert f"of {m['neighbors']['errors']} misclassified images" in line
+    assert len((tmp_path / "neighbors.csv").read_text(encoding="utf-8").splitlines()) == 1 + 3 * m["images"]
+    assert main([*args, "--neighbors", "-2"]) == 2
+    assert "--neighbors must not be negative" in capsys.readouterr().err

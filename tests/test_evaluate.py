@@ -80,40 +80,40 @@ def _manifest_with_a_relabelled_copy(synth_dir: Path, tmp_path: Path) -> tuple[P
     return manifest, original[0], str(copy)
 
 
-def test_neighbours_find_the_training_original_of_a_relabelled_copy(
+def test_neighbors_find_the_training_original_of_a_relabelled_copy(
     tiny_run: Path, synth_dir: Path, tmp_path: Path
 ) -> None:
     manifest, original, copy = _manifest_with_a_relabelled_copy(synth_dir, tmp_path)
     out = tmp_path / "eval"
-    ev = evaluate(tiny_run / "model.safetensors", manifest, out, split="test", neighbours=2, progress=False)
-    with open(out / "neighbours.csv", encoding="utf-8") as fh:
+    ev = evaluate(tiny_run / "model.safetensors", manifest, out, split="test", neighbors=2, progress=False)
+    with open(out / "neighbors.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * ev.metrics["images"]
     first = {r["image"]: r for r in rows if r["rank"] == "1"}
-    assert first[copy]["neighbour"] == original and first[copy]["neighbour_label"] == "crack"
+    assert first[copy]["neighbor"] == original and first[copy]["neighbor_label"] == "crack"
     assert float(first[copy]["similarity"]) == pytest.approx(1.0, abs=1e-4)
-    for r in rows:  # ranked by similarity, every neighbour from the training split
-        assert "copy" not in r["neighbour"]
+    for r in rows:  # ranked by similarity, every neighbor from the training split
+        assert "copy" not in r["neighbor"]
     sims = [[float(r["similarity"]) for r in rows if r["image"] == img] for img in first]
     assert all(s[0] >= s[1] for s in sims)
     # the summary counts the errors whose nearest training image has the predicted class, as the files say
     with open(out / "predictions.csv", encoding="utf-8") as fh:
         preds = list(csv.DictReader(fh))
     errors = [p for p in preds if p["true"] != p["predicted"]]
-    like = [p["image"] for p in errors if first[p["image"]]["neighbour_label"] == p["predicted"]]
-    n = ev.metrics["neighbours"]
+    like = [p["image"] for p in errors if first[p["image"]]["neighbor_label"] == p["predicted"]]
+    n = ev.metrics["neighbors"]
     assert (n["k"], n["errors"], n["errors_nearest_labelled_as_predicted"]) == (2, len(errors), len(like))
     assert sorted(n["images"]) == sorted(like)
-    assert (out / "neighbours.png").is_file() == bool(errors)
+    assert (out / "neighbors.png").is_file() == bool(errors)
 
 
-def test_neighbours_need_a_training_split(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+def test_neighbors_need_a_training_split(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
     from mieruka.errors import MierukaError
 
     manifest, _, copy = _manifest_with_a_relabelled_copy(synth_dir, tmp_path)
     only_test = tmp_path / "only_test.csv"
     only_test.write_text(f"image,label,split\n{copy},good,test\n", encoding="utf-8")
-    with pytest.raises(MierukaError, match="--neighbours: the data set has no training split"):
-        evaluate(tiny_run / "model.safetensors", only_test, tmp_path / "e", neighbours=1, progress=False)
-    with pytest.raises(MierukaError, match="--neighbours must not be negative"):
-        evaluate(tiny_run / "model.safetensors", manifest, tmp_path / "e", neighbours=-1, progress=False)
+    with pytest.raises(MierukaError, match="--neighbors: the data set has no training split"):
+        evaluate(tiny_run / "model.safetensors", only_test, tmp_path / "e", neighbors=1, progress=False)
+    with pytest.raises(MierukaError, match="--neighbors must not be negative"):
+        evaluate(tiny_run / "model.safetensors", manifest, tmp_path / "e", neighbors=-1, progress=False)

@@ -9,25 +9,11 @@ import torch
 from mieruka.explain.render import (
     colorize,
     grid,
-    normalize_for_display,
     overlay,
     overlay_at,
     panel,
     to_original_size,
 )
-
-
-def test_normalization_per_image_and_fixed() -> None:
-    maps = torch.tensor([[[0.0, 1.0], [2.0, 4.0]], [[1.0, 1.0], [1.0, 3.0]]])
-    per = normalize_for_display(maps, "per-image")
-    torch.testing.assert_close(per[0], torch.tensor([[0.0, 0.25], [0.5, 1.0]]))
-    torch.testing.assert_close(per[1], torch.tensor([[0.0, 0.0], [0.0, 1.0]]))
-    fixed = normalize_for_display(maps, "fixed")  # shared scale: the largest value, 4
-    torch.testing.assert_close(fixed[1], torch.tensor([[0.25, 0.25], [0.25, 0.75]]))
-    torch.testing.assert_close(normalize_for_display(maps, "fixed", vmax=2.0)[0], torch.tensor([[0, 0.5], [1, 1.0]]))
-    assert normalize_for_display(torch.zeros(1, 2, 2)).sum() == 0  # a flat map stays blue, no division by zero
-    with pytest.raises(ValueError, match="--normalize"):
-        normalize_for_display(maps, "global")
 
 
 def test_jet_is_blue_for_low_and_red_for_high() -> None:

@@ -14,9 +14,10 @@ from mieruka.cli import main
 from mieruka.data.images import read_image
 from mieruka.errors import CheckpointError, MierukaError
 from mieruka.explain.engine import explain
-from mieruka.explain.render import normalize_for_display
+from mieruka.explain.graph import EXPORT_METHODS, ExplainedModel
+from mieruka.explain.scaling import normalize_for_display
 from mieruka.explain.targets import ClassTarget
-from mieruka.export import EXPORT_METHODS, ExplainedModel, export_model
+from mieruka.export import export_model
 from mieruka.predict import predict
 from mieruka.runtime import OnnxModel, TorchModel, prepare
 

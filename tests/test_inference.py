@@ -8,20 +8,9 @@ import torch
 from PIL import Image
 
 from mieruka.data.store import ImageStore
-from mieruka.inference import predict_logits, predict_probs, predict_probs_and_features, tta_views
+from mieruka.inference import batches, model_input, predict_logits, predict_probs, predict_probs_and_features
 from mieruka.models import build_model
-
-
-def test_tta_views() -> None:
-    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
-    assert len(tta_views(x, "none")) == 1 and tta_views(x, "none")[0] is x
-    flip = tta_views(x, "flip")
-    torch.testing.assert_close(flip[1], x.flip(3))
-    d4 = tta_views(x, "d4")
-    assert len(d4) == 8 and torch.equal(d4[0], x)
-    assert len({tuple(v[0, 0].flatten().tolist()) for v in d4}) == 8  # eight distinct views of a generic square
-    with pytest.raises(ValueError, match="--tta"):
-        tta_views(x, "d8")
+from mieruka.tta import tta_views
 
 
 def _noise_store(folder: Path, n: int = 3) -> ImageStore:
@@ -56,7 +45,7 @@ def test_predict_probs_averages_softmax_over_views(tmp_path: Path) -> None:
 @pytest.mark.parametrize("arch", ["resnet18", "tf_efficientnet_lite0"])
 def test_probs_and_features_come_from_one_pass_and_match_the_separate_ones(tmp_path: Path, arch: str) -> None:
     from mieruka.data.store import normalize
-    from mieruka.neighbours import pooled_features
+    from mieruka.neighbors import pooled_features
 
     store = _noise_store(tmp_path, 5)
     torch.manual_seed(0)
@@ -108,3 +97,21 @@ def test_cpu_forward_passes_are_split_by_pixels_with_the_same_results(
     logits = predict_logits(model, store, list(range(7)), mean=mean, std=std)
     assert passes == [3, 3, 1]
     np.testing.assert_allclose(logits, whole_logits, atol=1e-5)
+
+
+def test_batches_cover_the_indices_in_order_once() -> None:
+    got = list(batches([5, 1, 4, 2, 3], 2, desc="x", progress=False))
+    assert got == [[5, 1], [4, 2], [3]]
+    assert list(batches([], 4, desc="x", progress=False)) == []
+    with pytest.raises(ValueError, match="--batch-size"):
+        list(batches([1], 0, desc="x", progress=False))
+
+
+def test_model_input_is_the_normalized_channels_last_batch(tmp_path: Path) -> None:
+    pixels = np.full((8, 8, 3), 255, dtype=np.uint8)
+    pixels[..., 1] = 0
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    store = ImageStore([tmp_path / "a.png"], 8, progress=False)
+    x = model_input(store, [0], torch.device("cpu"), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert x.is_contiguous(memory_format=torch.channels_last) and x.dtype == torch.float32
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([1.0, -1.0, 1.0]))

@@ -337,7 +337,7 @@ def test_serve_with_two_worker_processes_answers(tiny_onnx: Path, synth_dir: Pat
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mieruka.cli", "serve", str(tiny_onnx), "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "mieruka", "serve", str(tiny_onnx), "--port", str(port), "--workers", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

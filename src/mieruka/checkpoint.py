@@ -21,6 +21,7 @@ from torch import nn
 from mieruka import __version__
 from mieruka._io import atomic_write
 from mieruka.errors import CheckpointError
+from mieruka.metrics import DEFAULT_NG_THRESHOLD
 
 if TYPE_CHECKING:
     from mieruka.data.dataset import Dataset
@@ -63,6 +64,12 @@ class ModelInfo:
     version: str = __version__
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decision_threshold(self) -> float:
+        """The NG-probability threshold ``predict``, the service and the report apply: the one chosen on the
+        validation split, else :data:`~mieruka.metrics.DEFAULT_NG_THRESHOLD`."""
+        return DEFAULT_NG_THRESHOLD if self.ng_threshold is None else float(self.ng_threshold)
 
     @property
     def ng_classes(self) -> list[int]:

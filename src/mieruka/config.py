@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from mieruka.augment import AugmentConfig
-from mieruka.models import DEFAULT_ARCH
+from mieruka.tta import TRAIN_TTA_CHOICES
 
-__all__ = ["TrainConfig"]
+__all__ = ["BALANCE_CHOICES", "DEFAULT_ARCH", "TrainConfig"]
+
+DEFAULT_ARCH = "tf_efficientnet_lite0"
+"""The default backbone: EfficientNet-Lite0, whose ImageNet weights install offline from PyPI."""
 
 BALANCE_CHOICES = ("sqrt", "sampler", "loss", "none")
 
@@ -95,7 +98,7 @@ class TrainConfig:
             (self.balance in BALANCE_CHOICES, f"--balance must be one of {', '.join(BALANCE_CHOICES)}"),
             (self.freeze_stages >= 0, "--freeze-stages must not be negative"),
             (0 <= self.ema_decay < 1, "--ema-decay must lie in [0, 1)"),
-            (self.tta in ("auto", "none", "flip", "d4"), "--tta must be one of auto, none, flip, d4"),
+            (self.tta in TRAIN_TTA_CHOICES, f"--tta must be one of {', '.join(TRAIN_TTA_CHOICES)}"),
             (self.cache_gb >= 0, "--cache-gb must not be negative"),
             (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),
         ]

@@ -2,8 +2,8 @@
 
 Writes ``metrics.json`` (per class and OK/NG gate), ``predictions.csv`` (one row per image) and
 ``confusion_matrix.png``. The NG threshold is chosen on the validation split for a target escape rate and then
-applied, unchanged, to the evaluated split. With ``neighbours=K`` it also writes each image's K nearest training
-images in the model's features (``neighbours.csv``) and a sheet of the misclassified ones (``neighbours.png``).
+applied, unchanged, to the evaluated split. With ``neighbors=K`` it also writes each image's K nearest training
+images in the model's features (``neighbors.csv``) and a sheet of the misclassified ones (``neighbors.png``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = ["Evaluation", "evaluate", "plot_confusion"]
 
 SCHEMA_VERSION = 1
 SHEET_ROWS = 40
-"""At most this many misclassified images are drawn in ``neighbours.png`` (all are in ``neighbours.csv``)."""
+"""At most this many misclassified images are drawn in ``neighbors.png`` (all are in ``neighbors.csv``)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 64,
     tta: str | None = None,
-    neighbours: int = 0,
+    neighbors: int = 0,
     progress: bool = True,
 ) -> Evaluation:
     """Evaluate a trained model on one split of a data set.
@@ -96,11 +96,11 @@ def evaluate(
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: Images per forward pass.
         tta: Test-time augmentation (``none``, ``flip``, ``d4``); default: the model's, chosen on validation.
-        neighbours: Also find each image's this many nearest training images (0: don't).
+        neighbors: Also find each image's this many nearest training images (0: don't).
         progress: Show progress bars.
     """
-    if neighbours < 0:
-        raise MierukaError("--neighbours must not be negative")
+    if neighbors < 0:
+        raise MierukaError("--neighbors must not be negative")
     model, info, _ = load_checkpoint(model_path, select_device(device))
     model = model.to(memory_format=torch.channels_last)
     dataset: Dataset = info.load_dataset(data)
@@ -109,15 +109,10 @@ def evaluate(
         raise DataError(f"{data}: the {split} split is empty")
     tta = tta or info.tta
     store = _store(info, samples, progress)
-    options: dict[str, Any] = {
-        "mean": info.mean,
-        "std": info.std,
-        "tta": tta,
-        "batch_size": batch_size,
-        "progress": progress,
-    }
+    options: dict[str, Any] = {"mean": info.mean, "std": info.std, "tta": tta, "batch_size": batch_size}
+    options["progress"] = progress
     everything = list(range(len(samples)))
-    if neighbours:  # the features that neighbours are found by come from the forward pass that classifies
+    if neighbors:  # the features that neighbors are found by come from the forward pass that classifies
         probs, features = predict_probs_and_features(model, store, everything, desc=f"evaluating {split}", **options)
     else:
         probs = predict_probs(model, store, everything, desc=f"evaluating {split}", **options)
@@ -135,17 +130,43 @@ def evaluate(
         "tta": tta,
     }
     metrics.update(classification_metrics(y_true, y_pred, info.classes))
+    p_ng = ng_probability(probs, info.ng_classes)
+    metrics.update(_gate(model, info, dataset, samples, split, probs, max_escape, options))
+    out_dir = Path(out)
+    if neighbors:
+        metrics["neighbors"] = _neighbors(
+            model, info, dataset, samples, features, y_true, y_pred, neighbors, batch_size, progress, out_dir
+        )
+    write_json(out_dir / "metrics.json", metrics)
+    _write_predictions(out_dir / "predictions.csv", info, samples, probs, p_ng, metrics["threshold"])
+    plot_confusion(
+        np.array(metrics["confusion_matrix"]),
+        info.classes,
+        out_dir / "confusion_matrix.png",
+        title=f"{split}: accuracy {metrics['accuracy']:.3f}, balanced {metrics['balanced_accuracy']:.3f}",
+    )
+    return Evaluation(metrics=metrics, out_dir=out_dir)
 
+
+def _gate(
+    model: torch.nn.Module,
+    info: ModelInfo,
+    dataset: Dataset,
+    samples: Sequence[Sample],
+    split: str,
+    probs: np.ndarray,
+    max_escape: float,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """The OK/NG figures: by the predicted class's verdict, and at the NG threshold chosen on the validation split
+    (on the evaluated split itself when that is the validation split, or when the data set has none)."""
     ng = info.ng_classes
     is_ng = np.array([info.verdicts[s.label] == "NG" for s in samples])
     p_ng = ng_probability(probs, ng)
-    by_class = gate_rates(is_ng, np.isin(y_pred, ng))
-    metrics["escape_rate"], metrics["overkill_rate"] = by_class["escape_rate"], by_class["overkill_rate"]
-    metrics["gate_by_class"] = by_class
-
+    by_class = gate_rates(is_ng, np.isin(probs.argmax(1), ng))
     val = dataset.split("val")
     if split != "val" and val:
-        val_store = _store(info, val, progress)
+        val_store = _store(info, val, options["progress"])
         p_val = ng_probability(
             predict_probs(model, val_store, list(range(len(val))), desc="calibrating on val", **options), ng
         )
@@ -154,17 +175,22 @@ def evaluate(
     else:
         p_val, is_ng_val, threshold_source = p_ng, is_ng, split
     threshold = choose_threshold(p_val, is_ng_val, max_escape)
-    metrics["threshold"] = threshold
-    metrics["threshold_chosen_on"] = threshold_source
-    metrics["max_escape"] = max_escape
-    metrics["gate_at_threshold"] = gate_rates(is_ng, p_ng >= threshold)
+    return {
+        "escape_rate": by_class["escape_rate"],
+        "overkill_rate": by_class["overkill_rate"],
+        "gate_by_class": by_class,
+        "threshold": threshold,
+        "threshold_chosen_on": threshold_source,
+        "max_escape": max_escape,
+        "gate_at_threshold": gate_rates(is_ng, p_ng >= threshold),
+    }
 
-    out_dir = Path(out)
-    if neighbours:
-        metrics["neighbours"] = _neighbours(
-            model, info, dataset, samples, features, y_true, y_pred, neighbours, batch_size, progress, out_dir
-        )
-    write_json(out_dir / "metrics.json", metrics)
+
+def _write_predictions(
+    path: Path, info: ModelInfo, samples: Sequence[Sample], probs: np.ndarray, p_ng: np.ndarray, threshold: float
+) -> None:
+    """``predictions.csv``: one row per image, with every class's probability."""
+    y_pred = probs.argmax(1)
     rows = [
         (
             str(s.image),
@@ -190,17 +216,10 @@ def evaluate(
         "verdict_at_threshold",
         *(f"p[{c}]" for c in info.classes),
     )
-    write_csv(out_dir / "predictions.csv", header, rows)
-    plot_confusion(
-        np.array(metrics["confusion_matrix"]),
-        info.classes,
-        out_dir / "confusion_matrix.png",
-        title=f"{split}: accuracy {metrics['accuracy']:.3f}, balanced {metrics['balanced_accuracy']:.3f}",
-    )
-    return Evaluation(metrics=metrics, out_dir=out_dir)
+    write_csv(path, header, rows)
 
 
-def _neighbours(
+def _neighbors(
     model: torch.nn.Module,
     info: ModelInfo,
     dataset: Dataset,
@@ -213,20 +232,20 @@ def _neighbours(
     progress: bool,
     out_dir: Path,
 ) -> dict[str, Any]:
-    """Write ``neighbours.csv`` (every image's k nearest training images) and ``neighbours.png`` (the errors').
+    """Write ``neighbors.csv`` (every image's k nearest training images) and ``neighbors.png`` (the errors').
 
     ``queries`` are the unit-length pooled features of ``samples``.
     """
-    from mieruka.neighbours import nearest, neighbour_sheet, pooled_features
+    from mieruka.neighbors import nearest, neighbor_sheet, pooled_features
 
     train = dataset.split("train")
     if not train:
-        raise DataError("--neighbours: the data set has no training split to compare with")
+        raise DataError("--neighbors: the data set has no training split to compare with")
     train_store = _store(info, train, progress)
     kw: dict[str, Any] = {"mean": info.mean, "std": info.std, "batch_size": batch_size, "progress": progress}
     references = pooled_features(model, train_store, list(range(len(train))), desc="features of train", **kw)
     position = {s.image: j for j, s in enumerate(train)}
-    # an image of the training split itself is not its own neighbour
+    # an image of the training split itself is not its own neighbor
     same = [(i, position[s.image]) for i, s in enumerate(samples) if s.image in position]
     sims, idx = nearest(queries, references, k, exclude=same)
     rows = [
@@ -242,12 +261,12 @@ def _neighbours(
         for i, s in enumerate(samples)
         for r, j in enumerate(idx[i])
     ]
-    header = ("image", "true", "predicted", "rank", "neighbour", "neighbour_label", "similarity")
-    write_csv(out_dir / "neighbours.csv", header, rows)
+    header = ("image", "true", "predicted", "rank", "neighbor", "neighbor_label", "similarity")
+    write_csv(out_dir / "neighbors.csv", header, rows)
     errors = [int(i) for i in np.nonzero(y_true != y_pred)[0]]
     like = [i for i in errors if train[int(idx[i, 0])].label == info.classes[int(y_pred[i])]]
     if errors:
-        sheet = neighbour_sheet(
+        sheet = neighbor_sheet(
             [
                 (
                     read_image(samples[i].image),
@@ -263,9 +282,9 @@ def _neighbours(
                 for i in errors[:SHEET_ROWS]
             ]
         )
-        atomic_write(out_dir / "neighbours.png", lambda p: sheet.save(p, format="PNG"))
+        atomic_write(out_dir / "neighbors.png", lambda p: sheet.save(p, format="PNG"))
     else:
-        (out_dir / "neighbours.png").unlink(missing_ok=True)  # no sheet of an earlier run's errors left behind
+        (out_dir / "neighbors.png").unlink(missing_ok=True)  # no sheet of an earlier run's errors left behind
     return {
         "k": int(idx.shape[1]),
         "reference_split": "train",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -12,19 +12,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mieruka.data.store import ImageStore, normalize
+from mieruka.tta import tta_views
 
 __all__ = [
-    "TTA_CHOICES",
+    "batches",
     "cpu_chunked",
+    "model_input",
     "predict_logits",
     "predict_probs",
     "predict_probs_and_features",
     "select_device",
-    "tta_views",
 ]
-
-TTA_CHOICES = ("none", "flip", "d4")
-"""Test-time augmentation: no extra view, a horizontal flip (2 views), or the 8 flips and 90° turns of the square."""
 
 CPU_PIXELS_PER_PASS = 1 << 18
 """On a CPU, inference is bound by the caches, not by arithmetic: forward passes of at most this many pixels (4
@@ -60,6 +58,24 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def batches(indices: Sequence[int], batch_size: int, *, desc: str, progress: bool) -> Iterator[list[int]]:
+    """Consecutive runs of at most ``batch_size`` of ``indices``, with a progress bar: the one batch loop of every
+    command that runs a model over many images."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: give at least 1")
+    steps = range(0, len(indices), batch_size)
+    for start in tqdm(steps, desc=desc, disable=not progress, leave=False, unit="batch"):
+        yield [int(i) for i in indices[start : start + batch_size]]
+
+
+def model_input(
+    store: ImageStore, idx: Sequence[int], device: torch.device, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """The normalized, channels-last float32 input (B, 3, S, S) of images ``idx`` of ``store`` on ``device``."""
+    batch = store.get(idx).to(device, non_blocking=True)
+    return normalize(batch, mean, std).contiguous(memory_format=torch.channels_last)
+
+
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module,
@@ -76,27 +92,14 @@ def predict_logits(
     device = next(model.parameters()).device
     forward = cpu_chunked(model, device)
     outs = []
-    for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
-        batch = store.get(indices[start : start + batch_size]).to(device, non_blocking=True)
-        x = normalize(batch, mean, std).contiguous(memory_format=torch.channels_last)
+    for idx in batches(indices, batch_size, desc=desc, progress=progress):
+        x = model_input(store, idx, device, mean, std)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = forward(x)
         outs.append(logits.float().cpu())
     if not outs:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(outs).numpy()
-
-
-def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
-    """The views of a (B, C, S, S) batch that ``tta`` averages over (the identity first)."""
-    if tta == "none":
-        return [x]
-    if tta == "flip":
-        return [x, x.flip(3)]
-    if tta == "d4":
-        turns = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
-        return turns + [t.flip(3) for t in turns]
-    raise ValueError(f"--tta {tta!r}: choose one of {', '.join(TTA_CHOICES)}")
 
 
 def _module_functions(
@@ -144,9 +147,8 @@ def _predict(
     if not with_features:
         features_and_probs_of = None
     outs, feats = [], []
-    for start in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
-        batch = store.get(indices[start : start + batch_size]).to(device, non_blocking=True)
-        views = tta_views(normalize(batch, mean, std), tta)
+    for idx in batches(indices, batch_size, desc=desc, progress=progress):
+        views = tta_views(model_input(store, idx, device, mean, std), tta)
         if features_and_probs_of is None:
             probs = [probs_of(v) for v in views]
         else:
@@ -197,6 +199,6 @@ def predict_probs_and_features(
     """:func:`predict_probs`, plus each image's unit-length pooled features (N, C) from the same forward pass.
 
     The features are the classifier's input (global average pooling of the last feature map) for the untransformed
-    view, the ones :func:`mieruka.neighbours.pooled_features` gives; the model is a timm classifier in eval mode.
+    view, the ones :func:`mieruka.neighbors.pooled_features` gives; the model is a timm classifier in eval mode.
     """
     return _predict(model, store, indices, True, mean, std, tta, batch_size, progress, desc)

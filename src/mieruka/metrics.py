@@ -12,12 +12,18 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "DEFAULT_NG_THRESHOLD",
     "choose_threshold",
     "classification_metrics",
     "confusion_matrix",
     "gate_rates",
     "ng_probability",
 ]
+
+
+DEFAULT_NG_THRESHOLD = 0.5
+"""The NG-probability threshold of a model that has none chosen on validation data (no NG part to calibrate on):
+a part is rejected when its NG classes together are at least as likely as its OK classes."""
 
 
 def confusion_matrix(
@@ -90,13 +96,14 @@ def choose_threshold(p_ng: np.ndarray, is_ng: np.ndarray, max_escape: float = 0.
     """The highest NG-probability threshold whose escape rate stays at or below ``max_escape``.
 
     A part is rejected when ``p_ng >= threshold``. Among thresholds meeting the escape target the highest rejects
-    the fewest OK parts, i.e. has the lowest overkill. With no NG parts to calibrate on, 0.5 is returned.
+    the fewest OK parts, i.e. has the lowest overkill. With no NG parts to calibrate on,
+    :data:`DEFAULT_NG_THRESHOLD` is returned.
     """
     if not 0.0 <= max_escape <= 1.0:
         raise ValueError(f"--max-escape {max_escape}: must lie between 0 and 1")
     ng_scores = np.sort(np.asarray(p_ng, dtype=np.float64)[np.asarray(is_ng, dtype=bool)])
     if len(ng_scores) == 0:
-        return 0.5
+        return DEFAULT_NG_THRESHOLD
     allowed = int(np.floor(max_escape * len(ng_scores) + 1e-9))  # NG parts that may fall below the threshold
     if allowed >= len(ng_scores):
         return 1.0

@@ -1,8 +1,8 @@
 """Classifier backbones from timm, offline ImageNet weights, and the default explanation layer.
 
 Every model mieruka builds ends in global average pooling and one linear layer (timm's standard head with
-``global_pool="avg"``): the shape for which Grad-CAM has a closed form (see ``design.md``). The module holds no
-I/O beyond reading pretrained weights, no optimizer and no device logic.
+``global_pool="avg"``): the shape for which Grad-CAM has a closed form (docs/architecture.md, "Grad-CAM"). The
+module holds no I/O beyond reading pretrained weights, no optimizer and no device logic.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from torch import nn
 from mieruka.errors import MierukaError
 
 __all__ = [
-    "DEFAULT_ARCH",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "build_model",
@@ -29,7 +28,6 @@ __all__ = [
     "normalization_for",
 ]
 
-DEFAULT_ARCH = "tf_efficientnet_lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

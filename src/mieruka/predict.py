@@ -76,7 +76,7 @@ def predict(
     Runtime on the CPU; ``device`` is then ignored). Both get the same preprocessing.
 
     The verdict is NG when the NG probability reaches ``threshold`` (default: the threshold chosen on the validation
-    split at training time, else 0.5).
+    split at training time, :attr:`~mieruka.checkpoint.ModelInfo.decision_threshold`).
     """
     model: nn.Module | OnnxModel
     if Path(model_path).suffix.lower() == ".onnx":
@@ -98,7 +98,7 @@ def predict(
         progress=progress,
     )
     p_ng = ng_probability(probs, info.ng_classes)
-    t = threshold if threshold is not None else info.ng_threshold if info.ng_threshold is not None else 0.5
+    t = threshold if threshold is not None else info.decision_threshold
     top = probs.argmax(1)
     results = [
         Prediction(

@@ -20,8 +20,22 @@ import torch
 from mieruka.checkpoint import ModelInfo
 from mieruka.data.store import normalize, resize_image
 from mieruka.errors import CheckpointError, MierukaError
+from mieruka.tta import tta_views
 
-__all__ = ["OnnxModel", "Runtime", "TorchModel", "load_runtime", "prepare", "run_with_tta"]
+__all__ = [
+    "ONNX_FORMAT",
+    "ONNX_FORMAT_VERSION",
+    "OnnxModel",
+    "Runtime",
+    "TorchModel",
+    "load_runtime",
+    "prepare",
+    "run_with_tta",
+]
+
+ONNX_FORMAT = "mieruka.onnx"
+"""The ``format`` metadata key of an ONNX file written by ``mieruka export`` (the key/values: export.onnx_metadata)."""
+ONNX_FORMAT_VERSION = 1
 
 
 def prepare(images: Sequence[np.ndarray], info: ModelInfo) -> np.ndarray:
@@ -57,7 +71,6 @@ class OnnxModel:
             import onnxruntime as ort
         except ImportError:  # pragma: no cover - depends on the installation
             raise MierukaError("running ONNX models needs onnxruntime: pip install 'mieruka[onnx]'") from None
-        from mieruka.export import ONNX_FORMAT
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -102,14 +115,14 @@ class OnnxModel:
 
 
 class TorchModel:
-    """A ``.safetensors`` checkpoint run by PyTorch through :class:`~mieruka.export.ExplainedModel`, the very
-    module that ``mieruka export`` writes to ONNX."""
+    """A ``.safetensors`` checkpoint run by PyTorch through :class:`~mieruka.explain.graph.ExplainedModel`, the
+    very module that ``mieruka export`` writes to ONNX."""
 
     backend = "pytorch"
 
     def __init__(self, path: str | os.PathLike[str], *, method: str = "gradcam", device: str = "cpu"):
         from mieruka.checkpoint import load_checkpoint
-        from mieruka.export import ExplainedModel
+        from mieruka.explain.graph import ExplainedModel
 
         model, self.info, _ = load_checkpoint(path, device)
         self.module = ExplainedModel(model, method).eval()
@@ -125,8 +138,6 @@ class TorchModel:
 def run_with_tta(runtime: Runtime, x: np.ndarray, tta: str = "none") -> tuple[np.ndarray, np.ndarray | None]:
     """:meth:`Runtime.run` with the probabilities averaged over the ``tta`` views (as ``mieruka predict`` does);
     the heatmap is the unchanged image's."""
-    from mieruka.inference import tta_views
-
     probs, heat = runtime.run(x)
     if tta != "none":
         views = tta_views(torch.from_numpy(x), tta)[1:]

@@ -24,7 +24,8 @@ All of them run batched, without gradients, on the model's input size.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,12 +34,18 @@ from scipy import stats
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from mieruka.data.store import normalize
-from mieruka.explain.render import normalize_for_display
+from mieruka.data.store import ImageStore, normalize
+from mieruka.explain.engine import Explanation, explain
+from mieruka.explain.scaling import normalize_for_display
+from mieruka.explain.targets import TrueClass
+
+if TYPE_CHECKING:
+    from mieruka.checkpoint import ModelInfo
 
 __all__ = [
     "FILLS",
     "FaithfulnessConfig",
+    "FaithfulnessRun",
     "auc",
     "average_drop_increase",
     "baseline_image",
@@ -166,3 +173,124 @@ def rank_correlation(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray)
             continue
         out[i] = float(stats.spearmanr(u, v).statistic)
     return out
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+class FaithfulnessRun:
+    """The faithfulness checks of one audit: which images, the randomized model, the random-order baseline.
+
+    Args:
+        model: The trained model (eval mode, on ``device``).
+        info: Its description (architecture, normalization).
+        cfg: Steps, fill and the randomization threshold.
+        n: Images in the audited split.
+        k: How many of them to measure, evenly spread.
+        device: Where the models run.
+    """
+
+    def __init__(
+        self, model: nn.Module, info: ModelInfo, cfg: FaithfulnessConfig, n: int, k: int, device: torch.device
+    ):
+        from mieruka.models import build_model
+
+        self.model, self.info, self.cfg = model, info, cfg
+        self.chosen = set(np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int)).tolist())
+        torch.manual_seed(0)  # the same "destroyed" model every run
+        self.random_model = build_model(info.arch, len(info.classes)).to(device).eval()
+        self.random_model = self.random_model.to(memory_format=torch.channels_last)
+        self.baseline: dict[int, tuple[float, float]] = {}
+        self.rng = torch.Generator().manual_seed(0)
+
+    def measure(
+        self,
+        store: ImageStore,
+        idx: list[int],
+        x: torch.Tensor,
+        ex: Explanation,
+        method: str,
+        layers: tuple[str, ...],
+        fusion: str,
+    ) -> dict[int, dict[str, Any]]:
+        """Faithfulness metrics of the chosen images among ``idx`` (explained as ``ex``), by image index."""
+        sel = [j for j, i in enumerate(idx) if i in self.chosen]
+        if not sel:
+            return {}
+        device = x.device
+        pixels = store.get([idx[j] for j in sel]).to(device).float() / 255.0
+        heat = ex.maps[sel, 0].float()
+        # the class each map explains (targets that are not one class, e.g. ng: the predicted class)
+        cls = torch.where(ex.class_indices[sel, 0] >= 0, ex.class_indices[sel, 0], ex.probs[sel].argmax(1))
+        kw = {"mean": self.info.mean, "std": self.info.std, "batch_size": self.cfg.batch_size}
+        deletion, insertion = deletion_insertion(
+            self.model,
+            pixels,
+            heat,
+            cls,
+            steps=self.cfg.steps,
+            fill=self.cfg.fill,
+            **kw,  # type: ignore[arg-type]
+        )
+        drop, inc = average_drop_increase(self.model, pixels, heat, cls, **kw)  # type: ignore[arg-type]
+        rand_layers = layers or None
+        rand = explain(
+            self.random_model,
+            x[sel],
+            method=method,
+            targets=[TrueClass()],
+            layers=rand_layers,
+            labels=cls,
+            fusion=fusion,
+        ).maps[:, 0]
+        rho = rank_correlation(heat, rand)
+        missing = [j for j in sel if idx[j] not in self.baseline]
+        if missing:  # the chance baseline: the same curves for a random order of the pixels, once per image
+            noise = torch.rand(len(missing), *heat.shape[1:], generator=self.rng).to(device)
+            pos = [sel.index(j) for j in missing]
+            bd, bi = deletion_insertion(
+                self.model,
+                pixels[pos],
+                noise,
+                cls[pos],
+                steps=self.cfg.steps,
+                fill=self.cfg.fill,
+                **kw,  # type: ignore[arg-type]
+            )
+            for j, d, i in zip(missing, auc(bd), auc(bi), strict=True):
+                self.baseline[idx[j]] = (float(d), float(i))
+        out = {}
+        for n, j in enumerate(sel):
+            out[idx[j]] = {
+                "deletion_auc": float(auc(deletion[n])),
+                "insertion_auc": float(auc(insertion[n])),
+                "average_drop": float(drop[n]),
+                "confidence_increase": bool(inc[n]),
+                "randomization_rho": float(rho[n]),
+            }
+        return out
+
+    def summary(self, rows: list[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
+        """The randomization check per method and the random-order baseline, over the measured rows."""
+        base = list(self.baseline.values())
+        per_method = {}
+        for m in methods:
+            rhos = [float(r["randomization_rho"]) for r in rows if r["method"] == m and r["deletion_auc"] is not None]
+            mean_abs = float(np.mean(np.abs(rhos))) if rhos else None
+            per_method[m] = {
+                "mean_rank_correlation": float(np.mean(rhos)) if rhos else None,
+                "mean_abs_rank_correlation": mean_abs,
+                "passed": mean_abs is not None and mean_abs < self.cfg.max_rank_correlation,
+            }
+        return {
+            "images": len(self.chosen),
+            "config": asdict(self.cfg),
+            "baselines": {
+                "random_order": {
+                    "deletion_auc": _mean([b[0] for b in base]),
+                    "insertion_auc": _mean([b[1] for b in base]),
+                }
+            },
+            "randomization_check": per_method,
+        }

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
-    "DEFAULT_THRESHOLD",
+    "DEFAULT_MAP_THRESHOLD",
     "POINTING_TOLERANCE",
     "LocalizationScores",
     "average_precision",
@@ -28,7 +28,7 @@ __all__ = [
 POINTING_TOLERANCE = 15
 """Pixels the map's maximum may lie outside the region and still count as a hit (as in Zhang et al. 2018)."""
 
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_MAP_THRESHOLD = 0.5
 """Fraction of the map's maximum above which a pixel counts as "attended" for IoU, Dice and fragmentation."""
 
 
@@ -92,7 +92,7 @@ def _attended(heat: np.ndarray, threshold: float) -> np.ndarray:
     return m >= threshold * top if top > 0 else np.zeros(m.shape, dtype=bool)
 
 
-def iou_dice(heat: np.ndarray, mask: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> tuple[float, float]:
+def iou_dice(heat: np.ndarray, mask: np.ndarray, threshold: float = DEFAULT_MAP_THRESHOLD) -> tuple[float, float]:
     """IoU and Dice between the region and the pixels at or above ``threshold`` × the map's maximum."""
     a = _attended(heat, threshold)
     inter = float((a & mask).sum())
@@ -101,7 +101,7 @@ def iou_dice(heat: np.ndarray, mask: np.ndarray, threshold: float = DEFAULT_THRE
     return (inter / union if union else 0.0, 2 * inter / total if total else 0.0)
 
 
-def fragmentation(heat: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> tuple[int, float]:
+def fragmentation(heat: np.ndarray, threshold: float = DEFAULT_MAP_THRESHOLD) -> tuple[int, float]:
     """(number of 8-connected components above ``threshold`` × max, share of m⁺ mass above the threshold that lies
     in the largest component). One compact blob: (1, 1.0); attention broken into pieces: many, low share."""
     a = _attended(heat, threshold)
@@ -131,7 +131,7 @@ class LocalizationScores:
 
 
 def localization_scores(
-    heat: np.ndarray, mask: np.ndarray, *, tolerance: int = POINTING_TOLERANCE, threshold: float = DEFAULT_THRESHOLD
+    heat: np.ndarray, mask: np.ndarray, *, tolerance: int = POINTING_TOLERANCE, threshold: float = DEFAULT_MAP_THRESHOLD
 ) -> LocalizationScores:
     """All metrics for one (H, W) map and (H, W) boolean mask of the same size."""
     if heat.shape != mask.shape:

@@ -49,7 +49,7 @@ TEXT: dict[str, dict[str, str]] = {
         "ap": "AP",
         "uniform": "uniform map",
         "random": "random map",
-        "centre": "centre",
+        "center": "center",
         "gallery": "Gallery",
         "all": "all",
         "category": "category",
@@ -98,7 +98,7 @@ TEXT: dict[str, dict[str, str]] = {
         "ap": "AP",
         "uniform": "一様マップ",
         "random": "ランダム",
-        "centre": "中心",
+        "center": "中心",
         "gallery": "ギャラリー",
         "all": "すべて",
         "category": "分類",
@@ -205,6 +205,125 @@ def rebuild_report(out_dir: str | os.PathLike[str], lang: str = "en") -> Path:
     return write_report(out, rows, summary, meta["classes"], meta["verdicts"], panels, review, lang=lang)
 
 
+def _figures(one: Sequence[dict[str, Any]], classes: Sequence[str], t: dict[str, str]) -> tuple[list[str], dict]:
+    """The headline figures (the first method's rows: classification is the same for every method)."""
+    y_true = [classes.index(r["true"]) for r in one]
+    y_pred = [classes.index(r["predicted"]) for r in one]
+    cls = classification_metrics(y_true, y_pred, classes)
+    gate = gate_rates(
+        np.array([r["true_verdict"] == "NG" for r in one]), np.array([r["predicted_verdict"] == "NG" for r in one])
+    )
+    parts = [f"<h2>{t['summary']}</h2><div class='figs' id='figures'>"]
+    for label, value in (
+        (t["images"], str(len(one))),
+        (t["accuracy"], _pct(cls["accuracy"])),
+        (t["balanced"], _pct(cls["balanced_accuracy"])),
+        (t["escape"], _pct(gate["escape_rate"])),
+        (t["overkill"], _pct(gate["overkill_rate"])),
+    ):
+        parts.append(f"<div class='fig'><b>{_e(value)}</b>{_e(label)}</div>")
+    parts.append("</div>")
+    return parts, cls
+
+
+def _class_tables(cls: dict, classes: Sequence[str], verdicts: dict[str, str], t: dict[str, str]) -> list[str]:
+    """The confusion matrix and the per-class table."""
+    cm = cls["confusion_matrix"]
+    parts = [
+        f"<h2>{t['confusion']}</h2><table id='confusion'><tr><th>{t['true']} \\ {t['predicted']}</th>"
+        + "".join(f"<th>{_e(c)}</th>" for c in classes)
+        + "</tr>"
+    ]
+    for i, c in enumerate(classes):
+        parts.append(f"<tr><td>{_e(c)} ({verdicts[c]})</td>" + "".join(f"<td>{v}</td>" for v in cm[i]) + "</tr>")
+    parts.append("</table>")
+    parts.append(
+        f"<h2>{t['per_class']}</h2><table><tr><th>{t['class']}</th><th>{t['precision']}</th>"
+        f"<th>{t['recall']}</th><th>F1</th><th>{t['support']}</th></tr>"
+    )
+    for c in classes:
+        pc = cls["per_class"][c]
+        parts.append(
+            f"<tr><td>{_e(c)}</td><td>{pc['precision']:.3f}</td><td>{pc['recall']:.3f}</td>"
+            f"<td>{pc['f1']:.3f}</td><td>{pc['support']}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
+
+
+def _localization_table(summary: dict[str, Any], classes: Sequence[str], t: dict[str, str]) -> list[str]:
+    parts = [
+        f"<h2>{t['localization']}</h2><table id='localization'><tr><th>{t['method']}</th>"
+        f"<th>{t['class']}</th><th>n</th><th>{t['energy']}</th><th>{t['lift']}</th><th>{t['pointing']}</th>"
+        f"<th>{t['rank']}</th><th>{t['ap']}</th><th>{t['energy']} ({t['uniform']})</th>"
+        f"<th>{t['pointing']} ({t['uniform']})</th><th>{t['pointing']} ({t['center']})</th></tr>"
+    ]
+    for method, groups in summary["methods"].items():
+        for name in ["all", *classes]:
+            g = groups.get(name)
+            if not g or not g["with_region"]:
+                continue
+            b = g["baselines"]
+            parts.append(
+                f"<tr><td>{_e(method)}</td><td>{_e(t['all'] if name == 'all' else name)}</td><td>{g['with_region']}"
+                f"</td><td>{g['energy_inside']:.3f}</td><td>{g['lift']:.2f}</td><td>{g['pointing_hit']:.3f}</td>"
+                f"<td>{g['relevance_rank']:.3f}</td><td>{g['average_precision']:.3f}</td>"
+                f"<td>{b['uniform']['energy_inside']:.3f}</td><td>{b['uniform']['pointing_hit']:.3f}</td>"
+                f"<td>{b['center']['pointing_hit']:.3f}</td></tr>"
+            )
+    parts.append("</table>")
+    return parts
+
+
+def _gallery(
+    rows: Sequence[dict[str, Any]],
+    summary: dict[str, Any],
+    classes: Sequence[str],
+    panels: dict[tuple[str, str], tuple[str, str]],
+    t: dict[str, str],
+) -> list[str]:
+    """Filters, then the panels grouped by triage category."""
+    methods = list(summary["methods"])
+    parts = [
+        f"<h2>{t['gallery']}</h2><p>{t['class']} <select id='f-class'><option value='*'>{t['all']}</option>"
+        + "".join(f"<option value='{_e(c)}'>{_e(c)}</option>" for c in classes)
+        + f"</select> {t['category']} <select id='f-cat'><option value='*'>{t['all']}</option>"
+        + "".join(f"<option value='{k}'>{_e(t[k])}</option>" for k in summary["categories"])
+        + f"</select> {t['method']} <select id='f-method'><option value='*'>{t['all']}</option>"
+        + "".join(f"<option value='{_e(m)}'>{_e(m)}</option>" for m in methods)
+        + "</select></p>"
+    ]
+    for cat in summary["categories"]:
+        members = [r for r in rows if r["category"] == cat]
+        if not members:
+            continue
+        parts.append(f"<div class='group' data-cat='{cat}'><h3>{_e(t[cat])} ({len(members)})</h3><div class='gallery'>")
+        for r in members:
+            thumb, full = panels[(r["image"], r["method"])]
+            cap = t["caption"].format(t=r["true"], p=r["predicted"], q=f"{r['probability']:.2f}")
+            parts.append(
+                f"<div class='card' data-cls='{_e(r['true'])}' data-cat='{cat}' "
+                f"data-method='{_e(r['method'])}'><a href='{_e(full)}'><img loading='lazy' "
+                f"src='{_e(thumb)}' alt='{_e(cap)}'></a><br>{_e(cap)}<br>{_e(r['method'])}</div>"
+            )
+        parts.append("</div></div>")
+    return parts
+
+
+def _review_table(review: Sequence[Any], t: dict[str, str]) -> list[str]:
+    parts = [
+        f"<h2>{t['review']}</h2><table id='review'><tr><th>#</th><th>image</th><th>{t['method']}</th>"
+        f"<th>{t['true']}</th><th>{t['predicted']}</th><th>{t['reasons']}</th></tr>"
+    ]
+    for row in review[:50]:
+        parts.append(
+            f"<tr><td>{row[0]}</td><td>{_e(Path(row[1]).name)}</td><td>{_e(row[2])}</td><td>{_e(row[3])}"
+            f"</td><td>{_e(row[4])}</td><td style='text-align:left'>{_e(row[8])}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
+
+
 def write_report(
     out_dir: Path,
     rows: Sequence[dict[str, Any]],
@@ -220,107 +339,22 @@ def write_report(
     if lang not in TEXT:
         raise ValueError(f"--lang {lang!r}: choose en or ja")
     t = TEXT[lang]
-    report = out_dir / "report"
     one = [r for r in rows if r["method"] == rows[0]["method"]]  # classification is the same for every method
-    y_true = [classes.index(r["true"]) for r in one]
-    y_pred = [classes.index(r["predicted"]) for r in one]
-    cls = classification_metrics(y_true, y_pred, classes)
-    gate = gate_rates(
-        np.array([r["true_verdict"] == "NG" for r in one]), np.array([r["predicted_verdict"] == "NG" for r in one])
-    )
+    figures, cls = _figures(one, classes, t)
     parts = [
         f"<!doctype html><html lang='{lang}'><head><meta charset='utf-8'><title>{_e(t['title'])}</title>"
-        f"<style>{_CSS}</style><script>{_JS}</script></head><body><h1>{_e(t['title'])}</h1>"
+        f"<style>{_CSS}</style><script>{_JS}</script></head><body><h1>{_e(t['title'])}</h1>",
+        *figures,
+        *_class_tables(cls, classes, verdicts, t),
+        *_localization_table(summary, classes, t),
     ]
-    parts.append(f"<h2>{t['summary']}</h2><div class='figs' id='figures'>")
-    for label, value in (
-        (t["images"], str(len(one))),
-        (t["accuracy"], _pct(cls["accuracy"])),
-        (t["balanced"], _pct(cls["balanced_accuracy"])),
-        (t["escape"], _pct(gate["escape_rate"])),
-        (t["overkill"], _pct(gate["overkill_rate"])),
-    ):
-        parts.append(f"<div class='fig'><b>{_e(value)}</b>{_e(label)}</div>")
-    parts.append("</div>")
-    cm = cls["confusion_matrix"]
-    parts.append(
-        f"<h2>{t['confusion']}</h2><table id='confusion'><tr><th>{t['true']} \\ {t['predicted']}</th>"
-        + "".join(f"<th>{_e(c)}</th>" for c in classes)
-        + "</tr>"
-    )
-    for i, c in enumerate(classes):
-        parts.append(f"<tr><td>{_e(c)} ({verdicts[c]})</td>" + "".join(f"<td>{v}</td>" for v in cm[i]) + "</tr>")
-    parts.append("</table>")
-    parts.append(
-        f"<h2>{t['per_class']}</h2><table><tr><th>{t['class']}</th><th>{t['precision']}</th>"
-        f"<th>{t['recall']}</th><th>F1</th><th>{t['support']}</th></tr>"
-    )
-    for c in classes:
-        pc = cls["per_class"][c]
-        parts.append(
-            f"<tr><td>{_e(c)}</td><td>{pc['precision']:.3f}</td><td>{pc['recall']:.3f}</td>"
-            f"<td>{pc['f1']:.3f}</td><td>{pc['support']}</td></tr>"
-        )
-    parts.append("</table>")
-    parts.append(
-        f"<h2>{t['localization']}</h2><table id='localization'><tr><th>{t['method']}</th>"
-        f"<th>{t['class']}</th><th>n</th><th>{t['energy']}</th><th>{t['lift']}</th><th>{t['pointing']}</th>"
-        f"<th>{t['rank']}</th><th>{t['ap']}</th><th>{t['energy']} ({t['uniform']})</th>"
-        f"<th>{t['pointing']} ({t['uniform']})</th><th>{t['pointing']} ({t['centre']})</th></tr>"
-    )
-    for method, groups in summary["methods"].items():
-        for name in ["all", *classes]:
-            g = groups.get(name)
-            if not g or not g["with_region"]:
-                continue
-            b = g["baselines"]
-            parts.append(
-                f"<tr><td>{_e(method)}</td><td>{_e(t['all'] if name == 'all' else name)}</td><td>{g['with_region']}"
-                f"</td><td>{g['energy_inside']:.3f}</td><td>{g['lift']:.2f}</td><td>{g['pointing_hit']:.3f}</td>"
-                f"<td>{g['relevance_rank']:.3f}</td><td>{g['average_precision']:.3f}</td>"
-                f"<td>{b['uniform']['energy_inside']:.3f}</td><td>{b['uniform']['pointing_hit']:.3f}</td>"
-                f"<td>{b['centre']['pointing_hit']:.3f}</td></tr>"
-            )
-    parts.append("</table>")
     if "faithfulness" in summary:
         parts.extend(_faithfulness_table(summary, classes, t))
-    methods = list(summary["methods"])
-    parts.append(
-        f"<h2>{t['gallery']}</h2><p>{t['class']} <select id='f-class'><option value='*'>{t['all']}</option>"
-        + "".join(f"<option value='{_e(c)}'>{_e(c)}</option>" for c in classes)
-        + f"</select> {t['category']} <select id='f-cat'><option value='*'>{t['all']}</option>"
-        + "".join(f"<option value='{k}'>{_e(t[k])}</option>" for k in summary["categories"])
-        + f"</select> {t['method']} <select id='f-method'><option value='*'>{t['all']}</option>"
-        + "".join(f"<option value='{_e(m)}'>{_e(m)}</option>" for m in methods)
-        + "</select></p>"
-    )
-    for cat in summary["categories"]:
-        members = [r for r in rows if r["category"] == cat]
-        if not members:
-            continue
-        parts.append(f"<div class='group' data-cat='{cat}'><h3>{_e(t[cat])} ({len(members)})</h3><div class='gallery'>")
-        for r in members:
-            thumb, full = panels[(r["image"], r["method"])]
-            cap = t["caption"].format(t=r["true"], p=r["predicted"], q=f"{r['probability']:.2f}")
-            parts.append(
-                f"<div class='card' data-cls='{_e(r['true'])}' data-cat='{cat}' "
-                f"data-method='{_e(r['method'])}'><a href='{_e(full)}'><img loading='lazy' "
-                f"src='{_e(thumb)}' alt='{_e(cap)}'></a><br>{_e(cap)}<br>{_e(r['method'])}</div>"
-            )
-        parts.append("</div></div>")
-    parts.append(
-        f"<h2>{t['review']}</h2><table id='review'><tr><th>#</th><th>image</th><th>{t['method']}</th>"
-        f"<th>{t['true']}</th><th>{t['predicted']}</th><th>{t['reasons']}</th></tr>"
-    )
-    for row in review[:50]:
-        parts.append(
-            f"<tr><td>{row[0]}</td><td>{_e(Path(row[1]).name)}</td><td>{_e(row[2])}</td><td>{_e(row[3])}"
-            f"</td><td>{_e(row[4])}</td><td style='text-align:left'>{_e(row[8])}</td></tr>"
-        )
-    parts.append("</table>")
+    parts += _gallery(rows, summary, classes, panels, t)
+    parts += _review_table(review, t)
     parts.append(
         f"<script type='application/json' id='summary-data'>{json.dumps(summary, ensure_ascii=False)}"
         "</script></body></html>"
     )
     text = "\n".join(parts)
-    return atomic_write(report / "index.html", lambda p: p.write_text(text, encoding="utf-8"))
+    return atomic_write(out_dir / "report" / "index.html", lambda p: p.write_text(text, encoding="utf-8"))

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mieruka.explain.methods import METHODS, CAMMethod, EigenCAM, ScoreCAM
-from mieruka.explain.render import normalize_for_display
+from mieruka.explain.methods import METHODS, CAMMethod, MapContext
+from mieruka.explain.scaling import minmax
 from mieruka.explain.targets import ClassTarget, PredictedClass, Target
 
 __all__ = [
@@ -199,9 +199,9 @@ def explain(
     with preserved(model):
         num_classes = _num_classes(model, x)
         tlist = _targets_for(targets, num_classes)
-        head = fast_path_head(model) if allow_fast_path and not isinstance(cam, ScoreCAM) else None
+        head = fast_path_head(model) if allow_fast_path and cam.fast_path else None
         if head is not None and layer_names == (final_layer,):
-            result = _fast(model, head, cam, x, tlist, layer_names, labels)
+            result = _fast(model, head, cam, x, tlist, layer_names, labels, score_batch_size)
             if result is not None:
                 return result
         return _general(model, cam, x, tlist, layer_names, labels, score_batch_size, fusion)
@@ -246,7 +246,7 @@ def _finish(cam: CAMMethod, per_layer: list[torch.Tensor], x: torch.Tensor, fusi
     if len(per_layer) == 1:
         return F.interpolate(per_layer[0], size=size, mode="bilinear", align_corners=False)
     ups = torch.stack(
-        [F.interpolate(normalize_for_display(m), size=size, mode="bilinear", align_corners=False) for m in per_layer]
+        [F.interpolate(minmax(m), size=size, mode="bilinear", align_corners=False) for m in per_layer]
     )  # (L, B, T, H, W)
     return ups.prod(0) if fusion == "product" else ups.mean(0)
 
@@ -266,6 +266,7 @@ def _fast(
     targets: Sequence[Target],
     layer_names: tuple[str, ...],
     labels: torch.Tensor | None,
+    score_batch_size: int,
 ) -> Explanation | None:
     with torch.inference_mode():
         feats = model.forward_features(x)  # type: ignore[operator]  # (B, K, h, w)
@@ -273,13 +274,12 @@ def _fast(
         if not closed_form_holds(feats, logits, head):  # checked on this very batch
             return None
         class_idx = _class_indices(targets, logits, labels)
-        if isinstance(cam, EigenCAM):
-            maps = cam.project(feats)[:, None].expand(-1, len(targets), -1, -1)
-        else:
+        grads = None
+        if cam.uses_gradients:
             z = feats.shape[2] * feats.shape[3]
             dlogits = _logit_grads(targets, logits, labels)  # (B, T, C)
             grads = (dlogits @ head.weight.to(dlogits.dtype) / z)[..., None, None]  # (B, T, K, 1, 1)
-            maps = cam.combine(feats, grads)  # (B, T, h, w)
+        maps = cam.layer_maps(feats, grads, MapContext(model, x, class_idx, targets, score_batch_size))  # (B, T, h, w)
         return _result(cam, layer_names, logits, _finish(cam, [maps], x), class_idx, fast_path=True)
 
 
@@ -299,26 +299,18 @@ def _general(
         with _capture(model, layer_names, differentiable=needs_grad) as acts:
             logits = model(x_in)  # (B, C)
         class_idx = _class_indices(targets, logits.detach(), labels)
-        per_layer: list[torch.Tensor] = []
+        grads_by_layer: dict[str, list[torch.Tensor]] = {n: [] for n in layer_names}
         if needs_grad:
-            grads_by_layer: dict[str, list[torch.Tensor]] = {n: [] for n in layer_names}
             for i, t in enumerate(targets):
                 score = t(logits, labels).sum()  # images are independent in eval mode: ∂Σ/∂A_b = ∂y_b/∂A_b
                 gs = torch.autograd.grad(score, [acts[n] for n in layer_names], retain_graph=i < len(targets) - 1)
                 for n, g in zip(layer_names, gs, strict=True):
                     grads_by_layer[n].append(g)
-            for n in layer_names:
-                grads = torch.stack(grads_by_layer[n], 1)  # (B, T, K, h, w)
-                per_layer.append(cam.combine(acts[n].detach(), grads))
-        elif isinstance(cam, EigenCAM):
-            per_layer = [cam.project(acts[n].detach())[:, None].expand(-1, len(targets), -1, -1) for n in layer_names]
-        elif isinstance(cam, ScoreCAM):
-            for n in layer_names:
-                a = acts[n].detach()
-                w = _score_weights(cam, x_in.detach(), a, class_idx, targets, model, score_batch_size)
-                per_layer.append(F.relu(torch.einsum("btk,bkhw->bthw", w, a)))
-        else:
-            raise ValueError(f"method {cam.name}: no general computation")
+        ctx = MapContext(model, x_in.detach(), class_idx, targets, score_batch_size)
+        per_layer = [
+            cam.layer_maps(acts[n].detach(), torch.stack(grads_by_layer[n], 1) if needs_grad else None, ctx)
+            for n in layer_names
+        ]  # each (B, T, h, w); gradients (B, T, K, h, w)
         logits = logits.detach()
         out = _finish(cam, per_layer, x, fusion)
     return _result(cam, layer_names, logits, out, class_idx, fast_path=False)
@@ -342,28 +334,3 @@ def _result(
         class_indices=class_idx,
         fast_path=fast_path,
     )
-
-
-def _score_weights(
-    cam: ScoreCAM,
-    x: torch.Tensor,
-    acts: torch.Tensor,
-    class_idx: torch.Tensor,
-    targets: Sequence[Target],
-    model: nn.Module,
-    batch_size: int,
-) -> torch.Tensor:
-    """Score-CAM weights (B, T, K): each image's masked copies are scored on that image's target classes."""
-    out = []
-    with torch.no_grad():
-        for i in range(x.shape[0]):
-
-            def score(inp: torch.Tensor, i: int = i) -> torch.Tensor:
-                lg = model(inp)  # (n, C)
-                cols = [
-                    lg[:, int(c)] if int(c) >= 0 else t(lg, None) for c, t in zip(class_idx[i], targets, strict=True)
-                ]
-                return torch.stack(cols, 1)  # (n, T)
-
-            out.append(cam.score_weights(x[i : i + 1], acts[i : i + 1], score, batch_size)[0])
-    return torch.stack(out)

@@ -2,24 +2,52 @@
 
 Notation, per image: activations A (K channels, h × w positions), the target score y, its gradient
 G = ∂y/∂A, Z = h·w. Every gradient method here computes ``L = ReLU(Σ_k W_k ⊙ A_k)`` and differs only in the
-weights W (one override point, :meth:`CAMMethod.weights`); Eigen-CAM and Score-CAM replace the whole computation.
+weights W (override :meth:`CAMMethod.weights`); a method of another kind (Eigen-CAM, Score-CAM) overrides
+:meth:`CAMMethod.layer_maps`, the one place the engine asks for a layer's maps, and says through its class attributes
+whether it needs gradients and whether the one-forward-pass fast path applies. Adding a method is one class here,
+listed in :data:`METHODS`, plus its test: the engine, the CLI's choices and the docs table read the registry.
 
 On a network whose explained layer feeds only global average pooling and one linear layer, G_k = w_ck / Z at every
-position (design.md). Then Grad-CAM, HiResCAM and XGrad-CAM coincide exactly, CAM is Z times Grad-CAM, and every
-gradient method can be computed from one forward pass (the "fast path" in :mod:`mieruka.explain.engine`).
+position (docs/architecture.md, "Grad-CAM"). Then Grad-CAM, HiResCAM and XGrad-CAM coincide exactly, CAM is Z times
+Grad-CAM, and every gradient method can be computed from one forward pass (the fast path of
+:mod:`mieruka.explain.engine`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["METHODS", "CAMMethod"]
+from mieruka.explain.scaling import minmax
+from mieruka.explain.targets import Target
+
+__all__ = ["METHODS", "CAMMethod", "MapContext"]
 
 _EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class MapContext:
+    """What a method may need beyond one layer's activations and gradients.
+
+    Attributes:
+        model: The explained model (in eval mode, inside the engine's :func:`~mieruka.explain.engine.preserved`).
+        x: (B, 3, H, W) the normalized input, detached.
+        class_indices: (B, T) the class each target explains, or -1 where the target is not one class.
+        targets: The target callables.
+        score_batch_size: Masked inputs per forward pass for methods that score masked copies of the input.
+    """
+
+    model: nn.Module
+    x: torch.Tensor
+    class_indices: torch.Tensor
+    targets: Sequence[Target]
+    score_batch_size: int = 64
 
 
 class CAMMethod:
@@ -32,7 +60,18 @@ class CAMMethod:
     paper: ClassVar[str] = ""
     formula: ClassVar[str] = ""
     uses_gradients: ClassVar[bool] = True
+    """Whether :meth:`layer_maps` needs ∂target/∂A (the engine computes it only then)."""
+    fast_path: ClassVar[bool] = True
+    """Whether the maps can come from the closed-form gradient of one forward pass on a GAP + linear head."""
+    slow_note: ClassVar[str] = ""
+    """Why the fast path does not apply (the docs table prints it)."""
     class_specific: ClassVar[bool] = True
+
+    def layer_maps(self, acts: torch.Tensor, grads: torch.Tensor | None, ctx: MapContext) -> torch.Tensor:
+        """Maps (B, T, h, w) of one layer before upsampling; ``grads`` is None unless :attr:`uses_gradients`."""
+        if grads is None:
+            raise ValueError(f"method {self.name}: needs gradients")
+        return self.combine(acts, grads)
 
     def weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """Weights W for each target: ``acts`` (B, K, h, w), ``grads`` (B, T, K, h, w) or (B, T, K, 1, 1).
@@ -132,11 +171,14 @@ class EigenCAM(CAMMethod):
     name = "eigencam"
     paper = "Muhammad & Yeasin, Eigen-CAM, IJCNN 2020"
     formula = (
-        "L = ReLU(first principal component of the (Z × K) centred activations, projected), oriented to agree "
+        "L = ReLU(first principal component of the (Z × K) centered activations, projected), oriented to agree "
         "with the mean activation; class-agnostic, no gradients"
     )
     uses_gradients = False
     class_specific = False
+
+    def layer_maps(self, acts: torch.Tensor, grads: torch.Tensor | None, ctx: MapContext) -> torch.Tensor:
+        return self.project(acts)[:, None].expand(-1, ctx.class_indices.shape[1], -1, -1)
 
     def project(self, acts: torch.Tensor) -> torch.Tensor:
         """Maps (B, h, w) from activations alone."""
@@ -160,6 +202,24 @@ class ScoreCAM(CAMMethod):
         "(one forward pass per channel: slow, opt-in)"
     )
     uses_gradients = False
+    fast_path = False
+    slow_note = "forward passes per channel"
+
+    def layer_maps(self, acts: torch.Tensor, grads: torch.Tensor | None, ctx: MapContext) -> torch.Tensor:
+        weights = []  # (B, T, K): each image's masked copies are scored on that image's target classes
+        with torch.no_grad():
+            for i in range(ctx.x.shape[0]):
+
+                def score(inp: torch.Tensor, i: int = i) -> torch.Tensor:
+                    lg = ctx.model(inp)  # (n, C)
+                    cols = [
+                        lg[:, int(c)] if int(c) >= 0 else t(lg, None)
+                        for c, t in zip(ctx.class_indices[i], ctx.targets, strict=True)
+                    ]
+                    return torch.stack(cols, 1)  # (n, T)
+
+                weights.append(self.score_weights(ctx.x[i : i + 1], acts[i : i + 1], score, ctx.score_batch_size)[0])
+        return F.relu(torch.einsum("btk,bkhw->bthw", torch.stack(weights), acts))
 
     def score_weights(
         self, x: torch.Tensor, acts: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 64
@@ -169,9 +229,7 @@ class ScoreCAM(CAMMethod):
         # Masks are upsampled with corner-aligned bilinear interpolation, as the reference implementation
         # (pytorch-grad-cam) does, so that Score-CAM maps agree with it; the final map is resized like every other.
         up = F.interpolate(acts, size=x.shape[-2:], mode="bilinear", align_corners=True)  # (B, K, H, W)
-        lo = up.flatten(2).min(2).values[..., None, None]
-        hi = up.flatten(2).max(2).values[..., None, None]
-        masks = (up - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+        masks = minmax(up)
         out = []
         for i in range(b):
             scores = []

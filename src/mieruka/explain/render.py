@@ -1,8 +1,7 @@
 """Pictures of explanations: heatmap overlays and the paper's "input | visualization" panels.
 
-Display normalization is explicit and separate from the maps: ``per-image`` min–max scaling (each map uses the full
-colour range) or a ``fixed`` scale shared by all images (colours comparable between parts). Colours follow the jet
-map: red where the evidence is, blue where it is not.
+Display scaling is a separate step (:mod:`mieruka.explain.scaling`). Colors follow the jet map: red where the
+evidence is, blue where it is not.
 """
 
 from __future__ import annotations
@@ -24,31 +23,12 @@ __all__ = [
     "colorize",
     "encode_png",
     "grid",
-    "normalize_for_display",
     "overlay",
     "overlay_at",
     "panel",
     "thumbnail",
     "to_original_size",
 ]
-
-
-def normalize_for_display(maps: torch.Tensor, mode: str = "per-image", vmax: float | None = None) -> torch.Tensor:
-    """Scale maps (…, H, W) to [0, 1].
-
-    Args:
-        maps: Non-negative heatmaps.
-        mode: ``per-image`` (min–max of each map) or ``fixed`` (divide by ``vmax``, shared across maps).
-        vmax: The shared scale for ``fixed`` (default: the largest value among ``maps``).
-    """
-    if mode == "per-image":
-        flat = maps.flatten(-2)
-        lo, hi = flat.min(-1, keepdim=True).values, flat.max(-1, keepdim=True).values
-        return ((flat - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))).view_as(maps)
-    if mode == "fixed":
-        scale = float(maps.max()) if vmax is None else float(vmax)
-        return (maps / scale).clamp(0, 1) if scale > 0 else torch.zeros_like(maps)
-    raise ValueError(f"--normalize {mode!r}: choose per-image or fixed")
 
 
 def to_original_size(heat: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
@@ -66,13 +46,13 @@ def _jet_lut() -> np.ndarray:
 
 
 def colorize(heat: np.ndarray) -> np.ndarray:
-    """(H, W) values in [0, 1] → (H, W, 3) uint8 jet colours (blue = 0, red = 1)."""
+    """(H, W) values in [0, 1] → (H, W, 3) uint8 jet colors (blue = 0, red = 1)."""
     idx = np.clip(np.asarray(heat, dtype=np.float32) * 255 + 0.5, 0, 255).astype(np.uint8)
     return _jet_lut()[idx]
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Alpha-blend the jet-coloured ``heat`` (H, W) in [0, 1] over ``image`` (H, W, 3) uint8."""
+    """Alpha-blend the jet-colored ``heat`` (H, W) in [0, 1] over ``image`` (H, W, 3) uint8."""
     if image.shape[:2] != heat.shape:
         raise ValueError(f"heatmap {heat.shape} and image {image.shape[:2]} differ in size; resize the map first")
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(heat).astype(np.float32)
@@ -83,7 +63,7 @@ def overlay_at(image: np.ndarray, heat: np.ndarray, size_hw: tuple[int, int], al
     """Overlay a map of any size on an image, both resized to ``size_hw``, using Pillow's 8-bit C routines.
 
     The picture of :func:`overlay` after :func:`to_original_size`, to within a few grey levels (the map is
-    quantized to the colour map's 256 steps before it is resized, not after), in a fraction of the time: the
+    quantized to the color map's 256 steps before it is resized, not after), in a fraction of the time: the
     service draws one per request.
 
     Args:
@@ -100,9 +80,9 @@ def overlay_at(image: np.ndarray, heat: np.ndarray, size_hw: tuple[int, int], al
     levels = Image.fromarray(idx)
     if levels.size != size_wh:
         levels = levels.resize(size_wh, Image.Resampling.BILINEAR)  # jet's index grows with the value
-    colours = levels.convert("P")
-    colours.putpalette(_jet_lut().tobytes())
-    return np.asarray(Image.blend(base, colours.convert("RGB"), alpha))
+    colors = levels.convert("P")
+    colors.putpalette(_jet_lut().tobytes())
+    return np.asarray(Image.blend(base, colors.convert("RGB"), alpha))
 
 
 def encode_png(rgb: np.ndarray, level: int = 1) -> bytes:
@@ -149,7 +129,7 @@ def _deflate(data: bytes, level: int) -> bytes:
     if isal is not None and level <= isal.ISAL_BEST_COMPRESSION:
         # The same zlib stream format, about 3× faster than zlib's fastest setting and no larger (BENCHMARKS §6b).
         return isal.compress(data, level)
-    # Run-length matching only: after the Sub filter most bytes repeat their neighbour, and this strategy finds
+    # Run-length matching only: after the Sub filter most bytes repeat their neighbor, and this strategy finds
     # those runs in about 60 % of the default strategy's time, with output no larger.
     c = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
     return c.compress(data) + c.flush()

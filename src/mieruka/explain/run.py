@@ -22,18 +22,19 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from mieruka import __version__
 from mieruka._io import atomic_write, write_json
 from mieruka.checkpoint import ModelInfo, load_checkpoint
 from mieruka.data.images import read_image
-from mieruka.data.store import ImageStore, normalize
+from mieruka.data.sources.folder import MASKS_DIR
+from mieruka.data.store import ImageStore
 from mieruka.errors import DataError
 from mieruka.explain.engine import explain
-from mieruka.explain.render import grid, normalize_for_display, panel, to_original_size
+from mieruka.explain.render import grid, panel, to_original_size
+from mieruka.explain.scaling import normalize_for_display
 from mieruka.explain.targets import parse_target
-from mieruka.inference import select_device
+from mieruka.inference import batches, model_input, select_device
 
 __all__ = ["ExplainRun", "run_explain"]
 
@@ -54,7 +55,7 @@ def _is_dataset(path: Path, info: ModelInfo) -> bool:
         return path.suffix.lower() == ".csv"
     if not path.is_dir():
         return False
-    subdirs = {p.name for p in path.iterdir() if p.is_dir() and p.name != "masks" and not p.name.startswith(".")}
+    subdirs = {p.name for p in path.iterdir() if p.is_dir() and p.name != MASKS_DIR and not p.name.startswith(".")}
     return bool(subdirs) and subdirs <= set(info.classes)
 
 
@@ -69,12 +70,12 @@ def _inputs(
     for src in sources:
         p = Path(src)
         if _is_dataset(p, info):
-            ds = info.load_dataset(p)
-            samples = ds.split(split)
+            dataset = info.load_dataset(p)
+            samples = dataset.split(split)
             if not samples:
                 raise DataError(f"{p}: the {split} split is empty")
             paths += [s.image for s in samples]
-            labels += [ds.label_index(s) for s in samples]
+            labels += [dataset.label_index(s) for s in samples]
         else:
             found = collect_images([p])
             paths += found
@@ -109,75 +110,28 @@ def run_explain(
     targets = parse_target(target, info.classes, info.verdicts)
     layer_names = tuple(layers) if layers else (info.target_layer,)
     store = ImageStore(paths, info.image_size, progress=progress).require_readable()
-
-    out_dir = Path(out)
-    (out_dir / "panels").mkdir(parents=True, exist_ok=True)
     model = model.to(memory_format=torch.channels_last)
     dev = next(model.parameters()).device
-    maps_out: dict[str, np.ndarray] = {}
-    records: list[dict[str, Any]] = []
-    panels_for_grid: list[Image.Image] = []
-    fixed_scale: float | None = None
     results = []
-    for start in tqdm(
-        range(0, len(paths), batch_size), desc=f"explaining ({method})", disable=not progress, unit="batch", leave=False
-    ):
-        idx = list(range(start, min(start + batch_size, len(paths))))
-        x = normalize(store.get(idx).to(dev), info.mean, info.std).contiguous(memory_format=torch.channels_last)
-        lab = [labels[i] for i in idx]
-        lab_t = torch.tensor([-1 if v is None else v for v in lab], device=dev)
+    for idx in batches(list(range(len(paths))), batch_size, desc=f"explaining ({method})", progress=progress):
+        x = model_input(store, idx, dev, info.mean, info.std)
+        lab_t = torch.tensor([-1 if labels[i] is None else labels[i] for i in idx], device=dev)
         ex = explain(
             model, x, method=method, targets=targets, layers=layer_names, labels=lab_t if target == "true" else None
         )
         results.append((idx, ex.maps.float().cpu(), ex.probs.float().cpu(), ex.class_indices.cpu(), ex.fast_path))
+    fixed_scale = None
     if normalization == "fixed":
         fixed_scale = max(float(m.max()) for _, m, _, _, _ in results) or 1.0
-
+    out_dir = Path(out)
+    (out_dir / "panels").mkdir(parents=True, exist_ok=True)
     target_names = list(info.classes) if target == "all" else [target]
+    caption_extra = f"\n{method}, target: {target_names[0]}" if target not in ("true", "pred") else ""
+    writer = _PanelWriter(out_dir, info, paths, labels, normalization, fixed_scale, alpha, caption_extra)
     for idx, maps, probs, class_idx, fast in results:
         for j, i in enumerate(idx):
-            path = paths[i]
-            key = f"{i:05d}"
-            maps_out[key] = maps[j].numpy().astype(np.float16)
-            pred = int(probs[j].argmax())
-            true = labels[i]
-            shown = normalize_for_display(maps[j], normalization, fixed_scale)  # (T, S, S)
-            image = read_image(path)
-            heat = to_original_size(shown[0], image.shape[:2]).numpy()
-            caption = (
-                f"true: {info.classes[true]} / " if true is not None else ""
-            ) + f"predicted: {info.classes[pred]} (p={float(probs[j, pred]):.2f})"
-            if target not in ("true", "pred"):
-                caption += f"\n{method}, target: {target_names[0]}"
-            pic = panel(image, heat, caption, alpha=alpha)
-            panel_path = out_dir / "panels" / f"{key}_{path.stem}.png"
-            _save_png(panel_path, pic)
-            if len(panels_for_grid) < GRID_PANELS:
-                panels_for_grid.append(pic)
-            records.append(
-                {
-                    "index": i,
-                    "file": str(path),
-                    "true": None if true is None else info.classes[true],
-                    "predicted": info.classes[pred],
-                    "probabilities": {c: round(float(v), 6) for c, v in zip(info.classes, probs[j], strict=True)},
-                    "verdict": info.verdicts[info.classes[pred]],
-                    "explained_class": [None if int(c) < 0 else info.classes[int(c)] for c in class_idx[j]],
-                    "original_size": [int(image.shape[1]), int(image.shape[0])],
-                    "panel": str(panel_path.relative_to(out_dir)),
-                    "map_key": key,
-                    "fast_path": bool(fast),
-                }
-            )
-
-    def _save_maps(p: Path) -> None:
-        with open(p, "wb") as fh:
-            np.savez_compressed(fh, **maps_out)  # type: ignore[arg-type]
-
-    atomic_write(out_dir / "maps.npz", _save_maps)
-    if panels_for_grid:
-        sheet = grid(panels_for_grid, cols=4)
-        _save_png(out_dir / "grid.png", sheet)
+            writer.add(i, maps[j], probs[j], class_idx[j], fast)
+    writer.finish()
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "mieruka_version": __version__,
@@ -191,7 +145,77 @@ def run_explain(
         "fixed_scale": fixed_scale,
         "input_size": info.image_size,
         "maps": "maps.npz",
-        "images": records,
+        "images": writer.records,
     }
     write_json(out_dir / "manifest.json", manifest)
     return ExplainRun(out_dir=out_dir, manifest=manifest)
+
+
+class _PanelWriter:
+    """Panels, the grid and the raw maps of an explain run, image by image."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        info: ModelInfo,
+        paths: Sequence[Path],
+        labels: Sequence[int | None],
+        normalization: str,
+        fixed_scale: float | None,
+        alpha: float,
+        caption_extra: str,
+    ):
+        self.out_dir, self.info, self.paths, self.labels = out_dir, info, paths, labels
+        self.normalization, self.fixed_scale, self.alpha, self.caption_extra = (
+            normalization,
+            fixed_scale,
+            alpha,
+            caption_extra,
+        )
+        self.maps: dict[str, np.ndarray] = {}
+        self.records: list[dict[str, Any]] = []
+        self.grid_panels: list[Image.Image] = []
+
+    def add(self, i: int, maps: torch.Tensor, probs: torch.Tensor, class_idx: torch.Tensor, fast: bool) -> None:
+        """Image ``i``: its maps (T, S, S), probabilities (C,) and explained classes (T,)."""
+        info, path, true = self.info, self.paths[i], self.labels[i]
+        key = f"{i:05d}"
+        self.maps[key] = maps.numpy().astype(np.float16)
+        pred = int(probs.argmax())
+        shown = normalize_for_display(maps, self.normalization, self.fixed_scale)  # (T, S, S)
+        image = read_image(path)
+        heat = to_original_size(shown[0], image.shape[:2]).numpy()
+        caption = (f"true: {info.classes[true]} / " if true is not None else "") + (
+            f"predicted: {info.classes[pred]} (p={float(probs[pred]):.2f})" + self.caption_extra
+        )
+        pic = panel(image, heat, caption, alpha=self.alpha)
+        panel_path = self.out_dir / "panels" / f"{key}_{path.stem}.png"
+        _save_png(panel_path, pic)
+        if len(self.grid_panels) < GRID_PANELS:
+            self.grid_panels.append(pic)
+        self.records.append(
+            {
+                "index": i,
+                "file": str(path),
+                "true": None if true is None else info.classes[true],
+                "predicted": info.classes[pred],
+                "probabilities": {c: round(float(v), 6) for c, v in zip(info.classes, probs, strict=True)},
+                "verdict": info.verdicts[info.classes[pred]],
+                "explained_class": [None if int(c) < 0 else info.classes[int(c)] for c in class_idx],
+                "original_size": [int(image.shape[1]), int(image.shape[0])],
+                "panel": str(panel_path.relative_to(self.out_dir)),
+                "map_key": key,
+                "fast_path": bool(fast),
+            }
+        )
+
+    def finish(self) -> None:
+        """Write ``maps.npz`` and ``grid.png``."""
+
+        def save_maps(p: Path) -> None:
+            with open(p, "wb") as fh:
+                np.savez_compressed(fh, **self.maps)  # type: ignore[arg-type]
+
+        atomic_write(self.out_dir / "maps.npz", save_maps)
+        if self.grid_panels:
+            _save_png(self.out_dir / "grid.png", grid(self.grid_panels, cols=4))

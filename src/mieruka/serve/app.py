@@ -56,7 +56,7 @@ def create_app(
         overlay_max_side: The overlay PNG is drawn at the image's size, shrunk to at most this many pixels a side.
     """
     info = runtime.info
-    colorize(np.zeros((1, 1), np.float32))  # load the colour map now, not in the first request
+    colorize(np.zeros((1, 1), np.float32))  # load the color map now, not in the first request
     limit_bytes = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(
         title="mieruka",
@@ -69,39 +69,10 @@ def create_app(
         if api_key is not None and not hmac.compare_digest((given or "").encode(), api_key.encode()):
             raise HTTPException(401, f"missing or wrong API key (send it in the {API_KEY_HEADER} header)")
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail
-        if exc.status_code == 413 and detail == "Content Too Large":
-            detail = f"the upload is larger than the limit of {max_upload_mb:g} MiB"
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
-
-    model_description = {
-        "arch": info.arch,
-        "classes": list(info.classes),
-        "verdicts": info.verdicts,
-        "image_size": info.image_size,
-        "ng_threshold": _threshold(info.ng_threshold),
-        "tta": info.tta,
-        "method": runtime.method,
-        "heatmap": runtime.method is not None,
-        "backend": runtime.backend,
-        "version": info.version,
-        "limits": {"max_upload_mb": max_upload_mb, "max_images": max_images, "max_pixels": max_pixels},
-        "auth": api_key is not None,
-    }
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
-        html = resources.files("mieruka.serve").joinpath("static/index.html").read_text(encoding="utf-8")
-        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
-
-    @app.get("/static/cjk-font.ttf", include_in_schema=False)
-    def font() -> FileResponse:
-        path = cjk_font_path()
-        if path is None:
-            raise HTTPException(404, "no bundled CJK font")
-        return FileResponse(path, media_type="font/ttf", headers={"Cache-Control": "max-age=86400"})
+    _add_error_handler(app, max_upload_mb)
+    limits = {"max_upload_mb": max_upload_mb, "max_images": max_images, "max_pixels": max_pixels}
+    model_description = _describe(runtime, limits, api_key is not None)
+    _add_page(app)
 
     @app.get("/healthz", summary="liveness")
     def healthz() -> dict[str, str]:
@@ -124,23 +95,11 @@ def create_app(
             raise HTTPException(413, f"{len(files)} images in one request; the limit is {max_images}")
         images = [_decode(f, max_pixels) for f in files]
         probs, heat = run_with_tta(runtime, prepare(images, info), info.tta)
-        t = threshold if threshold is not None else _threshold(info.ng_threshold)
+        t = threshold if threshold is not None else info.decision_threshold
         p_ng = ng_probability(probs, info.ng_classes)
         results = []
         for i, (f, image) in enumerate(zip(files, images, strict=True)):
-            top = int(probs[i].argmax())
-            item: dict[str, Any] = {
-                "filename": f.filename,
-                "width": image.shape[1],
-                "height": image.shape[0],
-                "class": info.classes[top],
-                "class_index": top,
-                "probability": float(probs[i, top]),
-                "verdict": "NG" if p_ng[i] >= t else "OK",
-                "ng_probability": float(p_ng[i]),
-                "threshold": t,
-                "probabilities": {c: float(p) for c, p in zip(info.classes, probs[i], strict=True)},
-            }
+            item = _result(info.classes, f.filename, image, probs[i], float(p_ng[i]), t)
             if overlay_png and heat is not None:
                 item["overlay_png"] = _overlay_png(image, heat[i], overlay_max_side)
             results.append(item)
@@ -153,8 +112,69 @@ def create_app(
     return app
 
 
-def _threshold(value: float | None) -> float:
-    return 0.5 if value is None else float(value)
+def _result(
+    classes: tuple[str, ...], filename: str | None, image: np.ndarray, probs: np.ndarray, p_ng: float, t: float
+) -> dict[str, Any]:
+    """One image's answer without its overlay."""
+    top = int(probs.argmax())
+    return {
+        "filename": filename,
+        "width": image.shape[1],
+        "height": image.shape[0],
+        "class": classes[top],
+        "class_index": top,
+        "probability": float(probs[top]),
+        "verdict": "NG" if p_ng >= t else "OK",
+        "ng_probability": p_ng,
+        "threshold": t,
+        "probabilities": {c: float(p) for c, p in zip(classes, probs, strict=True)},
+    }
+
+
+def _describe(runtime: Runtime, limits: dict[str, Any], auth: bool) -> dict[str, Any]:
+    """The answer of ``GET /v1/model``."""
+    info = runtime.info
+    return {
+        "arch": info.arch,
+        "classes": list(info.classes),
+        "verdicts": info.verdicts,
+        "image_size": info.image_size,
+        "ng_threshold": info.decision_threshold,
+        "tta": info.tta,
+        "method": runtime.method,
+        "heatmap": runtime.method is not None,
+        "backend": runtime.backend,
+        "version": info.version,
+        "limits": limits,
+        "auth": auth,
+    }
+
+
+def _add_error_handler(app: FastAPI, max_upload_mb: float) -> None:
+    """Every HTTP error answers JSON ``{"detail": …}``."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        if exc.status_code == 413 and detail == "Content Too Large":
+            detail = f"the upload is larger than the limit of {max_upload_mb:g} MiB"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+def _add_page(app: FastAPI) -> None:
+    """The web page and the font it uses for Japanese text."""
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        html = resources.files("mieruka.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/static/cjk-font.ttf", include_in_schema=False)
+    def font() -> FileResponse:
+        path = cjk_font_path()
+        if path is None:
+            raise HTTPException(404, "no bundled CJK font")
+        return FileResponse(path, media_type="font/ttf", headers={"Cache-Control": "max-age=86400"})
 
 
 def _decode(upload: UploadFile, max_pixels: int) -> np.ndarray:

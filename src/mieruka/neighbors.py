@@ -19,7 +19,7 @@ from torch import nn
 from mieruka.data.store import ImageStore
 from mieruka.inference import predict_probs_and_features
 
-__all__ = ["nearest", "neighbour_sheet", "pooled_features"]
+__all__ = ["nearest", "neighbor_sheet", "pooled_features"]
 
 
 def pooled_features(
@@ -59,13 +59,13 @@ def nearest(
     return top.values.numpy(), top.indices.numpy()
 
 
-def neighbour_sheet(
+def neighbor_sheet(
     rows: Sequence[tuple[np.ndarray, str, Sequence[tuple[np.ndarray, str]]]], height: int = 160
 ) -> Image.Image:
-    """One row per query: the query image, then its neighbours, each captioned below.
+    """One row per query: the query image, then its neighbors, each captioned below.
 
     Args:
-        rows: ``(image, caption, [(neighbour image, caption), …])`` with (H, W, 3) uint8 images.
+        rows: ``(image, caption, [(neighbor image, caption), …])`` with (H, W, 3) uint8 images.
         height: Height of every thumbnail in pixels (aspect ratio kept).
     """
     from mieruka.explain.render import grid, thumbnail

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mieruka.neighbours import nearest
+from mieruka.neighbors import nearest
 
 
 def test_nearest_ranks_by_cosine_and_skips_excluded_pairs() -> None:

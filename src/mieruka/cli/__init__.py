@@ -1,0 +1,55 @@
+"""The ``mieruka`` command: one module per subcommand, each holding its options beside its handler.
+
+A command module has ``register(subparsers)``, which adds its parser and sets ``func`` to its handler; the handler
+is a thin shell over one library function. :data:`COMMANDS` lists the modules in the order ``--help`` shows them.
+See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from mieruka import __version__
+from mieruka.cli import audit, evaluate, explain, export, info, predict, report, serve, synth, train
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+COMMANDS = (synth, train, evaluate, predict, export, serve, explain, audit, report, info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="mieruka",
+        description="Explainable visual inspection: train a defect classifier on part images, evaluate it per class "
+        "and as an OK/NG gate, and see why it decides.",
+    )
+    parser.add_argument("--version", action="version", version=f"mieruka {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 on success, 2 on a usage or data error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:  # MierukaError is a ValueError
+        if args.debug:
+            traceback.print_exc()
+        print(f"mieruka {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

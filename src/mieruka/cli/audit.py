@@ -1,0 +1,123 @@
+"""``mieruka audit``: is the model looking at the defect?"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from mieruka.cli._common import add_common, add_split
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="is the model looking at the defect? localization metrics, triage, review list, HTML report",
+        description="For every image of a split and every method: the explained map at the original size, its "
+        "localization against the defect mask (energy inside, lift over uniform, pointing game, relevance rank "
+        "accuracy, average precision, IoU/Dice, fragmentation) beside chance baselines, and a triage category. "
+        "Writes DIR/audit.csv, DIR/summary.json, DIR/review.csv and DIR/report/index.html.",
+    )
+    p.add_argument("model", type=Path, help="model .safetensors")
+    p.add_argument("data", type=Path, help="data set with masks (folder tree or manifest CSV)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    add_split(p, "test")
+    p.add_argument(
+        "--method",
+        default="layercam:multiscale/product,gradcam",
+        help="comma-separated NAME[:LAYER+LAYER…][/mean|product]; the layer word multiscale means every stage from "
+        "stride 8 down plus the last block; default: the recommended layercam:multiscale/product beside plain gradcam",
+    )
+    p.add_argument("--target", default="pred", help="pred (default), true, ng or a class name")
+    p.add_argument("--tolerance", type=int, default=15, help="pointing-game tolerance in pixels (default 15)")
+    p.add_argument(
+        "--map-threshold",
+        type=float,
+        default=0.5,
+        help="fraction of the map's maximum above which pixels count as attended, for IoU/Dice/fragments (0.5)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--lang", choices=("en", "ja"), default="en", help="language of the HTML report")
+    p.add_argument(
+        "--boxes",
+        type=Path,
+        help="box annotations to use as the defect regions: a COCO .json file (entries by image file name) or a "
+        "folder of Pascal VOC <stem>.xml / YOLO <stem>.txt files (default: the data set's masks)",
+    )
+    _add_faithfulness(p)
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def _add_faithfulness(p: argparse.ArgumentParser) -> None:
+    from mieruka.audit.faithfulness import FILLS
+
+    p.add_argument(
+        "--faithfulness",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure faithfulness on N images spread over the split: deletion/insertion AUC, average "
+        "drop/increase, and the model-randomization sanity check (default 0: off; costs about 2 × (steps + 1) "
+        "forward passes per image and method)",
+    )
+    p.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
+    p.add_argument(
+        "--fill",
+        choices=FILLS,
+        default="blur",
+        help="what deleted pixels become (default blur: a Gaussian blur, σ = 5 px at 224 px)",
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    from mieruka.audit.faithfulness import FaithfulnessConfig
+    from mieruka.audit.run import run_audit
+    from mieruka.audit.triage import AuditConfig
+
+    result = run_audit(
+        args.model,
+        args.data,
+        args.out,
+        split=args.split,
+        methods=[m for m in args.method.split(",") if m],
+        target=args.target,
+        config=AuditConfig(tolerance=args.tolerance, map_threshold=args.map_threshold),
+        device=args.device,
+        batch_size=args.batch_size,
+        lang=args.lang,
+        boxes=args.boxes,
+        faithfulness=args.faithfulness,
+        faithfulness_config=FaithfulnessConfig(steps=args.steps, fill=args.fill),
+        progress=not args.quiet,
+    )
+    _print_summary(result.summary)
+    out = result.out_dir
+    print(
+        f"results: {out / 'audit.csv'}, {out / 'summary.json'}, {out / 'review.csv'}; "
+        f"report: {out / 'report' / 'index.html'}"
+    )
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print(f"{'method':<36}{'energy in':>10}{'lift':>8}{'pointing':>10}{'rank acc':>10}   (defect images; uniform)")
+    for method, groups in summary["methods"].items():
+        a = groups["all"]
+        if a["with_region"]:
+            u = a["baselines"]["uniform"]
+            print(
+                f"{method:<36}{a['energy_inside']:>10.3f}{a['lift']:>8.2f}{a['pointing_hit']:>10.3f}"
+                f"{a['relevance_rank']:>10.3f}   ({u['energy_inside']:.3f}, {u['pointing_hit']:.3f})"
+            )
+        print(f"  categories: {a['categories']}")
+        if "faithfulness" in a:
+            f = a["faithfulness"]
+            check = summary["faithfulness"]["randomization_check"][method]
+            print(
+                f"  faithfulness ({f['images']} images): deletion AUC {f['deletion_auc']:.3f}, insertion AUC "
+                f"{f['insertion_auc']:.3f}, average drop {f['average_drop_percent']:.1f} %, increase "
+                f"{f['increase_rate']:.2f}; randomization check: mean |rank correlation| "
+                f"{check['mean_abs_rank_correlation']:.3f} ({'passed' if check['passed'] else 'FAILED'})"
+            )

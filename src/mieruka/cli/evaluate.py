@@ -1,0 +1,78 @@
+"""``mieruka evaluate``: per-class and OK/NG metrics on a split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from mieruka.cli._common import add_common, add_model, add_split, add_tta, fmt_rate
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="per-class and OK/NG metrics on a split",
+        description="Evaluate MODEL on one split of DATA: accuracy, balanced accuracy, per-class "
+        "precision/recall/F1, confusion matrix, escape and overkill rates, and an NG threshold chosen "
+        "on the validation split. Writes DIR/metrics.json, predictions.csv, confusion_matrix.png.",
+    )
+    add_model(p)
+    p.add_argument("data", type=Path, help="class-per-folder tree or manifest CSV")
+    add_split(p, "test")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--max-escape", type=float, default=0.0, help="escape-rate target for the threshold (default 0)")
+    p.add_argument(
+        "--neighbors",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also list every image's K nearest training images in the model's features (neighbors.csv) and draw "
+        "the misclassified ones beside theirs (neighbors.png); default 0 = off",
+    )
+    add_tta(p)
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from mieruka.evaluate import evaluate
+
+    ev = evaluate(
+        args.model,
+        args.data,
+        args.out,
+        split=args.split,
+        max_escape=args.max_escape,
+        device=args.device,
+        tta=args.tta,
+        neighbors=args.neighbors,
+        progress=not args.quiet,
+    )
+    m = ev.metrics
+    print(
+        f"{m['split']}: {m['images']} images  accuracy {m['accuracy']:.4f}  balanced accuracy "
+        f"{m['balanced_accuracy']:.4f}"
+    )
+    for c, pc in m["per_class"].items():
+        print(
+            f"  {c:<24} precision {pc['precision']:.3f}  recall {pc['recall']:.3f}  f1 {pc['f1']:.3f}  "
+            f"n={pc['support']}"
+        )
+    g = m["gate_at_threshold"]
+    print(f"OK/NG by predicted class: escape {fmt_rate(m['escape_rate'])}  overkill {fmt_rate(m['overkill_rate'])}")
+    print(
+        f"OK/NG at NG threshold {m['threshold']:.4f} (chosen on {m['threshold_chosen_on']} for escape <= "
+        f"{m['max_escape']}): escape {fmt_rate(g['escape_rate'])}  overkill {fmt_rate(g['overkill_rate'])}"
+    )
+    print(f"results: {ev.out_dir / 'metrics.json'}, {ev.out_dir / 'confusion_matrix.png'}")
+    if "neighbors" in m:
+        n = m["neighbors"]
+        sheet = f", {ev.out_dir / 'neighbors.png'}" if n["errors"] else ""
+        print(
+            f"nearest training images: {ev.out_dir / 'neighbors.csv'}{sheet}; of {n['errors']} misclassified images, "
+            f"{n['errors_nearest_labelled_as_predicted']} have a nearest training image labelled as predicted "
+            "(check those labels)"
+        )

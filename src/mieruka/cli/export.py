@@ -1,0 +1,50 @@
+"""``mieruka export``: the model as one ONNX graph with class probabilities and heatmap."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any) -> None:
+    from mieruka.explain.graph import EXPORT_METHODS
+
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX: class probabilities and heatmap in one graph",
+        description="Write one self-contained ONNX file whose graph maps an image batch (dynamic batch size) to "
+        "class probabilities and the heatmap of the predicted class, computed by the one-forward-pass CAM "
+        "(no autograd needed at run time). Class names, verdicts, input size and normalization go into the "
+        "file's metadata. The file is checked with ONNX Runtime against PyTorch before the command succeeds.",
+    )
+    p.add_argument("model", type=Path, help="model .safetensors written by mieruka train")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="output format (onnx)")
+    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument(
+        "--method",
+        default="gradcam",
+        choices=EXPORT_METHODS,
+        help="CAM method computed in the graph (default gradcam)",
+    )
+    p.add_argument("--all-classes", action="store_true", help="also output every class's heatmap ('heatmaps')")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from mieruka.export import export_onnx
+
+    r = export_onnx(args.model, args.out, method=args.method, all_classes=args.all_classes, opset=args.opset)
+    if r.method is None:
+        print(
+            "note: the model's head is not global average pooling + one linear layer, so the graph cannot compute "
+            "a heatmap; exported class probabilities only"
+        )
+    diffs = f"probabilities {r.max_prob_diff:.1e}" + (
+        f", maps {r.max_map_diff:.1e}" if r.max_map_diff is not None else ""
+    )
+    print(f"wrote {r.path} ({r.path.stat().st_size / 1e6:.1f} MB, {r.seconds:.0f} s): outputs {', '.join(r.outputs)}")
+    print(f"checked with ONNX Runtime against PyTorch: largest difference {diffs}")

@@ -1,0 +1,51 @@
+"""``mieruka predict``: class, probability and verdict of images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from mieruka.cli._common import add_common, add_tta
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="class, probability and verdict of images",
+        description="Classify images (files or folders, searched recursively) with a .safetensors model (PyTorch) "
+        "or a .onnx file from 'mieruka export' (ONNX Runtime on the CPU, same preprocessing). "
+        "Usage: mieruka predict MODEL IMAGE_OR_DIR... or mieruka predict --model MODEL IMAGE_OR_DIR...",
+    )
+    p.add_argument("--model", type=Path, help="the model (.safetensors or .onnx), instead of the first argument")
+    p.add_argument("paths", nargs="+", type=Path, metavar="[MODEL] IMAGE_OR_DIR")
+    p.add_argument("--out", type=Path, help="write a CSV here (else print a table)")
+    p.add_argument("--threshold", type=float, help="NG-probability threshold (default: the model's)")
+    add_tta(p)
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from mieruka.predict import predict
+
+    model, inputs = (args.model, args.paths) if args.model else (args.paths[0], args.paths[1:])
+    if not inputs:
+        raise ValueError("give the model and at least one image or folder: mieruka predict MODEL IMAGE_OR_DIR...")
+    results = predict(
+        model,
+        inputs,
+        out=args.out,
+        threshold=args.threshold,
+        device=args.device,
+        tta=args.tta,
+        progress=not args.quiet,
+    )
+    if args.out is None:
+        for r in results:
+            print(f"{r.image}\t{r.label}\t{r.probability:.4f}\t{r.verdict}")
+    else:
+        ng = sum(r.verdict == "NG" for r in results)
+        print(f"{len(results)} images: {len(results) - ng} OK, {ng} NG; written to {args.out}")

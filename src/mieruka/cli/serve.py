@@ -1,0 +1,69 @@
+"""``mieruka serve``: the model behind an HTTP API and a web page."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any) -> None:
+    from mieruka.explain.graph import EXPORT_METHODS
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP with a web page",
+        description="Serve a model (.onnx from 'mieruka export', run by ONNX Runtime, or .safetensors, run by "
+        "PyTorch): POST /v1/predict (multipart field 'files', one or several images) returns class, "
+        "probabilities, OK/NG verdict and the heatmap overlay as base64 PNG; GET /v1/model, GET /healthz; API "
+        "docs at /docs; a web page at /. Oversized uploads get 413, non-images 415, corrupt images 422.",
+    )
+    p.add_argument("model", type=Path, metavar="MODEL_OR_ONNX", help="a .onnx or .safetensors model")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--api-key",
+        help="require this key in the X-API-Key header for /v1/* (default: $MIERUKA_API_KEY, else none)",
+    )
+    p.add_argument(
+        "--method",
+        default="gradcam",
+        choices=EXPORT_METHODS,
+        help="CAM method for a .safetensors model (an .onnx file carries its own; default gradcam)",
+    )
+    p.add_argument("--max-upload-mb", type=float, default=32.0, help="largest request body in MiB (default 32)")
+    p.add_argument("--max-images", type=int, default=16, help="most images per request (default 16)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="ONNX Runtime threads per request (default: one per core, divided among the workers)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes, each with its own copy of the model (default 1; one per core serves many "
+        "concurrent clients faster)",
+    )
+    p.add_argument("--device", default="auto", help="cpu or cuda for a .safetensors model (default cpu)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from mieruka.serve import serve
+
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or os.environ.get("MIERUKA_API_KEY") or None,
+        method=args.method,
+        device="cpu" if args.device == "auto" else args.device,
+        max_upload_mb=args.max_upload_mb,
+        max_images=args.max_images,
+        threads=args.threads,
+        workers=args.workers,
+    )

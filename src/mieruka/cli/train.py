@@ -1,0 +1,131 @@
+"""``mieruka train``: fine-tune a classifier on a data set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from mieruka.tta import TRAIN_TTA_CHOICES
+
+__all__ = ["register", "run"]
+
+# Training options whose command-line flags map one to one onto TrainConfig fields.
+_TRAIN_OPTIONS = [
+    "arch",
+    "pretrained",
+    "image_size",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "patience",
+    "balance",
+    "freeze_stages",
+    "ema_decay",
+    "tta",
+    "seed",
+    "split_seed",
+    "device",
+    "cache_gb",
+    "max_escape",
+]
+
+
+def register(sub: Any) -> None:
+    from mieruka.config import BALANCE_CHOICES
+
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a classifier on a data set",
+        description="Fine-tune an ImageNet-pretrained classifier on DATA (a class-per-folder tree "
+        "ROOT/<class>/**/<image> or a manifest CSV image,label[,mask][,split]). Writes RUN/model."
+        "safetensors (best epoch by validation balanced accuracy), logs, the split and a curve.",
+    )
+    p.add_argument("data", type=Path, help="class-per-folder tree or manifest CSV")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="JSON or TOML file of training options (names as in RUN/config.json); "
+        "options given on the command line win",
+    )
+    p.add_argument("--arch", help="timm architecture (default tf_efficientnet_lite0; `mieruka archs` lists them)")
+    p.add_argument("--pretrained", help="imagenet (default), none, or a .safetensors file of timm weights")
+    p.add_argument("--image-size", type=int, help="input side in pixels (default 256)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default 26)")
+    p.add_argument("--batch-size", type=int, help="default 32")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, help="default 0.02")
+    p.add_argument("--patience", type=int, help="early stopping patience in epochs (default 8, 0 = off)")
+    p.add_argument("--balance", choices=BALANCE_CHOICES, help="class balancing (default sqrt)")
+    p.add_argument("--freeze-stages", type=int, help="feature stages kept frozen (default 3)")
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        help="upper bound on the weight-averaging decay (default 0.998, 0 = off); in short runs timm's warm-up sets it",
+    )
+    p.add_argument(
+        "--tta",
+        choices=TRAIN_TTA_CHOICES,
+        help="test-time augmentation stored with the model: none (default), flip, d4, or auto (picked on val)",
+    )
+    p.add_argument("--seed", type=int, help="seed of training (default 0)")
+    p.add_argument("--split-seed", type=int, help="seed of the split when the data gives none (default 0)")
+    p.add_argument(
+        "--ok",
+        action="append",
+        metavar="CLASS",
+        help="a class that passes (repeatable); default: classes named ok/good/free/normal…/正常/良品",
+    )
+    p.add_argument("--max-escape", type=float, help="escape-rate target of the stored NG threshold (default 0)")
+    p.add_argument("--cache-gb", type=float, help="cache decoded images up to this size (default 4)")
+    p.add_argument("--no-rot90", action="store_true", help="no 90° rotations (for parts with a fixed orientation)")
+    p.add_argument("--no-flip", action="store_true", help="no flips")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed) instead of stopping")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    """The training configuration: the ``--config`` file's (or the defaults), overridden by the given options."""
+    from dataclasses import replace
+
+    from mieruka.config import TrainConfig
+
+    base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
+    if args.ok:
+        given["ok_classes"] = tuple(args.ok)
+    if args.skip_bad:
+        given["skip_bad"] = True
+    if args.no_rot90 or args.no_flip:
+        aug = base.augment
+        given["augment"] = replace(
+            aug,
+            rot90=aug.rot90 and not args.no_rot90,
+            hflip=aug.hflip and not args.no_flip,
+            vflip=aug.vflip and not args.no_flip,
+        )
+    return replace(base, **given)
+
+
+def run(args: argparse.Namespace) -> None:
+    from mieruka.data.dataset import describe, load_dataset
+    from mieruka.models import check_arch
+    from mieruka.train import train
+
+    if args.resume:
+        result = train(args.data, args.out, resume=True, progress=not args.quiet)
+    else:
+        cfg = _config(args)
+        check_arch(cfg.arch)
+        dataset = load_dataset(args.data, ok_classes=cfg.ok_classes or None, split_seed=cfg.split_seed)
+        print(describe(dataset))
+        result = train(args.data, args.out, cfg, progress=not args.quiet)
+    print(f"best epoch {result.best_epoch}: validation balanced accuracy {result.best_val_balanced_accuracy:.4f}")
+    print(
+        f"model: {result.model_path}\nlogs: {result.run_dir / 'history.csv'}, {result.run_dir / 'training_curve.png'}"
+    )
