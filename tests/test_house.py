@@ -1,0 +1,99 @@
+"""The house rules of docs/architecture.md, checked: rooms stay small and imports flow one way.
+
+No module of the package over 400 lines, no function over 80, no import cycle between its modules (imports inside
+functions count: a cycle deferred to run time is still a cycle), and every command of the CLI in its own module.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mieruka"
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 80
+
+
+def _modules() -> dict[str, Path]:
+    return {
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in sorted(PACKAGE.rglob("*.py"))
+    }
+
+
+def _imports(path: Path, known: set[str]) -> set[str]:
+    """The package's modules that ``path`` imports (``from a.b import c`` counts a.b, or a.b.c if that is a module)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mieruka":
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.split(".")[0] == "mieruka")
+    return {m for m in out if m in known and m != "mieruka"}
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle a depth-first walk meets, as the list of modules from the repeated one back to it."""
+    done: set[str] = set()
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(m: str) -> None:
+        if m in stack:
+            cycles.append([*stack[stack.index(m) :], m])
+            return
+        if m in done:
+            return
+        done.add(m)
+        stack.append(m)
+        for d in sorted(graph.get(m, ())):
+            visit(d)
+        stack.pop()
+
+    for m in sorted(graph):
+        visit(m)
+    return cycles
+
+
+def test_find_cycles_finds_a_cycle_and_only_that() -> None:
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert find_cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+
+
+def test_no_import_cycle_among_the_package_modules() -> None:
+    modules = _modules()
+    graph = {name: _imports(path, set(modules)) - {name} for name, path in modules.items()}
+    assert find_cycles(graph) == []
+
+
+@pytest.mark.parametrize("name", sorted(_modules()))
+def test_rooms_stay_small(name: str) -> None:
+    path = _modules()[name]
+    source = path.read_text(encoding="utf-8")
+    assert source.count("\n") <= MAX_MODULE_LINES, f"{path}: split the module before it passes {MAX_MODULE_LINES}"
+    long = [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert not long, f"{path}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
+
+
+def test_every_command_keeps_its_options_beside_its_handler() -> None:
+    from mieruka.cli import COMMANDS, build_parser
+
+    names = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    for module in COMMANDS:
+        assert callable(module.register), module.__name__
+    # every subcommand's handler lives in the module that registered its parser
+    parser = build_parser()
+    for name in names:
+        sub = parser._subparsers._group_actions[0].choices[name]  # type: ignore[union-attr]
+        handler = sub.get_default("func")
+        assert handler.__module__.startswith("mieruka.cli."), name
+        assert handler.__module__ != "mieruka.cli", name
