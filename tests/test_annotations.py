@@ -142,3 +142,29 @@ def test_folder_tree_finds_mirrored_box_files(tmp_path: Path) -> None:
         s = by_name[name]
         assert s.mask is not None
         np.testing.assert_array_equal(read_region(s.mask, s.image, (8, 10)), EXPECTED)
+
+
+def test_coco_structure_and_numbers_are_checked_with_the_file_named(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}], "categories": 3}), encoding="utf-8")
+    with pytest.raises(DataError, match=r"coco\.json: 'categories' must be a list, got int"):
+        read_coco(path, "a.png")
+    path.write_text(
+        json.dumps({"images": [{"id": 1, "file_name": "a.png", "height": "abc", "width": 8}], "annotations": []}),
+        encoding="utf-8",
+    )
+    with pytest.raises(DataError, match=r"coco\.json: images\[0\] \(a\.png\): height is 'abc', not a number"):
+        read_coco(path, "a.png")
+
+
+def test_voc_size_that_is_not_a_number_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.xml"
+    path.write_text(
+        "<annotation><size><width>abc</width><height>8</height></size><object><name>crack</name>"
+        "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>4</xmax><ymax>4</ymax></bndbox></object></annotation>",
+        encoding="utf-8",
+    )
+    with pytest.raises(DataError, match=r"a\.xml: <size>: width is 'abc', not a number"):
+        read_region(path, tmp_path / "a.png", (8, 8))

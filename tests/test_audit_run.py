@@ -43,6 +43,18 @@ def test_audit_outputs(audited: Path) -> None:
     assert all(0 <= float(r["energy_inside"]) <= 1 and float(r["area_fraction"]) > 0 for r in defects)
     summary = json.loads((audited / "summary.json").read_text(encoding="utf-8"))
     assert summary["schema_version"] == 2 and summary["split"] == "test"
+    # the gate of predict and the service: the predicted class's verdict, or P(NG) at the model's threshold
+    t = summary["ng_threshold"]
+    for r in rows:
+        gate = r["predicted_verdict"] == "NG" or float(r["ng_probability"]) >= t
+        assert r["verdict"] == ("NG" if gate else "OK")
+    assert summary["regions"] == {
+        "source": "masks",
+        "images": 12,
+        "matched": 10,
+        "with_region": 10,
+        "ng_without_region": 0,
+    }
     allg = summary["methods"]["gradcam"]["all"]
     assert allg["images"] == 12 and allg["with_region"] == 10
     gradcam_rows = [r for r in defects if r["method"] == "gradcam"]

@@ -81,3 +81,73 @@ def test_foreign_safetensors_and_pickle(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "model.pt")
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def _rewrite_metadata(path: Path, edit, *, recompute_digest: bool) -> None:
+    """Rewrite the file with edited metadata; with ``recompute_digest`` as a careful forger would."""
+    from safetensors import safe_open
+
+    from mieruka.checkpoint import tensor_digest
+
+    with safe_open(str(path), framework="pt") as fh:
+        metadata = dict(fh.metadata())
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    edit(metadata)
+    if recompute_digest:
+        metadata["sha256"] = tensor_digest(tensors, metadata)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def _edit_info(**changes):
+    import json
+
+    def edit(metadata: dict[str, str]) -> None:
+        info = json.loads(metadata["info"])
+        info.update(changes)
+        metadata["info"] = json.dumps(info)
+
+    return edit
+
+
+def test_edited_verdicts_are_refused_like_edited_weights(saved: tuple[Path, torch.nn.Module]) -> None:
+    path, _ = saved
+    _rewrite_metadata(path, _edit_info(verdicts={"欠陥A": "OK", "正常(キズ)": "OK"}), recompute_digest=False)
+    with pytest.raises(CheckpointError, match="the weights or the model description do not match"):
+        read_info(path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"image_size": "abc"}, "image_size is 'abc', expected a whole number of pixels"),
+        ({"verdicts": {"欠陥A": "maybe", "正常(キズ)": "OK"}}, "verdicts is"),
+        ({"ng_threshold": 3.0}, "ng_threshold is 3.0, expected a probability"),
+        ({"std": [0.5, 0, 0.5]}, "std is [0.5, 0, 0.5]"),
+        ({"tta": "d8"}, "tta is 'd8'"),
+    ],
+)
+def test_every_metadata_value_is_checked_on_load(saved: tuple[Path, torch.nn.Module], changes, needle: str) -> None:
+    path, _ = saved
+    _rewrite_metadata(path, _edit_info(**changes), recompute_digest=True)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert "the model description in the metadata is damaged" in str(err.value) and needle in str(err.value)
+
+
+def test_an_unknown_architecture_in_the_file_blames_the_file(saved: tuple[Path, torch.nn.Module]) -> None:
+    path, _ = saved
+    _rewrite_metadata(path, _edit_info(arch="os.system"), recompute_digest=True)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert "names the architecture 'os.system'" in str(err.value) and "--arch" not in str(err.value)
+
+
+def test_a_file_of_the_older_format_is_refused(saved: tuple[Path, torch.nn.Module]) -> None:
+    path, _ = saved
+
+    def older(metadata: dict[str, str]) -> None:
+        metadata["format_version"] = "1"
+
+    _rewrite_metadata(path, older, recompute_digest=True)
+    with pytest.raises(CheckpointError, match="checkpoint format '1'"):
+        read_info(path)

@@ -52,7 +52,10 @@ def test_synth_info_and_predict_commands(
     info = json.loads(capsys.readouterr().out)
     assert info["arch"] == "tf_efficientnet_lite0" and len(info["classes"]) == 6
     assert main(["predict", str(tiny_run / "model.safetensors"), str(synth_dir / "crack"), "--quiet"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 8
+    out = capsys.readouterr()
+    lines = out.out.strip().splitlines()
+    assert lines[0] == "image\tclass\tprobability\tP(NG)\tverdict" and len(lines) == 1 + 8  # a header, 8 images
+    assert "NG when the predicted class is NG or P(NG) >= " in out.err and "(the model's)" in out.err
 
 
 def test_config_file_and_unicode_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,5 +100,6 @@ def test_evaluate_neighbors_from_the_command_line(
     assert line.startswith(f"nearest training images: {tmp_path / 'neighbors.csv'}")
     assert f"of {m['neighbors']['errors']} misclassified images" in line
     assert len((tmp_path / "neighbors.csv").read_text(encoding="utf-8").splitlines()) == 1 + 3 * m["images"]
-    assert main([*args, "--neighbors", "-2"]) == 2
-    assert "--neighbors must not be negative" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--neighbors", "-2"])
+    assert exit_.value.code == 2 and "argument --neighbors: -2 is less than 0" in capsys.readouterr().err

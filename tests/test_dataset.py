@@ -8,7 +8,7 @@ import pytest
 from conftest import MAGNETIC_TILE
 from PIL import Image
 
-from mieruka.data.dataset import default_verdicts, load_dataset, resolve_verdicts, stratified_split
+from mieruka.data.dataset import Dataset, default_verdicts, load_dataset, resolve_verdicts, stratified_split
 from mieruka.errors import DataError
 
 
@@ -120,9 +120,14 @@ def test_saved_split_reloads_identically(synth_dir: Path, tmp_path: Path) -> Non
     ds = load_dataset(synth_dir, split_seed=5)
     ds.save_split(tmp_path / "split.csv")
     again = load_dataset(tmp_path / "split.csv")
-    assert [(s.image, s.label, s.mask, s.split) for s in again.samples] == [
-        (s.image, s.label, s.mask, s.split) for s in ds.samples
-    ]
+
+    def resolved(d: Dataset) -> list[tuple]:
+        return [(s.image.resolve(), s.label, s.mask and s.mask.resolve(), s.split) for s in d.samples]
+
+    assert resolved(again) == resolved(ds)
+    # paths relative to the CSV's folder, as a manifest's are read: the file works from any working directory
+    first = (tmp_path / "split.csv").read_text(encoding="utf-8").splitlines()[1]
+    assert not first.startswith("/") and first.startswith("../")
 
 
 @pytest.mark.skipif(not MAGNETIC_TILE.is_file(), reason="shared magnetic-tile data not present")

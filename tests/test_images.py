@@ -109,3 +109,24 @@ def test_mask_nonzero_is_defect_and_size_checked(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         read_mask(tmp_path / "m.png", image_path=tmp_path / "img.png", image_shape=(5, 5))
     assert "m.png" in str(err.value) and "img.png" in str(err.value) and "5×4" in str(err.value)
+
+
+def test_16bit_images_are_scaled_by_one_fixed_factor(tmp_path: Path) -> None:
+    # a 12-bit camera stored in 16 bits, and a 16-bit image whose values happen to stay under 256
+    Image.fromarray(np.array([[0, 2048], [4095, 100]], dtype=np.uint16)).save(tmp_path / "twelve.png")
+    Image.fromarray(np.array([[0, 200], [255, 100]], dtype=np.uint16)).save(tmp_path / "dim.png")
+    # by the container's range: the same factor for both (dim stays dim, it is not brightened 257 ×)
+    np.testing.assert_array_equal(read_image(tmp_path / "dim.png")[:, :, 0], [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(read_image(tmp_path / "twelve.png")[:, :, 0], [[0, 8], [16, 0]])
+    # told it is a 12-bit camera: its range fills 0–255
+    np.testing.assert_array_equal(read_image(tmp_path / "twelve.png", bit_depth=12)[:, :, 0], [[0, 128], [255, 6]])
+
+
+def test_a_huge_image_gets_one_limit_in_one_message(tmp_path: Path) -> None:
+    from mieruka.data.images import MAX_PIXELS, ImageTooLarge
+
+    path = tmp_path / "huge.png"
+    Image.new("1", (20000, 10000)).save(path)  # 200 Mpx: past Pillow's own guard too
+    with pytest.raises(ImageTooLarge) as err:
+        read_image(path)
+    assert f"{MAX_PIXELS:,}" in str(err.value) and "178,956,970" not in str(err.value)

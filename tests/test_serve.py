@@ -323,8 +323,9 @@ def test_serve_with_workers_hands_uvicorn_a_factory(tiny_onnx: Path, monkeypatch
     assert client.get("/v1/model").status_code == 401  # the key reached the worker
     assert client.get("/v1/model", headers={"X-API-Key": "k"}).json()["backend"] == "onnxruntime"
     assert '"threads": ' + str(max(1, (os.cpu_count() or 1) // 2)) in os.environ[_SETTINGS_ENV]
-    assert main(["serve", str(tiny_onnx), "--workers", "0"]) != 0
-    assert "--workers 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", str(tiny_onnx), "--workers", "0"])
+    assert exit_.value.code == 2 and "argument --workers: 0 is less than 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -381,3 +382,49 @@ def test_serve_with_two_worker_processes_answers(tiny_onnx: Path, synth_dir: Pat
             server.wait(20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+class _Broken:
+    """A runtime that loads but cannot answer (e.g. a model whose input does not fit its graph)."""
+
+    backend = "test"
+    method = None
+
+    def __init__(self, info) -> None:
+        self.info = info
+
+    def run(self, x: np.ndarray):
+        raise RuntimeError("the graph expects 3 channels, got 4")
+
+
+def test_healthz_reflects_a_model_that_cannot_answer(tiny_run: Path, synth_dir: Path) -> None:
+    _, info, _ = load_checkpoint(tiny_run / "model.safetensors")
+    client = TestClient(create_app(_Broken(info)))
+    r = client.get("/healthz")
+    assert r.status_code == 503 and r.json()["status"] == "error" and "expects 3 channels" in r.json()["detail"]
+    r = client.post("/v1/predict", files=[("files", _png(_crack_images(synth_dir)[0]))])
+    assert r.status_code == 503 and "cannot answer" in r.json()["detail"]
+
+
+def test_a_declared_oversized_body_gets_json_413(onnx_client: TestClient) -> None:
+    r = onnx_client.post(
+        "/v1/predict",
+        content=b"x" * 10,
+        headers={"Content-Type": "multipart/form-data; boundary=b", "Content-Length": str(100 * 1024 * 1024)},
+    )
+    assert r.status_code == 413 and r.headers["content-type"] == "application/json"
+    assert "larger than the limit of 32 MiB" in r.json()["detail"]
+
+
+def test_serve_options_are_checked_by_name(tiny_onnx: Path) -> None:
+    from mieruka.errors import MierukaError
+    from mieruka.serve import serve
+
+    for kwargs, needle in (
+        ({"port": 70000}, "--port 70000"),
+        ({"max_upload_mb": -1}, "--max-upload-mb -1"),
+        ({"max_images": 0}, "--max-images 0"),
+        ({"threads": 0}, "--threads 0"),
+    ):
+        with pytest.raises(MierukaError, match=needle):
+            serve(tiny_onnx, **kwargs)

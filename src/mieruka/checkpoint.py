@@ -1,13 +1,16 @@
 """The model file: one ``.safetensors`` whose metadata carries everything needed to rebuild and use the model.
 
-Loading never unpickles. A SHA-256 over the tensors, stored in the metadata, turns a truncated or tampered file into
-a clear error instead of a silently different model.
+Loading never unpickles. A SHA-256 over the tensors *and* the metadata (the model description: classes, verdicts,
+input size, NG threshold …), stored in the metadata, turns a truncated or tampered file into a clear error instead
+of a silently different model: a file whose verdicts were edited to pass every defect is refused like one whose
+weights were. Every value of the description is also checked on load, with a message naming the field.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,16 +23,17 @@ from torch import nn
 
 from mieruka import __version__
 from mieruka._io import atomic_write
-from mieruka.errors import CheckpointError
+from mieruka.errors import CheckpointError, MierukaError
 from mieruka.metrics import DEFAULT_NG_THRESHOLD
 
 if TYPE_CHECKING:
     from mieruka.data.dataset import Dataset
 
-__all__ = ["FORMAT", "ModelInfo", "load_checkpoint", "read_info", "save_checkpoint", "tensor_digest"]
+__all__ = ["FORMAT", "ModelInfo", "info_problems", "load_checkpoint", "read_info", "save_checkpoint", "tensor_digest"]
 
 FORMAT = "mieruka.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the checksum covers the metadata too (1 covered the tensors only and is no longer read)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class ModelInfo:
         ng_threshold: NG-probability threshold chosen on the validation split, if one was.
         tta: Test-time augmentation used by evaluate and predict (``none``, ``flip``, ``d4``), chosen on the
             validation split at the end of training.
+        bit_depth: Significant bits of 16-bit input images (``--bit-depth``), applied by every command and the
+            service; None: the container's 16 bits.
         version: mieruka version that wrote the file.
         config: The resolved training configuration.
         summary: Training summary metrics.
@@ -61,6 +67,7 @@ class ModelInfo:
     target_layer: str
     ng_threshold: float | None = None
     tta: str = "none"
+    bit_depth: int | None = None
     version: str = __version__
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -89,7 +96,13 @@ class ModelInfo:
 
     @classmethod
     def from_json(cls, text: str) -> ModelInfo:
+        """Parse and check a description; raises ``ValueError`` naming every field that is missing or wrong."""
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("the description is not a JSON object")
+        problems = info_problems(data)
+        if problems:
+            raise ValueError("; ".join(problems))
         data["classes"] = tuple(data["classes"])
         data["mean"] = tuple(data["mean"])
         data["std"] = tuple(data["std"])
@@ -97,13 +110,73 @@ class ModelInfo:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def tensor_digest(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes of the tensors, in sorted name order."""
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def info_problems(data: dict[str, Any]) -> list[str]:
+    """What is wrong with a model description (empty when nothing is): each problem names its field."""
+    from mieruka.data.images import BIT_DEPTHS
+    from mieruka.tta import TTA_CHOICES
+
+    p: list[str] = []
+    classes = data.get("classes")
+    class_list = classes if isinstance(classes, list | tuple) else []
+    checks = [
+        ("arch", isinstance(data.get("arch"), str) and bool(data.get("arch")), "a timm architecture name"),
+        (
+            "classes",
+            bool(class_list)
+            and all(isinstance(c, str) and c for c in class_list)
+            and len(set(class_list)) == len(class_list),
+            "a list of distinct, non-empty class names",
+        ),
+        (
+            "verdicts",
+            isinstance(data.get("verdicts"), dict)
+            and set(data["verdicts"]) == set(class_list)
+            and all(v in ("OK", "NG") for v in data["verdicts"].values()),
+            "OK or NG for every class",
+        ),
+        (
+            "image_size",
+            isinstance(data.get("image_size"), int)
+            and not isinstance(data.get("image_size"), bool)
+            and 16 <= data["image_size"] <= 8192,
+            "a whole number of pixels from 16 to 8192",
+        ),
+        ("target_layer", isinstance(data.get("target_layer"), str) and bool(data.get("target_layer")), "a layer name"),
+        (
+            "ng_threshold",
+            data.get("ng_threshold") is None or (_is_number(data["ng_threshold"]) and 0 <= data["ng_threshold"] <= 1),
+            "a probability from 0 to 1, or null",
+        ),
+        ("tta", data.get("tta", "none") in TTA_CHOICES, f"one of {', '.join(TTA_CHOICES)}"),
+        ("bit_depth", data.get("bit_depth") in (None, *BIT_DEPTHS), f"null or one of {BIT_DEPTHS}"),
+        ("config", isinstance(data.get("config", {}), dict), "a table"),
+        ("summary", isinstance(data.get("summary", {}), dict), "a table"),
+    ]
+    for key in ("mean", "std"):
+        v = data.get(key)
+        values = list(v) if isinstance(v, list | tuple) else []
+        ok = len(values) == 3 and all(_is_number(x) for x in values)
+        checks.append((key, ok and (key == "mean" or all(x > 0 for x in values)), "three numbers (std above 0)"))
+    for name, ok, expected in checks:
+        if not ok:
+            p.append(f"{name} is {data.get(name)!r}, expected {expected}")
+    return p
+
+
+def tensor_digest(state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of the tensors, in sorted name order, then over the metadata
+    (every key but ``sha256`` itself, sorted)."""
     h = hashlib.sha256()
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    if metadata is not None:
+        h.update(json.dumps(sorted((k, v) for k, v in metadata.items() if k != "sha256")).encode("utf-8"))
     return h.hexdigest()
 
 
@@ -138,9 +211,9 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "info": info.to_json(),
-        "sha256": tensor_digest(tensors),
         **(extra_meta or {}),
     }
+    metadata["sha256"] = tensor_digest(tensors, metadata)
     return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=metadata))
 
 
@@ -157,8 +230,15 @@ def _open(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
         ) from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: a safetensors file, but not a mieruka model (no mieruka metadata)")
-    if metadata.get("sha256") != tensor_digest(tensors):
-        raise CheckpointError(f"{path}: the weights do not match their recorded checksum; the file was altered")
+    if metadata.get("format_version") != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"{path}: checkpoint format {metadata.get('format_version')!r}, but this mieruka reads format "
+            f"{FORMAT_VERSION} only (its checksum also covers the model description); train the model again"
+        )
+    if metadata.get("sha256") != tensor_digest(tensors, metadata):
+        raise CheckpointError(
+            f"{path}: the weights or the model description do not match their recorded checksum; the file was altered"
+        )
     return metadata, tensors
 
 
@@ -173,6 +253,18 @@ def _parse_info(path: Path, metadata: dict[str, str]) -> ModelInfo:
         return ModelInfo.from_json(metadata["info"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: the model description in the metadata is damaged ({exc})") from None
+
+
+def _check_arch(path: Path, arch: str) -> None:
+    from mieruka.models import check_arch
+
+    try:
+        check_arch(arch)
+    except MierukaError:
+        raise CheckpointError(
+            f"{path}: the model description names the architecture {arch!r}, which timm does not have here; the "
+            "file's metadata is damaged, or it needs another timm version"
+        ) from None
 
 
 def load_checkpoint(
@@ -195,6 +287,7 @@ def load_checkpoint(
     info = _parse_info(path, metadata)
     extra = {k: v for k, v in tensors.items() if k.startswith("_")}
     state = {k: v for k, v in tensors.items() if not k.startswith("_")}
+    _check_arch(path, info.arch)
     model = build_model(info.arch, len(info.classes))
     try:
         model.load_state_dict(state, strict=True)

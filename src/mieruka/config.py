@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mieruka.augment import AugmentConfig
+from mieruka.data.images import BIT_DEPTHS
 from mieruka.tta import TRAIN_TTA_CHOICES
 
 __all__ = ["BALANCE_CHOICES", "DEFAULT_ARCH", "TrainConfig"]
@@ -58,7 +59,10 @@ class TrainConfig:
         skip_bad: Skip unreadable images (listing them) instead of stopping.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         cache_gb: Keep decoded images in memory when they need at most this many GiB.
-        max_escape: Escape-rate target for the NG threshold chosen on the validation split.
+        max_escape: Escape-rate target for the NG threshold chosen on the validation split (a bound on the
+            probability that a new defect passes; see :mod:`mieruka.metrics`).
+        bit_depth: Significant bits of 16-bit images (10, 12, 14 or 16; default: the container's 16), stored in
+            the model so that every command and the service scale pixels the same way.
         augment: Augmentation strengths.
     """
 
@@ -83,6 +87,7 @@ class TrainConfig:
     device: str = "auto"
     cache_gb: float = 4.0
     max_escape: float = 0.0
+    bit_depth: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -101,6 +106,7 @@ class TrainConfig:
             (self.tta in TRAIN_TTA_CHOICES, f"--tta must be one of {', '.join(TRAIN_TTA_CHOICES)}"),
             (self.cache_gb >= 0, "--cache-gb must not be negative"),
             (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),
+            (self.bit_depth in (None, *BIT_DEPTHS), f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -138,8 +144,39 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
         values = dict(data)
-        if "augment" in values and isinstance(values["augment"], dict):
-            values["augment"] = AugmentConfig(**values["augment"])
+        _check_types(cls, values)
+        if "augment" in values:
+            augment = values["augment"]
+            if not isinstance(augment, dict):
+                raise ValueError(f"augment: expected a table of augmentation settings, got {augment!r}")
+            unknown = sorted(set(augment) - {f.name for f in fields(AugmentConfig)})
+            if unknown:
+                raise ValueError(f"unknown augment option(s): {', '.join(unknown)}")
+            _check_types(AugmentConfig, augment, prefix="augment.")
+            values["augment"] = AugmentConfig(**augment)
         if "ok_classes" in values:
             values["ok_classes"] = tuple(values["ok_classes"])
         return cls(**values)
+
+
+def _check_types(cls: type, values: dict[str, Any], prefix: str = "") -> None:
+    """Every given value has its option's type (from the default): a message names the option and the type."""
+    for f in fields(cls):
+        if f.name not in values or f.name == "augment":
+            continue
+        value, default = values[f.name], f.default
+        if f.name == "bit_depth":
+            ok, kind = value is None or (isinstance(value, int) and not isinstance(value, bool)), "a whole number"
+        elif f.name == "ok_classes":
+            ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+            kind = "a list of class names"
+        elif isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+        elif isinstance(default, float):
+            ok, kind = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+        else:
+            ok, kind = isinstance(value, str), "text"
+        if not ok:
+            raise ValueError(f"{prefix}{f.name}: expected {kind}, got {value!r}")

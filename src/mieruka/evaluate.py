@@ -25,7 +25,16 @@ from mieruka.data.images import read_image
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError, MierukaError
 from mieruka.inference import predict_probs, predict_probs_and_features, select_device
-from mieruka.metrics import choose_threshold, classification_metrics, gate_rates, ng_probability
+from mieruka.metrics import (
+    CONFIDENCE,
+    choose_threshold,
+    classification_metrics,
+    clopper_pearson_upper,
+    escape_bound,
+    gate,
+    gate_rates,
+    ng_probability,
+)
 
 __all__ = ["Evaluation", "evaluate", "plot_confusion"]
 
@@ -43,7 +52,9 @@ class Evaluation:
 
 
 def _store(info: ModelInfo, samples: Sequence[Sample], progress: bool) -> ImageStore:
-    return ImageStore([s.image for s in samples], info.image_size, progress=progress).require_readable()
+    return ImageStore(
+        [s.image for s in samples], info.image_size, progress=progress, bit_depth=info.bit_depth
+    ).require_readable()
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str = "Confusion matrix") -> Path:
@@ -138,7 +149,8 @@ def evaluate(
             model, info, dataset, samples, features, y_true, y_pred, neighbors, batch_size, progress, out_dir
         )
     write_json(out_dir / "metrics.json", metrics)
-    _write_predictions(out_dir / "predictions.csv", info, samples, probs, p_ng, metrics["threshold"])
+    rejected = gate(probs, info.ng_classes, metrics["threshold"])
+    _write_predictions(out_dir / "predictions.csv", info, samples, probs, p_ng, rejected)
     plot_confusion(
         np.array(metrics["confusion_matrix"]),
         info.classes,
@@ -158,23 +170,24 @@ def _gate(
     max_escape: float,
     options: dict[str, Any],
 ) -> dict[str, Any]:
-    """The OK/NG figures: by the predicted class's verdict, and at the NG threshold chosen on the validation split
-    (on the evaluated split itself when that is the validation split, or when the data set has none)."""
+    """The OK/NG figures: by the predicted class's verdict alone, and by the gate (:func:`mieruka.metrics.gate`) at
+    the NG threshold chosen on the validation split (on the evaluated split itself when that is the validation
+    split, or when the data set has none), each with its Clopper–Pearson upper bound, and the threshold's conformal
+    escape bound on the split it was chosen on."""
     ng = info.ng_classes
     is_ng = np.array([info.verdicts[s.label] == "NG" for s in samples])
-    p_ng = ng_probability(probs, ng)
-    by_class = gate_rates(is_ng, np.isin(probs.argmax(1), ng))
+    by_class = _with_bound(gate_rates(is_ng, np.isin(probs.argmax(1), ng)))
     val = dataset.split("val")
     if split != "val" and val:
         val_store = _store(info, val, options["progress"])
-        p_val = ng_probability(
-            predict_probs(model, val_store, list(range(len(val))), desc="calibrating on val", **options), ng
-        )
+        val_probs = predict_probs(model, val_store, list(range(len(val))), desc="calibrating on val", **options)
         is_ng_val = np.array([info.verdicts[s.label] == "NG" for s in val])
         threshold_source = "val"
     else:
-        p_val, is_ng_val, threshold_source = p_ng, is_ng, split
-    threshold = choose_threshold(p_val, is_ng_val, max_escape)
+        val_probs, is_ng_val, threshold_source = probs, is_ng, split
+    predicted_ng_val = np.isin(val_probs.argmax(1), ng)
+    threshold = choose_threshold(ng_probability(val_probs, ng), is_ng_val, max_escape, predicted_ng_val)
+    val_escapes = int((is_ng_val & ~gate(val_probs, ng, threshold)).sum())
     return {
         "escape_rate": by_class["escape_rate"],
         "overkill_rate": by_class["overkill_rate"],
@@ -182,12 +195,19 @@ def _gate(
         "threshold": threshold,
         "threshold_chosen_on": threshold_source,
         "max_escape": max_escape,
-        "gate_at_threshold": gate_rates(is_ng, p_ng >= threshold),
+        "escape_bound": escape_bound(val_escapes, int(is_ng_val.sum())),
+        "confidence": CONFIDENCE,
+        "gate_at_threshold": _with_bound(gate_rates(is_ng, gate(probs, ng, threshold))),
     }
 
 
+def _with_bound(rates: dict[str, Any]) -> dict[str, Any]:
+    """Gate rates plus the one-sided upper confidence bound of the escape rate."""
+    return {**rates, "escape_upper_bound": clopper_pearson_upper(rates["escapes"], rates["ng_parts"])}
+
+
 def _write_predictions(
-    path: Path, info: ModelInfo, samples: Sequence[Sample], probs: np.ndarray, p_ng: np.ndarray, threshold: float
+    path: Path, info: ModelInfo, samples: Sequence[Sample], probs: np.ndarray, p_ng: np.ndarray, rejected: np.ndarray
 ) -> None:
     """``predictions.csv``: one row per image, with every class's probability."""
     y_pred = probs.argmax(1)
@@ -200,7 +220,7 @@ def _write_predictions(
             info.verdicts[s.label],
             info.verdicts[info.classes[int(y_pred[i])]],
             f"{p_ng[i]:.6f}",
-            "NG" if p_ng[i] >= threshold else "OK",
+            "NG" if rejected[i] else "OK",
             *(f"{p:.6f}" for p in probs[i]),
         )
         for i, s in enumerate(samples)
@@ -269,11 +289,11 @@ def _neighbors(
         sheet = neighbor_sheet(
             [
                 (
-                    read_image(samples[i].image),
+                    read_image(samples[i].image, bit_depth=info.bit_depth),
                     f"{samples[i].image.name}\ntrue: {samples[i].label} / predicted: {info.classes[int(y_pred[i])]}",
                     [
                         (
-                            read_image(train[int(j)].image),
+                            read_image(train[int(j)].image, bit_depth=info.bit_depth),
                             f"{train[int(j)].image.name}\ntrain: {train[int(j)].label}, cos {sims[i, r]:.3f}",
                         )
                         for r, j in enumerate(idx[i])

@@ -26,7 +26,10 @@ from mieruka.errors import MierukaError
 from mieruka.explain.graph import ExplainedModel
 from mieruka.runtime import ONNX_FORMAT, ONNX_FORMAT_VERSION, OnnxModel
 
-__all__ = ["ExportResult", "export_model", "export_onnx", "onnx_metadata"]
+__all__ = ["MIN_OPSET", "ExportResult", "export_model", "export_onnx", "onnx_metadata"]
+
+MIN_OPSET = 18
+"""The oldest opset the exporter writes directly (older ones would need a lossy conversion of the graph)."""
 
 PROB_TOLERANCE = 1e-4
 MAP_TOLERANCE = 1e-3
@@ -103,13 +106,24 @@ def export_model(
         import onnx
     except ImportError:  # pragma: no cover - depends on the installation
         raise MierukaError("exporting needs the onnx extra: pip install 'mieruka[onnx]'") from None
+    newest = _newest_opset(onnx.defs.onnx_opset_version())
+    if not MIN_OPSET <= opset <= newest:
+        raise MierukaError(
+            f"--opset {opset}: choose an opset from {MIN_OPSET} to {newest} (the newest this install writes)"
+        )
     start = time.perf_counter()
     wrapped = ExplainedModel(model, method, all_classes=all_classes).eval()
     names = wrapped.output_names
     size = info.image_size
     example = torch.zeros(2, 3, size, size)
-    # The exporter reports its progress on stdout; keep the command's output to what the user needs.
-    with contextlib.redirect_stdout(io.StringIO()), torch.inference_mode(False), torch.no_grad():
+    # The exporter reports its progress (and recoverable failures) on stdout and stderr; keep the command's output
+    # to what the user needs: a real failure raises.
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+        torch.inference_mode(False),
+        torch.no_grad(),
+    ):
         program = torch.onnx.export(
             wrapped,
             (example,),
@@ -125,6 +139,9 @@ def export_model(
     if program is None:  # pragma: no cover - the dynamo exporter always returns a program
         raise MierukaError("the ONNX exporter returned nothing")
     proto = program.model_proto
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise MierukaError(f"--opset {opset}: the exporter wrote opset {written} instead; nothing was written")
     meta = onnx_metadata(info, method if wrapped.has_heatmap else None, names)
     del proto.metadata_props[:]
     for key, value in meta.items():
@@ -144,6 +161,16 @@ def export_model(
         max_map_diff=map_diff,
         seconds=time.perf_counter() - start,
     )
+
+
+def _newest_opset(onnx_newest: int) -> int:
+    """The newest opset both the installed onnx and PyTorch's exporter know."""
+    try:
+        from torch.onnx import _constants
+
+        return min(onnx_newest, int(_constants.ONNX_MAX_OPSET))
+    except (ImportError, AttributeError):  # pragma: no cover - depends on the PyTorch version
+        return onnx_newest
 
 
 def _check(wrapped: ExplainedModel, path: Path, size: int, batch: int) -> tuple[float, float | None]:

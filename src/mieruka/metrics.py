@@ -3,6 +3,18 @@
 Inspection reads a classifier two ways: per class (which defect is it?) and as a gate (does the part pass?). The
 gate's two errors have names on the line: an *escape* is an NG part that was passed (a missed defect, the costly
 one), an *overkill* is an OK part that was rejected (a false reject).
+
+**The gate** (:func:`gate`, the one rule of ``evaluate``, ``predict``, the service and the report): a part is
+rejected when its predicted class is an NG class *or* its NG probability reaches the threshold. So the threshold
+can only add rejections to the class verdict: a part the model calls ``fray`` is never passed.
+
+**The threshold** (:func:`choose_threshold`) is chosen on the validation split with a stated guarantee. With n NG
+validation parts and k of them passed by the gate at threshold t, split-conformal risk control (Angelopoulos et
+al., "Conformal Risk Control", ICLR 2024) bounds the probability that a *new* NG part, exchangeable with them,
+escapes: P(escape) ≤ (k + 1) / (n + 1). The chosen t is the highest (fewest false rejects) whose bound meets the
+escape target; a target below 1 / (n + 1) cannot be guaranteed with n parts, and then t is the highest that passes
+no validation NG part (bound 1 / (n + 1)). :func:`clopper_pearson_upper` gives the one-sided upper confidence
+bound of an escape rate observed on a test split, reported beside it.
 """
 
 from __future__ import annotations
@@ -10,12 +22,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
 
 __all__ = [
+    "CONFIDENCE",
     "DEFAULT_NG_THRESHOLD",
     "choose_threshold",
     "classification_metrics",
+    "clopper_pearson_upper",
     "confusion_matrix",
+    "escape_bound",
+    "gate",
     "gate_rates",
     "ng_probability",
 ]
@@ -24,6 +41,32 @@ __all__ = [
 DEFAULT_NG_THRESHOLD = 0.5
 """The NG-probability threshold of a model that has none chosen on validation data (no NG part to calibrate on):
 a part is rejected when its NG classes together are at least as likely as its OK classes."""
+
+
+CONFIDENCE = 0.95
+"""Confidence level of the reported Clopper–Pearson upper bounds."""
+
+
+def gate(probs: np.ndarray, ng_classes: Sequence[int], threshold: float) -> np.ndarray:
+    """Which parts are rejected (N,): the predicted class is NG, or P(NG) reaches ``threshold``. ``probs`` is (N, K)."""
+    probs = np.asarray(probs)
+    if not len(probs):
+        return np.zeros(0, dtype=bool)
+    return np.isin(probs.argmax(1), list(ng_classes)) | (ng_probability(probs, ng_classes) >= threshold)
+
+
+def escape_bound(escapes: int, ng_parts: int) -> float | None:
+    """The conformal bound (k + 1) / (n + 1) on the escape probability of a new NG part (None without NG parts)."""
+    return (escapes + 1) / (ng_parts + 1) if ng_parts else None
+
+
+def clopper_pearson_upper(failures: int, trials: int, confidence: float = CONFIDENCE) -> float | None:
+    """One-sided Clopper–Pearson upper confidence bound of a rate from ``failures`` in ``trials`` (None if none)."""
+    if trials <= 0:
+        return None
+    if failures >= trials:
+        return 1.0
+    return float(stats.beta.ppf(confidence, failures + 1, trials - failures))
 
 
 def confusion_matrix(
@@ -92,19 +135,32 @@ def gate_rates(is_ng: np.ndarray, rejected: np.ndarray) -> dict:
     }
 
 
-def choose_threshold(p_ng: np.ndarray, is_ng: np.ndarray, max_escape: float = 0.0) -> float:
-    """The highest NG-probability threshold whose escape rate stays at or below ``max_escape``.
+def choose_threshold(
+    p_ng: np.ndarray, is_ng: np.ndarray, max_escape: float = 0.0, predicted_ng: np.ndarray | None = None
+) -> float:
+    """The highest NG-probability threshold whose conformal escape bound meets ``max_escape`` (module docstring).
 
-    A part is rejected when ``p_ng >= threshold``. Among thresholds meeting the escape target the highest rejects
-    the fewest OK parts, i.e. has the lowest overkill. With no NG parts to calibrate on,
-    :data:`DEFAULT_NG_THRESHOLD` is returned.
+    Args:
+        p_ng: (N,) NG probabilities of the validation parts.
+        is_ng: (N,) whether each part is NG.
+        max_escape: Target for the probability that a new NG part escapes.
+        predicted_ng: (N,) whether each part's predicted class is NG (rejected whatever the threshold); default:
+            none is (the threshold alone decides).
+
+    Returns:
+        The threshold; :data:`DEFAULT_NG_THRESHOLD` with no NG part to calibrate on, 1.0 when the class verdict
+        alone already meets the target.
     """
     if not 0.0 <= max_escape <= 1.0:
         raise ValueError(f"--max-escape {max_escape}: must lie between 0 and 1")
-    ng_scores = np.sort(np.asarray(p_ng, dtype=np.float64)[np.asarray(is_ng, dtype=bool)])
-    if len(ng_scores) == 0:
+    is_ng = np.asarray(is_ng, dtype=bool)
+    n = int(is_ng.sum())
+    if n == 0:
         return DEFAULT_NG_THRESHOLD
-    allowed = int(np.floor(max_escape * len(ng_scores) + 1e-9))  # NG parts that may fall below the threshold
-    if allowed >= len(ng_scores):
+    caught = np.zeros_like(is_ng) if predicted_ng is None else np.asarray(predicted_ng, dtype=bool)
+    # NG parts only the threshold can reject, lowest first: a threshold t passes those with p_ng < t
+    open_scores = np.sort(np.asarray(p_ng, dtype=np.float64)[is_ng & ~caught])
+    allowed = max(0, int(np.floor(max_escape * (n + 1) - 1 + 1e-9)))  # (k + 1) / (n + 1) <= max_escape
+    if allowed >= len(open_scores):
         return 1.0
-    return float(ng_scores[allowed])
+    return float(open_scores[allowed])

@@ -13,10 +13,11 @@ from torch import nn
 from mieruka._io import write_csv
 from mieruka.checkpoint import load_checkpoint
 from mieruka.data.images import IMAGE_EXTENSIONS
+from mieruka.data.sources.folder import MASKS_DIR
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError
 from mieruka.inference import predict_probs, select_device
-from mieruka.metrics import ng_probability
+from mieruka.metrics import gate, ng_probability
 from mieruka.runtime import OnnxModel
 
 __all__ = ["Prediction", "collect_images", "predict"]
@@ -32,10 +33,12 @@ class Prediction:
     verdict: str
     ng_probability: float
     probabilities: tuple[float, ...]
+    threshold: float
 
 
 def collect_images(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Image files named directly, plus every image below named folders (sorted, hidden files skipped)."""
+    """Image files named directly, plus every image below named folders (sorted; hidden files and the files of a
+    ``masks/`` folder, where a data set keeps its defect masks, are skipped)."""
     paths: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -45,7 +48,8 @@ def collect_images(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
                 for f in p.rglob("*")
                 if f.is_file()
                 and f.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                and not any(part.startswith(".") or part == MASKS_DIR for part in f.relative_to(p).parts[:-1])
+                and not f.name.startswith(".")
             )
             if not found:
                 raise DataError(f"{p}: the folder holds no images")
@@ -86,7 +90,7 @@ def predict(
         model, info, _ = load_checkpoint(model_path, select_device(device))
         model = model.to(memory_format=torch.channels_last)
     paths = collect_images(inputs)
-    store = ImageStore(paths, info.image_size, progress=progress).require_readable()
+    store = ImageStore(paths, info.image_size, progress=progress, bit_depth=info.bit_depth).require_readable()
     probs = predict_probs(
         model,
         store,
@@ -100,14 +104,16 @@ def predict(
     p_ng = ng_probability(probs, info.ng_classes)
     t = threshold if threshold is not None else info.decision_threshold
     top = probs.argmax(1)
+    rejected = gate(probs, info.ng_classes, t)
     results = [
         Prediction(
             image=p,
             label=info.classes[int(top[i])],
             probability=float(probs[i, top[i]]),
-            verdict="NG" if p_ng[i] >= t else "OK",
+            verdict="NG" if rejected[i] else "OK",
             ng_probability=float(p_ng[i]),
             probabilities=tuple(float(v) for v in probs[i]),
+            threshold=t,
         )
         for i, p in enumerate(paths)
     ]

@@ -22,10 +22,12 @@ def slug(spec: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in spec)
 
 
-def write_panel(report_dir: Path, stem: str, image_path: Path, heat: np.ndarray, caption: str) -> tuple[str, str]:
+def write_panel(
+    report_dir: Path, stem: str, image_path: Path, heat: np.ndarray, caption: str, bit_depth: int | None = None
+) -> tuple[str, str]:
     """Write a full-size panel (PNG) and a thumbnail (JPEG) of ``heat`` (at the image's size, min–max scaled here)
     over the image; returns their paths relative to the report folder (thumbnail, full)."""
-    image = read_image(image_path)
+    image = read_image(image_path, bit_depth=bit_depth)
     pic = panel(image, minmax_np(heat), caption)
     full = Path("panels") / f"{stem}.png"
     thumb = Path("thumbs") / f"{stem}.jpg"

@@ -206,12 +206,15 @@ def rebuild_report(out_dir: str | os.PathLike[str], lang: str = "en") -> Path:
 
 
 def _figures(one: Sequence[dict[str, Any]], classes: Sequence[str], t: dict[str, str]) -> tuple[list[str], dict]:
-    """The headline figures (the first method's rows: classification is the same for every method)."""
+    """The headline figures (the first method's rows: classification is the same for every method). Escapes and
+    overkill are the gate's (:func:`mieruka.metrics.gate`: predicted class NG, or NG probability at the model's
+    threshold), as ``predict``, the service and ``evaluate`` apply it."""
     y_true = [classes.index(r["true"]) for r in one]
     y_pred = [classes.index(r["predicted"]) for r in one]
     cls = classification_metrics(y_true, y_pred, classes)
     gate = gate_rates(
-        np.array([r["true_verdict"] == "NG" for r in one]), np.array([r["predicted_verdict"] == "NG" for r in one])
+        np.array([r["true_verdict"] == "NG" for r in one]),
+        np.array([r.get("verdict", r["predicted_verdict"]) == "NG" for r in one]),
     )
     parts = [f"<h2>{t['summary']}</h2><div class='figs' id='figures'>"]
     for label, value in (

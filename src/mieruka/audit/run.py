@@ -14,6 +14,7 @@ against the ground-truth region (:mod:`mieruka.audit.localization`), chance base
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from mieruka.explain.render import to_original_size
 from mieruka.explain.spec import MULTISCALE, parse_method_spec
 from mieruka.explain.targets import parse_target
 from mieruka.inference import batches, model_input, select_device
+from mieruka.metrics import gate, ng_probability
 
 __all__ = ["CATEGORIES", "AuditConfig", "AuditRun", "run_audit"]
 
@@ -57,14 +59,35 @@ class AuditRun:
 
 def _regions(
     samples: Sequence[Sample], sizes: Sequence[tuple[int, int]], boxes: Path | None
-) -> list[np.ndarray | None]:
-    """Each image's defect region (None: none known, or an empty one), from its mask or from ``--boxes``."""
+) -> tuple[list[np.ndarray | None], dict[str, Any]]:
+    """Each image's defect region (None: none known, or an empty one), from its mask or from ``--boxes``, and a
+    count of where they came from. ``--boxes`` that match no image are an error; NG images left without a region
+    are a warning."""
     out: list[np.ndarray | None] = []
+    matched = 0
     for sample, hw in zip(samples, sizes, strict=True):
         source = sample.mask if boxes is None else box_source(boxes, sample.image)
+        matched += source is not None
         region = read_region(source, sample.image, hw) if source is not None else None
         out.append(region if region is not None and region.any() else None)
-    return out
+    ng_without = sum(1 for s, r in zip(samples, out, strict=True) if s.verdict == "NG" and r is None)
+    counts = {
+        "source": "masks" if boxes is None else f"boxes {boxes}",
+        "images": len(samples),
+        "matched": matched,
+        "with_region": sum(r is not None for r in out),
+        "ng_without_region": ng_without,
+    }
+    if boxes is not None:
+        if matched == 0:
+            raise DataError(
+                f"--boxes {boxes}: no entry matches any of the {len(samples)} images (COCO entries are matched by "
+                "file name, VOC .xml and YOLO .txt files by the image's stem)"
+            )
+        print(f"--boxes: {counts['with_region']} of {len(samples)} images have a region")
+        if ng_without:
+            print(f"warning: {ng_without} image(s) of NG classes have no region in --boxes", file=sys.stderr)
+    return out, counts
 
 
 class _Audit:
@@ -113,6 +136,8 @@ class _Audit:
         sample, info = self.samples[i], self.info
         probs = ex.probs[j].float().cpu()
         pred, true = int(probs.argmax()), int(self.labels[i])
+        as_batch = probs[None].numpy()
+        rejected = bool(gate(as_batch, info.ng_classes, info.decision_threshold)[0])
         heat = to_original_size(ex.maps[j, 0].float().cpu(), self.store.sizes[i]).numpy()
         region = self.regions[i]
         scores = None
@@ -121,7 +146,9 @@ class _Audit:
         if self.report_dir is not None:
             caption = self.caption.format(t=sample.label, p=info.classes[pred], q=f"{float(probs[pred]):.2f}")
             stem = f"{slug(spec)}/{i:05d}"
-            self.panels[(str(sample.image), spec)] = write_panel(self.report_dir, stem, sample.image, heat, caption)
+            self.panels[(str(sample.image), spec)] = write_panel(
+                self.report_dir, stem, sample.image, heat, caption, info.bit_depth
+            )
         row: dict[str, Any] = {
             "image": str(sample.image),
             "method": spec,
@@ -133,6 +160,8 @@ class _Audit:
             "correct": pred == true,
             "true_verdict": sample.verdict,
             "predicted_verdict": info.verdicts[info.classes[pred]],
+            "ng_probability": float(ng_probability(as_batch, info.ng_classes)[0]),
+            "verdict": "NG" if rejected else "OK",
             "category": triage(pred == true, scores, self.cfg),
         }
         for k in METRICS:
@@ -193,11 +222,11 @@ def run_audit(
     samples = dataset.split(split)
     if not samples:
         raise DataError(f"{data}: the {split} split is empty")
-    store = ImageStore([s.image for s in samples], info.image_size, progress=progress).require_readable()
-    regions = _regions(samples, store.sizes, None if boxes is None else Path(boxes))
-    rng = np.random.default_rng(0)  # the random baseline map of each region, in image order
-    chance = [None if r is None else chance_baselines(r, cfg, rng) for r in regions]
-    baselines = {str(s.image): c for s, c in zip(samples, chance, strict=True)}
+    store = ImageStore(
+        [s.image for s in samples], info.image_size, progress=progress, bit_depth=info.bit_depth
+    ).require_readable()
+    regions, region_counts = _regions(samples, store.sizes, None if boxes is None else Path(boxes))
+    baselines = _chance(samples, regions, cfg)
     out_dir = Path(out)
     faith = None
     if faithfulness > 0:
@@ -220,15 +249,29 @@ def run_audit(
     summary = summarize(rows, baselines, methods, info.classes)
     if faith is not None:
         summary["faithfulness"] = faith.summary(rows, methods)
-    summary.update(_provenance(model_path, data, split, target, cfg))
+    summary.update(_provenance(model_path, info, data, split, target, cfg), regions=region_counts)
     _write(out_dir, rows, summary, cfg, info, audit.panels if report else None, lang)
     return AuditRun(out_dir=out_dir, summary=summary)
 
 
+def _chance(
+    samples: Sequence[Sample], regions: list[np.ndarray | None], cfg: AuditConfig
+) -> dict[str, dict[str, dict[str, float]] | None]:
+    rng = np.random.default_rng(0)  # the random baseline map of each region, in image order
+    chance = [None if r is None else chance_baselines(r, cfg, rng) for r in regions]
+    return {str(s.image): c for s, c in zip(samples, chance, strict=True)}
+
+
 def _provenance(
-    model_path: str | os.PathLike[str], data: str | os.PathLike[str], split: str, target: str, cfg: AuditConfig
+    model_path: str | os.PathLike[str],
+    info: ModelInfo,
+    data: str | os.PathLike[str],
+    split: str,
+    target: str,
+    cfg: AuditConfig,
 ) -> dict[str, Any]:
     return {
+        "ng_threshold": info.decision_threshold,
         "schema_version": SCHEMA_VERSION,
         "mieruka_version": __version__,
         "model": str(model_path),

@@ -76,7 +76,7 @@ def _priority(r: dict[str, Any], cfg: AuditConfig) -> tuple[float, list[str]]:
         if r["probability"] >= cfg.label_error_confidence:
             priority += 1
             reasons.append(f"confident ({r['probability']:.2f}): check the label")
-        if r["true_verdict"] == "NG" and r["predicted_verdict"] == "OK":
+        if r["true_verdict"] == "NG" and r.get("verdict", r["predicted_verdict"]) == "OK":
             priority += 2
             reasons.append("escape: a defect would pass")
     category = r["category"]

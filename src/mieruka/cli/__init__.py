@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 on success, 2 on a usage or data error)."""
+    """Run the command line; returns the exit status (0 on success, 2 on a usage or data error, 1 on an internal
+    error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -47,9 +48,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as exc:  # MierukaError is a ValueError
+    except (ValueError, OSError) as exc:  # MierukaError is a ValueError: bad input, said in one paragraph
         if args.debug:
             traceback.print_exc()
         print(f"mieruka {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a fault of mieruka's own, not of the input: say so, keep the traceback for --debug
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"mieruka {args.command}: internal error: {type(exc).__name__}: {exc} (run again with --debug for the "
+            "traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -3,12 +3,59 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 from mieruka.data.splits import SPLIT_CHOICES
 from mieruka.tta import TTA_CHOICES
 
-__all__ = ["add_common", "add_model", "add_split", "add_tta", "fmt_rate"]
+__all__ = ["add_common", "add_model", "add_split", "add_tta", "fmt_rate", "int_at_least", "number_in", "port"]
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum`` (a bad value is a usage error naming the option)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+def number_in(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] (or (low, high] with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        above = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above and value <= high):
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"{text} is not in {bracket}{low:g}, {high:g}]")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 1–65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (1–65535)")
+    return value
 
 
 def add_tta(p: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_common, add_split
+from mieruka.cli._common import add_common, add_split, int_at_least, number_in
 
 __all__ = ["register", "run"]
 
@@ -31,14 +31,16 @@ def register(sub: Any) -> None:
         "stride 8 down plus the last block; default: the recommended layercam:multiscale/product beside plain gradcam",
     )
     p.add_argument("--target", default="pred", help="pred (default), true, ng or a class name")
-    p.add_argument("--tolerance", type=int, default=15, help="pointing-game tolerance in pixels (default 15)")
+    p.add_argument(
+        "--tolerance", type=int_at_least(0), default=15, help="pointing-game tolerance in pixels (default 15)"
+    )
     p.add_argument(
         "--map-threshold",
-        type=float,
+        type=number_in(0, 1, low_open=True),
         default=0.5,
         help="fraction of the map's maximum above which pixels count as attended, for IoU/Dice/fragments (0.5)",
     )
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=16, help="images per batch (default 16)")
     p.add_argument("--lang", choices=("en", "ja"), default="en", help="language of the HTML report")
     p.add_argument(
         "--boxes",
@@ -56,14 +58,14 @@ def _add_faithfulness(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--faithfulness",
-        type=int,
+        type=int_at_least(0),
         default=0,
         metavar="N",
         help="also measure faithfulness on N images spread over the split: deletion/insertion AUC, average "
         "drop/increase, and the model-randomization sanity check (default 0: off; costs about 2 × (steps + 1) "
         "forward passes per image and method)",
     )
-    p.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
+    p.add_argument("--steps", type=int_at_least(1), default=16, help="deletion/insertion steps (default 16)")
     p.add_argument(
         "--fill",
         choices=FILLS,

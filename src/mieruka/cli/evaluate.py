@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_common, add_model, add_split, add_tta, fmt_rate
+from mieruka._text import display_width, ljust
+from mieruka.cli._common import add_common, add_model, add_split, add_tta, fmt_rate, int_at_least, number_in
 
 __all__ = ["register", "run"]
 
@@ -23,10 +24,12 @@ def register(sub: Any) -> None:
     p.add_argument("data", type=Path, help="class-per-folder tree or manifest CSV")
     add_split(p, "test")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--max-escape", type=float, default=0.0, help="escape-rate target for the threshold (default 0)")
+    p.add_argument(
+        "--max-escape", type=number_in(0, 1), default=0.0, help="escape-rate target for the threshold (default 0)"
+    )
     p.add_argument(
         "--neighbors",
-        type=int,
+        type=int_at_least(0),
         default=0,
         metavar="K",
         help="also list every image's K nearest training images in the model's features (neighbors.csv) and draw "
@@ -56,9 +59,10 @@ def run(args: argparse.Namespace) -> None:
         f"{m['split']}: {m['images']} images  accuracy {m['accuracy']:.4f}  balanced accuracy "
         f"{m['balanced_accuracy']:.4f}"
     )
+    width = max(24, *(display_width(c) for c in m["per_class"]))
     for c, pc in m["per_class"].items():
         print(
-            f"  {c:<24} precision {pc['precision']:.3f}  recall {pc['recall']:.3f}  f1 {pc['f1']:.3f}  "
+            f"  {ljust(c, width)} precision {pc['precision']:.3f}  recall {pc['recall']:.3f}  f1 {pc['f1']:.3f}  "
             f"n={pc['support']}"
         )
     g = m["gate_at_threshold"]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_common, add_split
+from mieruka.cli._common import add_common, add_split, int_at_least, number_in
 
 __all__ = ["register", "run"]
 
@@ -52,8 +52,8 @@ def register(sub: Any) -> None:
         choices=NORMALIZATIONS,
         help="display scaling: per-image min–max, or one scale shared by all images",
     )
-    p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity in the overlay (default 0.5)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--alpha", type=number_in(0, 1), default=0.5, help="heatmap opacity in the overlay (default 0.5)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=16, help="images per batch (default 16)")
     add_common(p)
     p.set_defaults(func=run)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_common, add_tta
+from mieruka.cli._common import add_common, add_tta, number_in
 
 __all__ = ["register", "run"]
 
@@ -22,7 +23,7 @@ def register(sub: Any) -> None:
     p.add_argument("--model", type=Path, help="the model (.safetensors or .onnx), instead of the first argument")
     p.add_argument("paths", nargs="+", type=Path, metavar="[MODEL] IMAGE_OR_DIR")
     p.add_argument("--out", type=Path, help="write a CSV here (else print a table)")
-    p.add_argument("--threshold", type=float, help="NG-probability threshold (default: the model's)")
+    p.add_argument("--threshold", type=number_in(0, 1), help="NG-probability threshold (default: the model's)")
     add_tta(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -43,9 +44,13 @@ def run(args: argparse.Namespace) -> None:
         tta=args.tta,
         progress=not args.quiet,
     )
+    t = results[0].threshold
+    source = "--threshold" if args.threshold is not None else "the model's"
+    print(f"verdict: NG when the predicted class is NG or P(NG) >= {t:.4f} ({source})", file=sys.stderr)
     if args.out is None:
+        print("image\tclass\tprobability\tP(NG)\tverdict")
         for r in results:
-            print(f"{r.image}\t{r.label}\t{r.probability:.4f}\t{r.verdict}")
+            print(f"{r.image}\t{r.label}\t{r.probability:.4f}\t{r.ng_probability:.4f}\t{r.verdict}")
     else:
         ng = sum(r.verdict == "NG" for r in results)
         print(f"{len(results)} images: {len(results) - ng} OK, {ng} NG; written to {args.out}")

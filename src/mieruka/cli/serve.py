@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mieruka.cli._common import int_at_least, number_in, port
+
 __all__ = ["register", "run"]
 
 
@@ -23,7 +25,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("model", type=Path, metavar="MODEL_OR_ONNX", help="a .onnx or .safetensors model")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=port, default=8000, help="port (default 8000)")
     p.add_argument(
         "--api-key",
         help="require this key in the X-API-Key header for /v1/* (default: $MIERUKA_API_KEY, else none)",
@@ -34,16 +36,21 @@ def register(sub: Any) -> None:
         choices=EXPORT_METHODS,
         help="CAM method for a .safetensors model (an .onnx file carries its own; default gradcam)",
     )
-    p.add_argument("--max-upload-mb", type=float, default=32.0, help="largest request body in MiB (default 32)")
-    p.add_argument("--max-images", type=int, default=16, help="most images per request (default 16)")
+    p.add_argument(
+        "--max-upload-mb",
+        type=number_in(0, 1 << 20, low_open=True),
+        default=32.0,
+        help="largest request body in MiB (default 32)",
+    )
+    p.add_argument("--max-images", type=int_at_least(1), default=16, help="most images per request (default 16)")
     p.add_argument(
         "--threads",
-        type=int,
+        type=int_at_least(1),
         help="ONNX Runtime threads per request (default: one per core, divided among the workers)",
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=int_at_least(1),
         default=1,
         help="server processes, each with its own copy of the model (default 1; one per core serves many "
         "concurrent clients faster)",

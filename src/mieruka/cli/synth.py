@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mieruka.cli._common import int_at_least
+
 __all__ = ["register", "run"]
 
 
@@ -17,9 +19,9 @@ def register(sub: Any) -> None:
         "scratches, cracks, blowholes and dirt, as ROOT/<class>/*.png with masks in ROOT/masks/.",
     )
     p.add_argument("out", type=Path, help="output folder")
-    p.add_argument("--per-class", type=int, default=60, help="images per class (default 60)")
+    p.add_argument("--per-class", type=int_at_least(1), default=60, help="images per class (default 60)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
+    p.add_argument("--size", type=int_at_least(32), default=224, help="image side in pixels (default 224)")
     p.add_argument("--names", choices=("en", "ja"), default="en", help="English or Japanese class names")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -29,6 +29,7 @@ _TRAIN_OPTIONS = [
     "device",
     "cache_gb",
     "max_escape",
+    "bit_depth",
 ]
 
 
@@ -79,23 +80,42 @@ def register(sub: Any) -> None:
         help="a class that passes (repeatable); default: classes named ok/good/free/normal…/正常/良品",
     )
     p.add_argument("--max-escape", type=float, help="escape-rate target of the stored NG threshold (default 0)")
+    p.add_argument(
+        "--bit-depth",
+        type=int,
+        choices=(10, 12, 14, 16),
+        help="significant bits of 16-bit images, e.g. 12 for a 12-bit camera (default: the container's 16); "
+        "stored in the model and applied by every command and the service",
+    )
     p.add_argument("--cache-gb", type=float, help="cache decoded images up to this size (default 4)")
     p.add_argument("--no-rot90", action="store_true", help="no 90° rotations (for parts with a fixed orientation)")
     p.add_argument("--no-flip", action="store_true", help="no flips")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed) instead of stopping")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out (with its options; a larger --epochs extends it)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (refused otherwise)")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def _config(args: argparse.Namespace) -> Any:
-    """The training configuration: the ``--config`` file's (or the defaults), overridden by the given options."""
+    """The training configuration: the ``--config`` file's (or the defaults; with ``--resume`` the run's own),
+    overridden by the given options."""
     from dataclasses import replace
 
     from mieruka.config import TrainConfig
 
-    base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    saved = args.out / "config.json"
+    if args.config:
+        base = TrainConfig.from_file(args.config)
+    elif args.resume and saved.is_file():
+        base = TrainConfig.from_file(saved)
+    else:
+        base = TrainConfig()
     given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
     if args.ok:
         given["ok_classes"] = tuple(args.ok)
@@ -113,18 +133,12 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> None:
-    from mieruka.data.dataset import describe, load_dataset
     from mieruka.models import check_arch
     from mieruka.train import train
 
-    if args.resume:
-        result = train(args.data, args.out, resume=True, progress=not args.quiet)
-    else:
-        cfg = _config(args)
-        check_arch(cfg.arch)
-        dataset = load_dataset(args.data, ok_classes=cfg.ok_classes or None, split_seed=cfg.split_seed)
-        print(describe(dataset))
-        result = train(args.data, args.out, cfg, progress=not args.quiet)
+    cfg = _config(args)
+    check_arch(cfg.arch)
+    result = train(args.data, args.out, cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     print(f"best epoch {result.best_epoch}: validation balanced accuracy {result.best_val_balanced_accuracy:.4f}")
     print(
         f"model: {result.model_path}\nlogs: {result.run_dir / 'history.csv'}, {result.run_dir / 'training_curve.png'}"

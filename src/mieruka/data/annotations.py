@@ -212,12 +212,21 @@ def _coco_index(path: Path, mtime: float) -> dict[str, tuple[tuple[int, int] | N
         raise DataError(f"{path}: not a readable COCO JSON file ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"{path}: a COCO file needs an 'images' list (and 'annotations')")
+    for listed in ("categories", "annotations"):
+        if not isinstance(data.get(listed, []), list):
+            raise DataError(f"{path}: '{listed}' must be a list, got {type(data[listed]).__name__}")
     cats = {c.get("id"): str(c.get("name", c.get("id"))) for c in data.get("categories", []) if isinstance(c, dict)}
     images: dict[object, tuple[str, tuple[int, int] | None]] = {}
     for n, im in enumerate(data["images"]):
         if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
             raise DataError(f"{path}: images[{n}]: needs 'id' and 'file_name'")
-        hw = (int(im["height"]), int(im["width"])) if "height" in im and "width" in im else None
+        hw = None
+        if "height" in im and "width" in im:
+            where = f"images[{n}] ({im['file_name']})"
+            h, w = (_number(str(im[k]), path, where, k) for k in ("height", "width"))
+            if h <= 0 or w <= 0 or h != int(h) or w != int(w):
+                raise DataError(f"{path}: {where}: height and width must be positive whole numbers, got {h:g}×{w:g}")
+            hw = (int(h), int(w))
         images[im["id"]] = (str(im["file_name"]), hw)
     boxes: dict[object, list[Box]] = {k: [] for k in images}
     for n, ann in enumerate(data.get("annotations", [])):

@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mieruka._io import write_csv
+from mieruka._text import display_width, ljust
 from mieruka.data.images import IMAGE_EXTENSIONS
-from mieruka.data.sample import NG, OK, Sample
+from mieruka.data.sample import NG, OK, Sample, nfc
 from mieruka.data.sources import read_source
 from mieruka.data.splits import SPLIT_CHOICES, SPLITS, stratified_split
 from mieruka.errors import DataError
@@ -52,6 +53,7 @@ class Dataset:
         verdicts: Class name → ``"OK"``/``"NG"``.
         samples: Every sample, with its split.
         ignored: Files in class folders skipped because their ending is not an image ending.
+        warnings: What the source noticed that the user should hear (empty class folders, repeated rows).
     """
 
     source: Path
@@ -59,6 +61,7 @@ class Dataset:
     verdicts: Mapping[str, str]
     samples: tuple[Sample, ...]
     ignored: tuple[Path, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def split(self, name: str) -> tuple[Sample, ...]:
         """Samples of one split (``train``, ``val``, ``test``) or ``all``."""
@@ -80,10 +83,23 @@ class Dataset:
                 table[sample.split][sample.label] += 1
         return table
 
-    def save_split(self, path: str | os.PathLike[str]) -> Path:
-        """Write the samples as a manifest CSV (absolute paths) that reproduces this exact split."""
-        rows = [(str(s.image), s.label, "" if s.mask is None else str(s.mask), s.split or "") for s in self.samples]
+    def save_split(self, path: str | os.PathLike[str], samples: Sequence[Sample] | None = None) -> Path:
+        """Write ``samples`` (default: all) as a manifest CSV that reproduces this exact split; paths are relative to
+        the CSV's folder (as a manifest's are read), so the file works from any working directory."""
+        folder = os.path.abspath(Path(path).parent)
+
+        def rel(p: Path) -> str:
+            return Path(os.path.relpath(os.path.abspath(p), folder)).as_posix()
+
+        rows = [
+            (rel(s.image), s.label, "" if s.mask is None else rel(s.mask), s.split or "")
+            for s in (self.samples if samples is None else samples)
+        ]
         return write_csv(path, ("image", "label", "mask", "split"), rows)
+
+    def without(self, images: set[Path]) -> Dataset:
+        """The same data set without the samples of ``images`` (classes and verdicts kept)."""
+        return replace(self, samples=tuple(s for s in self.samples if s.image not in images))
 
 
 def default_verdicts(classes: Iterable[str]) -> dict[str, str]:
@@ -96,6 +112,7 @@ def resolve_verdicts(classes: Sequence[str], ok_classes: Sequence[str] | None = 
     """Verdict map from ``--ok`` classes (exactly those pass) or, without them, :func:`default_verdicts`."""
     if not ok_classes:
         return default_verdicts(classes)
+    ok_classes = [nfc(c) for c in ok_classes]
     unknown = [c for c in ok_classes if c not in classes]
     if unknown:
         raise DataError(f"--ok {', '.join(unknown)}: no such class; the classes are: {', '.join(classes)}")
@@ -131,7 +148,9 @@ def load_dataset(
         raise DataError(f"{path}: no images found (image endings: {', '.join(sorted(IMAGE_EXTENSIONS))})")
 
     found = sorted({s.label for s in samples})
-    if classes is not None:
+    if classes is not None:  # a model's classes, compared in the composed form every name is read in
+        classes = [nfc(c) for c in classes]
+        verdicts = None if verdicts is None else {nfc(c): v for c, v in verdicts.items()}
         unknown = [c for c in found if c not in classes]
         if unknown:
             raise DataError(
@@ -155,19 +174,23 @@ def load_dataset(
         splits = stratified_split([s.label for s in samples], fractions, split_seed)
     samples = [replace(s, verdict=verdict_map[s.label], split=sp) for s, sp in zip(samples, splits, strict=True)]
     return Dataset(
-        source=path, classes=class_names, verdicts=verdict_map, samples=tuple(samples), ignored=tuple(ignored)
+        source=path,
+        classes=class_names,
+        verdicts=verdict_map,
+        samples=tuple(samples),
+        ignored=tuple(ignored),
+        warnings=tuple(contents.warnings),
     )
 
 
 def describe(dataset: Dataset) -> str:
     """A small table of images per class and split, for the console."""
     counts = dataset.counts()
-    width = max(len(c) for c in dataset.classes) + 2
-    lines = [f"{'class':<{width}}verdict  train    val   test"]
+    width = max(display_width(c) for c in dataset.classes) + 2
+    lines = [f"{ljust('class', width)}verdict  train    val   test"]
     for c in dataset.classes:
-        lines.append(
-            f"{c:<{width}}{dataset.verdicts[c]:<7}{counts['train'][c]:>7}{counts['val'][c]:>7}{counts['test'][c]:>7}"
-        )
+        n = [counts[split][c] for split in SPLITS]
+        lines.append(f"{ljust(c, width)}{dataset.verdicts[c]:<7}{n[0]:>7}{n[1]:>7}{n[2]:>7}")
     total = Counter(s.split for s in dataset.samples)
     lines.append(f"{'total':<{width}}{'':<7}{total['train']:>7}{total['val']:>7}{total['test']:>7}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mieruka.errors import DataError
 
 __all__ = [
+    "BIT_DEPTHS",
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "ImageTooLarge",
@@ -29,6 +30,9 @@ __all__ = [
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 """File endings treated as images when a folder tree is scanned."""
+
+BIT_DEPTHS = (8, 10, 12, 14, 16)
+"""Significant bits a camera may store in a 16-bit image (``--bit-depth``); None means the container's 16 bits."""
 
 MAX_PIXELS = 64_000_000
 """Images with more pixels than this are refused as possible decompression bombs (64 Mpx ≈ 8000 × 8000)."""
@@ -67,8 +71,11 @@ def _decode(source: Path | io.BytesIO, path: str, max_pixels: int) -> Image.Imag
             oriented: Image.Image = ImageOps.exif_transpose(img)
     except DataError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own guard fired first (its limit is larger than ours): one limit, one message
+        raise ImageTooLarge(
+            f"{path}: more pixels than the limit of {max_pixels:,} (refused as a possible decompression bomb)"
+        ) from None
     except UnidentifiedImageError:
         raise NotAnImage(f"{path}: not an image file that can be read (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -76,21 +83,25 @@ def _decode(source: Path | io.BytesIO, path: str, max_pixels: int) -> Image.Imag
     return oriented
 
 
-def _to_uint8_gray(arr: np.ndarray) -> np.ndarray:
-    """Scale a 16-bit / 32-bit integer or float single-channel image to 0–255."""
+def _to_uint8_gray(arr: np.ndarray, bit_depth: int | None = None) -> np.ndarray:
+    """Scale a 16-bit / 32-bit integer or float single-channel image to 0–255 by one fixed factor, the same for
+    every image of a data set: integers by 2^bit_depth − 1 (default: the 16-bit container's 65535, so a 12-bit
+    camera stored in 16 bits needs ``bit_depth=12``); floats by 1 (values in 0–1) unless ``bit_depth`` is given.
+    Values above the range are clipped."""
     if arr.dtype == np.uint8:
         return arr
     if np.issubdtype(arr.dtype, np.floating):
-        arr = np.nan_to_num(arr.astype(np.float64))
-        hi = 1.0 if arr.max(initial=0.0) <= 1.0 else 65535.0 if arr.max() > 255 else 255.0
-        return np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    arr = arr.astype(np.int64)
-    hi = 65535 if arr.max(initial=0) > 255 else 255
-    return np.clip((arr * 255 + hi // 2) // hi, 0, 255).astype(np.uint8)
+        top = 1.0 if bit_depth is None else float(2**bit_depth - 1)
+        scaled = np.nan_to_num(arr.astype(np.float64)) / top * 255.0
+    else:
+        top = float(2 ** (bit_depth or 16) - 1)
+        scaled = arr.astype(np.float64) * (255.0 / top)
+    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
 
 
-def _to_rgb(img: Image.Image) -> np.ndarray:
-    """Any PIL mode to (H, W, 3) uint8; transparency is composited onto white."""
+def _to_rgb(img: Image.Image, bit_depth: int | None = None) -> np.ndarray:
+    """Any PIL mode to (H, W, 3) uint8; transparency is composited onto white; high bit depths scaled by
+    :func:`_to_uint8_gray`."""
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
@@ -98,14 +109,16 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        gray = _to_uint8_gray(np.asarray(img))
+        gray = _to_uint8_gray(np.asarray(img), bit_depth)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if img.mode != "RGB":
         img = img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, RGBA-composited: PIL knows the conversions
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS, bit_depth: int | None = None
+) -> np.ndarray:
     """Read an image file as RGB.
 
     Handles JPEG, PNG, BMP, TIFF and WebP, 8- and 16-bit, grayscale (replicated to three channels for RGB
@@ -114,6 +127,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) ->
     Args:
         path: The image file.
         max_pixels: Refuse images larger than this (decompression-bomb guard).
+        bit_depth: Significant bits of 16-bit images (:data:`BIT_DEPTHS`; default: the container's 16).
 
     Returns:
         A (H, W, 3) ``uint8`` array at the original size, EXIF orientation applied.
@@ -122,14 +136,16 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) ->
         DataError: The file is missing, empty, not an image, truncated, corrupt or too large.
     """
     path = Path(path)
-    return _to_rgb(_open(path, max_pixels))
+    return _to_rgb(_open(path, max_pixels), bit_depth)
 
 
-def decode_image(data: bytes, name: str = "upload", *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def decode_image(
+    data: bytes, name: str = "upload", *, max_pixels: int = MAX_PIXELS, bit_depth: int | None = None
+) -> np.ndarray:
     """:func:`read_image` for bytes already in memory (an upload); ``name`` is used in error messages."""
     if not data:
         raise NotAnImage(f"{name}: the file is empty (0 bytes)")
-    return _to_rgb(_decode(io.BytesIO(data), name, max_pixels))
+    return _to_rgb(_decode(io.BytesIO(data), name, max_pixels), bit_depth)
 
 
 def read_mask(

@@ -52,9 +52,9 @@ def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     return (batch - m) / s
 
 
-def _load_one(path: Path, size: int) -> tuple[np.ndarray | None, tuple[int, int], str | None]:
+def _load_one(path: Path, size: int, bit_depth: int | None) -> tuple[np.ndarray | None, tuple[int, int], str | None]:
     try:
-        image = read_image(path)
+        image = read_image(path, bit_depth=bit_depth)
     except DataError as exc:
         return None, (0, 0), str(exc)
     return resize_image(image, size), (image.shape[0], image.shape[1]), None
@@ -65,14 +65,20 @@ def _workers() -> int:
 
 
 def scan_images(
-    paths: Sequence[Path], size: int, *, keep: bool, desc: str = "reading images", progress: bool = True
+    paths: Sequence[Path],
+    size: int,
+    *,
+    keep: bool,
+    desc: str = "reading images",
+    progress: bool = True,
+    bit_depth: int | None = None,
 ) -> tuple[np.ndarray | None, list[tuple[int, int]], list[BadFile]]:
     """Decode every image once; return the resized pixels (if ``keep``), original (H, W) sizes and bad files."""
     pixels = np.zeros((len(paths), 3, size, size), dtype=np.uint8) if keep else None
     sizes: list[tuple[int, int]] = [(0, 0)] * len(paths)
     bad: list[BadFile] = []
     with ThreadPoolExecutor(_workers()) as pool:
-        results = pool.map(lambda p: _load_one(p, size), paths)
+        results = pool.map(lambda p: _load_one(p, size, bit_depth), paths)
         for i, (arr, hw, err) in enumerate(
             tqdm(results, total=len(paths), desc=desc, disable=not progress, unit="img", leave=False)
         ):
@@ -93,18 +99,30 @@ class ImageStore:
         size: Side of the square the images are resized to.
         cache_bytes: Keep decoded pixels in memory when they need at most this many bytes.
         progress: Show a progress bar while reading.
+        bit_depth: Significant bits of 16-bit images (the model's; default: the container's 16).
 
     Attributes:
         bad: Files that could not be read (empty when all are fine); the caller decides to stop or skip.
         sizes: Original (H, W) of every image, (0, 0) for bad files.
     """
 
-    def __init__(self, paths: Sequence[Path], size: int, *, cache_bytes: int = 4 << 30, progress: bool = True):
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        size: int,
+        *,
+        cache_bytes: int = 4 << 30,
+        progress: bool = True,
+        bit_depth: int | None = None,
+    ):
         self.paths = list(paths)
         self.size = size
+        self.bit_depth = bit_depth
         need = len(self.paths) * 3 * size * size
         self.cached = need <= cache_bytes
-        pixels, self.sizes, self.bad = scan_images(self.paths, size, keep=self.cached, progress=progress)
+        pixels, self.sizes, self.bad = scan_images(
+            self.paths, size, keep=self.cached, progress=progress, bit_depth=bit_depth
+        )
         self._pixels = None if pixels is None else torch.from_numpy(pixels)
 
     def __len__(self) -> int:
@@ -124,5 +142,7 @@ class ImageStore:
         if self._pixels is not None:
             return self._pixels[torch.tensor(idx, dtype=torch.long)]
         with ThreadPoolExecutor(_workers()) as pool:
-            arrays = list(pool.map(lambda i: resize_image(read_image(self.paths[i]), self.size), idx))
+            arrays = list(
+                pool.map(lambda i: resize_image(read_image(self.paths[i], bit_depth=self.bit_depth), self.size), idx)
+            )
         return torch.from_numpy(np.stack(arrays))

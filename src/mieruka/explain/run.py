@@ -26,7 +26,8 @@ from PIL import Image
 from mieruka import __version__
 from mieruka._io import atomic_write, write_json
 from mieruka.checkpoint import ModelInfo, load_checkpoint
-from mieruka.data.images import read_image
+from mieruka.data.images import IMAGE_EXTENSIONS, read_image
+from mieruka.data.sample import nfc
 from mieruka.data.sources.folder import MASKS_DIR
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError
@@ -50,17 +51,34 @@ class ExplainRun:
     manifest: dict[str, Any]
 
 
-def _is_dataset(path: Path, info: ModelInfo) -> bool:
+def _class_folders(path: Path) -> set[str]:
+    """The (NFC) names of a folder's subfolders that could be classes: not hidden, not the masks tree."""
+    return {nfc(p.name) for p in path.iterdir() if p.is_dir() and p.name != MASKS_DIR and not p.name.startswith(".")}
+
+
+def _is_dataset(path: Path, info: ModelInfo, need_labels: bool) -> bool:
+    """A manifest, or a folder whose subfolders are classes of the model. With ``need_labels``, a folder laid out
+    as class folders (subfolders, no image at its top level) whose names are not the model's is an error naming
+    them, rather than a folder of unlabelled images."""
     if path.is_file():
         return path.suffix.lower() == ".csv"
     if not path.is_dir():
         return False
-    subdirs = {p.name for p in path.iterdir() if p.is_dir() and p.name != MASKS_DIR and not p.name.startswith(".")}
-    return bool(subdirs) and subdirs <= set(info.classes)
+    folders = _class_folders(path)
+    classes = {nfc(c) for c in info.classes}
+    if folders and folders <= classes:
+        return True
+    loose = any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir())
+    if need_labels and folders and not loose:
+        raise DataError(
+            f"{path}: its class folders {', '.join(sorted(folders - classes))} are not classes of the model "
+            f"({', '.join(info.classes)}); explain a data set of the model's classes, or use --target pred"
+        )
+    return False
 
 
 def _inputs(
-    sources: Sequence[str | os.PathLike[str]], info: ModelInfo, split: str
+    sources: Sequence[str | os.PathLike[str]], info: ModelInfo, split: str, need_labels: bool
 ) -> tuple[list[Path], list[int | None]]:
     """Image paths and true class indices (None where unknown)."""
     from mieruka.predict import collect_images
@@ -69,7 +87,7 @@ def _inputs(
     labels: list[int | None] = []
     for src in sources:
         p = Path(src)
-        if _is_dataset(p, info):
+        if _is_dataset(p, info, need_labels):
             dataset = info.load_dataset(p)
             samples = dataset.split(split)
             if not samples:
@@ -104,12 +122,12 @@ def run_explain(
 ) -> ExplainRun:
     """Explain every image of ``sources`` (data sets or image files/folders) and write panels, maps, manifest."""
     model, info, _ = load_checkpoint(model_path, select_device(device))
-    paths, labels = _inputs(sources, info, split)
+    paths, labels = _inputs(sources, info, split, need_labels=target == "true")
     if target == "true" and any(lab is None for lab in labels):
         raise DataError("--target true needs images with known classes (a data set); use --target pred for bare images")
     targets = parse_target(target, info.classes, info.verdicts)
     layer_names = tuple(layers) if layers else (info.target_layer,)
-    store = ImageStore(paths, info.image_size, progress=progress).require_readable()
+    store = ImageStore(paths, info.image_size, progress=progress, bit_depth=info.bit_depth).require_readable()
     model = model.to(memory_format=torch.channels_last)
     dev = next(model.parameters()).device
     results = []
@@ -183,7 +201,7 @@ class _PanelWriter:
         self.maps[key] = maps.numpy().astype(np.float16)
         pred = int(probs.argmax())
         shown = normalize_for_display(maps, self.normalization, self.fixed_scale)  # (T, S, S)
-        image = read_image(path)
+        image = read_image(path, bit_depth=info.bit_depth)
         heat = to_original_size(shown[0], image.shape[:2]).numpy()
         caption = (f"true: {info.classes[true]} / " if true is not None else "") + (
             f"predicted: {info.classes[pred]} (p={float(probs[pred]):.2f})" + self.caption_extra

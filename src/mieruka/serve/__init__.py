@@ -63,6 +63,20 @@ def app_from_environment() -> FastAPI:
     return _build(json.loads(raw))[0]
 
 
+def _check_options(*, port: int, workers: int, max_upload_mb: float, max_images: int, threads: int | None) -> None:
+    """Refuse out-of-range settings by their option names, before anything is loaded."""
+    problems = [
+        (1 <= port <= 65535, f"--port {port}: choose a port from 1 to 65535"),
+        (workers >= 1, f"--workers {workers}: give at least 1"),
+        (max_upload_mb > 0, f"--max-upload-mb {max_upload_mb:g}: give a positive size"),
+        (max_images >= 1, f"--max-images {max_images}: give at least 1"),
+        (threads is None or threads >= 1, f"--threads {threads}: give at least 1"),
+    ]
+    for ok, message in problems:
+        if not ok:
+            raise MierukaError(message)
+
+
 def serve(
     model: str | os.PathLike[str],
     *,
@@ -86,8 +100,7 @@ def serve(
     """
     import uvicorn
 
-    if workers < 1:
-        raise MierukaError(f"--workers {workers}: give at least 1")
+    _check_options(port=port, workers=workers, max_upload_mb=max_upload_mb, max_images=max_images, threads=threads)
     if workers > 1 and threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers)
     settings = {

@@ -25,7 +25,7 @@ from mieruka.data.images import MAX_PIXELS, ImageTooLarge, NotAnImage, decode_im
 from mieruka.errors import DataError
 from mieruka.explain.render import colorize, encode_png, overlay_at
 from mieruka.fonts import cjk_font_path
-from mieruka.metrics import ng_probability
+from mieruka.metrics import gate, ng_probability
 from mieruka.runtime import Runtime, prepare, run_with_tta
 
 __all__ = ["API_KEY_HEADER", "create_app"]
@@ -57,26 +57,29 @@ def create_app(
     """
     info = runtime.info
     colorize(np.zeros((1, 1), np.float32))  # load the color map now, not in the first request
-    limit_bytes = int(max_upload_mb * 1024 * 1024)
+    broken = _probe(runtime)
     app = FastAPI(
         title="mieruka",
         version=__version__,
         description="Explainable visual inspection: class, OK/NG verdict and a Grad-CAM-family heatmap per image.",
-        max_body_size=limit_bytes,
     )
+    too_large = f"the upload is larger than the limit of {max_upload_mb:g} MiB"
+    app.add_middleware(_BodyLimit, limit=int(max_upload_mb * 1024 * 1024), message=too_large)
 
     def check_key(given: Annotated[str | None, Depends(_key_header)]) -> None:
         if api_key is not None and not hmac.compare_digest((given or "").encode(), api_key.encode()):
             raise HTTPException(401, f"missing or wrong API key (send it in the {API_KEY_HEADER} header)")
 
-    _add_error_handler(app, max_upload_mb)
+    _add_error_handler(app)
     limits = {"max_upload_mb": max_upload_mb, "max_images": max_images, "max_pixels": max_pixels}
     model_description = _describe(runtime, limits, api_key is not None)
     _add_page(app)
 
-    @app.get("/healthz", summary="liveness")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", summary="liveness: ok when the model answers (503 and the reason when it cannot)")
+    def healthz() -> JSONResponse:
+        if broken is not None:
+            return JSONResponse({"status": "error", "detail": broken}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/v1/model", summary="what the model is", dependencies=[Depends(check_key)])
     def model() -> dict[str, Any]:
@@ -91,15 +94,18 @@ def create_app(
         ] = None,
     ) -> dict[str, Any]:
         start = time.perf_counter()
+        if broken is not None:
+            raise HTTPException(503, f"the model cannot answer: {broken}")
         if len(files) > max_images:
             raise HTTPException(413, f"{len(files)} images in one request; the limit is {max_images}")
-        images = [_decode(f, max_pixels) for f in files]
+        images = [_decode(f, max_pixels, info.bit_depth) for f in files]
         probs, heat = run_with_tta(runtime, prepare(images, info), info.tta)
         t = threshold if threshold is not None else info.decision_threshold
         p_ng = ng_probability(probs, info.ng_classes)
+        rejected = gate(probs, info.ng_classes, t)
         results = []
         for i, (f, image) in enumerate(zip(files, images, strict=True)):
-            item = _result(info.classes, f.filename, image, probs[i], float(p_ng[i]), t)
+            item = _result(info.classes, f.filename, image, probs[i], float(p_ng[i]), t, bool(rejected[i]))
             if overlay_png and heat is not None:
                 item["overlay_png"] = _overlay_png(image, heat[i], overlay_max_side)
             results.append(item)
@@ -113,7 +119,13 @@ def create_app(
 
 
 def _result(
-    classes: tuple[str, ...], filename: str | None, image: np.ndarray, probs: np.ndarray, p_ng: float, t: float
+    classes: tuple[str, ...],
+    filename: str | None,
+    image: np.ndarray,
+    probs: np.ndarray,
+    p_ng: float,
+    t: float,
+    rejected: bool,
 ) -> dict[str, Any]:
     """One image's answer without its overlay."""
     top = int(probs.argmax())
@@ -124,7 +136,7 @@ def _result(
         "class": classes[top],
         "class_index": top,
         "probability": float(probs[top]),
-        "verdict": "NG" if p_ng >= t else "OK",
+        "verdict": "NG" if rejected else "OK",
         "ng_probability": p_ng,
         "threshold": t,
         "probabilities": {c: float(p) for c, p in zip(classes, probs, strict=True)},
@@ -150,15 +162,57 @@ def _describe(runtime: Runtime, limits: dict[str, Any], auth: bool) -> dict[str,
     }
 
 
-def _add_error_handler(app: FastAPI, max_upload_mb: float) -> None:
-    """Every HTTP error answers JSON ``{"detail": …}``."""
+def _probe(runtime: Runtime) -> str | None:
+    """Run the model once on a blank image: None when it answers, else why it cannot (then ``/healthz`` says so)."""
+    size = runtime.info.image_size
+    try:
+        probs, _ = runtime.run(prepare([np.zeros((size, size, 3), np.uint8)], runtime.info))
+        if probs.shape != (1, len(runtime.info.classes)) or not np.isfinite(probs).all():
+            return f"the model returned {probs.shape} probabilities for {len(runtime.info.classes)} classes"
+    except Exception as exc:  # any failure here is reported by /healthz instead of by every request
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+class _BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with a JSON 413: at once when Content-Length says so, else as soon
+    as the streamed body passes the limit (the handler's error answer is then JSON too)."""
+
+    def __init__(self, app: Any, limit: int, message: str) -> None:
+        self.app, self.limit, self.message = app, limit, message
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, self.message)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _add_error_handler(app: FastAPI) -> None:
+    """Every error answers JSON ``{"detail": …}``, an unexpected one too (500, with its reason)."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail
-        if exc.status_code == 413 and detail == "Content Too Large":
-            detail = f"the upload is larger than the limit of {max_upload_mb:g} MiB"
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def server_error(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
 
 
 def _add_page(app: FastAPI) -> None:
@@ -177,10 +231,10 @@ def _add_page(app: FastAPI) -> None:
         return FileResponse(path, media_type="font/ttf", headers={"Cache-Control": "max-age=86400"})
 
 
-def _decode(upload: UploadFile, max_pixels: int) -> np.ndarray:
+def _decode(upload: UploadFile, max_pixels: int, bit_depth: int | None) -> np.ndarray:
     name = upload.filename or "upload"
     try:
-        return decode_image(upload.file.read(), name, max_pixels=max_pixels)
+        return decode_image(upload.file.read(), name, max_pixels=max_pixels, bit_depth=bit_depth)
     except NotAnImage as exc:
         raise HTTPException(415, str(exc)) from None
     except ImageTooLarge as exc:

@@ -20,19 +20,18 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
-from mieruka._io import write_json
 from mieruka.augment import augment_batch
-from mieruka.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+from mieruka.checkpoint import ModelInfo, load_checkpoint, read_info, save_checkpoint
 from mieruka.config import TrainConfig
-from mieruka.data.dataset import Dataset, load_dataset
-from mieruka.data.store import ImageStore, normalize, scan_images
-from mieruka.errors import DataError, MierukaError
+from mieruka.data.store import normalize
+from mieruka.errors import MierukaError
 from mieruka.inference import predict_logits, predict_probs, select_device
-from mieruka.metrics import choose_threshold, classification_metrics, ng_probability
+from mieruka.metrics import choose_threshold, classification_metrics, escape_bound, gate, ng_probability
 from mieruka.models import build_model, feature_layer, load_pretrained, normalization_for
-from mieruka.train.checks import preflight
 from mieruka.train.curves import plot_history, write_history
 from mieruka.train.frozen import FrozenPrefix, freeze_stages, frozen_batchnorms
+from mieruka.train.inputs import TrainingData, load_training_data
+from mieruka.train.runs import prepare_run, resumed_config
 from mieruka.train.state import lr_factor, optimizer_tensors, param_groups, restore_optimizer, sampling_weights
 
 __all__ = ["TrainResult", "train"]
@@ -49,60 +48,10 @@ class TrainResult:
     history: tuple[dict[str, float], ...]
 
 
-@dataclass
-class _Data:
-    """The indexed data of a run: the training and validation images in one store, their labels."""
-
-    dataset: Dataset
-    store: ImageStore
-    labels: np.ndarray
-    train_idx: np.ndarray
-    val_idx: np.ndarray
-
-
-def _resolve_config(run: Path, config: TrainConfig | None, resume: bool) -> TrainConfig:
-    if not resume:
-        return config or TrainConfig()
-    cfg_path = run / "config.json"
-    if not (run / "resume.safetensors").is_file() or not cfg_path.is_file():
-        raise MierukaError(f"--resume: {run} holds no interrupted run (no resume.safetensors and config.json)")
-    return TrainConfig.from_dict(json.loads(cfg_path.read_text(encoding="utf-8"))["config"])
-
-
-def _load_data(data: str | os.PathLike[str], run: Path, cfg: TrainConfig, progress: bool) -> _Data:
-    """Index the data set, write the run's config and split, decode every image once and stop on bad files."""
-    dataset = load_dataset(data, ok_classes=cfg.ok_classes or None, split_seed=cfg.split_seed)
-    train_samples, val_samples = dataset.split("train"), dataset.split("val")
-    missing = [c for c in dataset.classes if not any(s.label == c for s in train_samples)]
-    if missing:
-        raise DataError(f"{data}: class(es) {', '.join(missing)} have no training image")
-    if not val_samples:
-        raise DataError(f"{data}: the validation split is empty; the best epoch cannot be chosen")
-    write_json(run / "config.json", {"data": str(data), "config": cfg.to_dict()})
-    dataset.save_split(run / "split.csv")
-    samples = train_samples + val_samples
-    store = ImageStore(
-        [s.image for s in samples], cfg.image_size, cache_bytes=int(cfg.cache_gb * (1 << 30)), progress=progress
-    )
-    # Test images are not trained on, but a bad one would only surface at evaluation: check them now, uncached.
-    test_samples = dataset.split("test")
-    _, test_sizes, test_bad = scan_images(
-        [s.image for s in test_samples], cfg.image_size, keep=False, desc="checking test images", progress=progress
-    )
-    bad = preflight([*samples, *test_samples], [*store.sizes, *test_sizes], [*store.bad, *test_bad], cfg, run)
-    return _Data(
-        dataset=dataset,
-        store=store,
-        labels=np.array([dataset.label_index(s) for s in samples], dtype=np.int64),
-        train_idx=np.array([i for i, s in enumerate(train_samples) if s.image not in bad], dtype=np.int64),
-        val_idx=np.array([len(train_samples) + i for i, s in enumerate(val_samples) if s.image not in bad]),
-    )
-
-
 class _Trainer:
     """The model, its optimizer and schedule, and the run's progress; one :meth:`epoch` at a time."""
 
-    def __init__(self, cfg: TrainConfig, data: _Data, run: Path, device: torch.device):
+    def __init__(self, cfg: TrainConfig, data: TrainingData, run: Path, device: torch.device):
         self.cfg, self.data, self.run, self.device = cfg, data, run, device
         num_classes = len(data.dataset.classes)
         self.mean, self.std = normalization_for(cfg.arch)
@@ -161,6 +110,7 @@ class _Trainer:
             std=self.std,
             target_layer=self.target_layer,
             ng_threshold=threshold,
+            bit_depth=self.cfg.bit_depth,
             config=self.cfg.to_dict(),
             summary=summary,
         )
@@ -300,7 +250,12 @@ class _Trainer:
                 "val_balanced_accuracy_by_tta": {k: round(v, 6) for k, v in tta_scores.items()},
             }
         )
-        threshold = choose_threshold(ng_probability(probs_by_tta[chosen], info.ng_classes), is_ng, cfg.max_escape)
+        probs, ng = probs_by_tta[chosen], info.ng_classes
+        predicted_ng = np.isin(probs.argmax(1), ng)
+        threshold = choose_threshold(ng_probability(probs, ng), is_ng, cfg.max_escape, predicted_ng)
+        info.summary["val_escape_bound"] = escape_bound(
+            int((is_ng & ~gate(probs, ng, threshold)).sum()), int(is_ng.sum())
+        )
         save_checkpoint(self.run / "model.safetensors", best, replace(self.info(info.summary, threshold), tta=chosen))
 
 
@@ -310,23 +265,30 @@ def train(
     config: TrainConfig | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Train a classifier on ``data`` and write the run into ``out``.
 
     Args:
         data: Class-per-folder tree or manifest CSV.
-        out: Run folder (created).
-        config: Training configuration (defaults when None). With ``resume`` the run's saved one is used.
+        out: Run folder (created; one that holds files is refused unless ``resume`` or ``overwrite``).
+        config: Training configuration (defaults when None). With ``resume``: the run's saved one is used, and a
+            given ``config`` must equal it except for a longer ``epochs`` (which extends the run), ``device`` and
+            ``cache_gb`` (:mod:`mieruka.train.runs`).
         resume: Continue the interrupted run in ``out`` from its last finished epoch.
+        overwrite: Replace the run in ``out``.
         progress: Show progress bars.
     """
     run = Path(out)
-    cfg = _resolve_config(run, config, resume)
-    run.mkdir(parents=True, exist_ok=True)
+    if resume and overwrite:
+        raise MierukaError("--resume and --overwrite: choose one (continue the run, or start it again)")
+    cfg = resumed_config(run, config) if resume else config or TrainConfig()
+    prepare_run(run, resume=resume, overwrite=overwrite)
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
-    trainer = _Trainer(cfg, _load_data(data, run, cfg, progress), run, device)
+    expected = read_info(run / "resume.safetensors").classes if resume else None
+    trainer = _Trainer(cfg, load_training_data(data, run, cfg, progress, expected), run, device)
     if resume:
         trainer.resume()
     trainer.fit(progress)

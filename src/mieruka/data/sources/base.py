@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -13,10 +13,12 @@ __all__ = ["DataSource", "SourceContents"]
 
 @dataclass(frozen=True)
 class SourceContents:
-    """The samples a source found (splits set where the layout gives them), and files it skipped."""
+    """The samples a source found (splits set where the layout gives them), files it skipped, and what the user
+    should hear about (e.g. an empty class folder, a duplicate manifest row)."""
 
     samples: list[Sample]
     ignored: list[Path]
+    warnings: list[str] = field(default_factory=list)
 
 
 class DataSource(Protocol):

@@ -40,8 +40,10 @@ class FolderSource:
         mask_root = path / MASKS_DIR
         samples: list[Sample] = []
         ignored: list[Path] = []
+        warnings: list[str] = []
         for class_dir in class_dirs:
             label = nfc(class_dir.name)
+            before = len(samples)
             for dirpath, dirnames, filenames in os.walk(class_dir):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for name in sorted(filenames):
@@ -54,4 +56,6 @@ class FolderSource:
                     rel = image.relative_to(path)
                     mask = find_region_file(mask_root / rel.parent, rel.stem) if mask_root.is_dir() else None
                     samples.append(Sample(image=image, label=label, verdict=NG, mask=mask))
-        return SourceContents(samples, ignored)
+            if len(samples) == before:
+                warnings.append(f"{class_dir}: the class folder holds no images, so {label!r} is not a class here")
+        return SourceContents(samples, ignored, warnings)

@@ -6,6 +6,7 @@ one of ``train``, ``val``, ``test``. ``mask`` is a mask image or a box annotatio
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from mieruka.data.sample import NG, Sample, nfc
@@ -28,17 +29,51 @@ class ManifestSource:
     def read(self, path: Path) -> SourceContents:
         try:
             with open(path, newline="", encoding="utf-8-sig") as fh:
-                samples = _rows(path, csv.DictReader(fh))
+                rows = _rows(path, csv.DictReader(fh))
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text ({exc})") from None
         except csv.Error as exc:
             raise DataError(f"{path}: malformed CSV ({exc})") from None
-        if not samples:
+        if not rows:
             raise DataError(f"{path}: the manifest lists no images")
-        return SourceContents(samples, [])
+        samples, warnings = _deduplicated(path, rows)
+        return SourceContents(samples, [], warnings)
 
 
-def _rows(path: Path, reader: csv.DictReader) -> list[Sample]:
+def _deduplicated(path: Path, rows: list[tuple[int, Sample]]) -> tuple[list[Sample], list[str]]:
+    """One sample per image file: exact repeats are dropped with a warning; the same file with another label,
+    split or mask is an error naming both lines."""
+    first: dict[str, tuple[int, Sample]] = {}
+    samples: list[Sample] = []
+    repeats: list[str] = []
+    for line, sample in rows:
+        key = os.path.normcase(os.path.normpath(sample.image))
+        if key not in first:
+            first[key] = (line, sample)
+            samples.append(sample)
+            continue
+        line0, kept = first[key]
+        if (kept.label, kept.split, kept.mask) != (sample.label, sample.split, sample.mask):
+            raise DataError(
+                f"{path}, lines {line0} and {line}: {sample.image} is listed twice with different entries "
+                f"({_entry(kept)} and {_entry(sample)}); an image has one label, one split and one mask"
+            )
+        repeats.append(f"{line} (as {line0})")
+    warnings = []
+    if repeats:
+        shown = ", ".join(repeats[:10]) + (f" and {len(repeats) - 10} more" if len(repeats) > 10 else "")
+        warnings.append(f"{path}: {len(repeats)} row(s) repeat an earlier row exactly and were dropped: lines {shown}")
+    return samples, warnings
+
+
+def _entry(sample: Sample) -> str:
+    parts = [sample.label, sample.split or "no split"]
+    if sample.mask is not None:
+        parts.append(f"mask {sample.mask}")
+    return ", ".join(parts)
+
+
+def _rows(path: Path, reader: csv.DictReader) -> list[tuple[int, Sample]]:
     base = path.parent
     fields = [f.strip() for f in (reader.fieldnames or [])]
     missing = [f for f in ("image", "label") if f not in fields]
@@ -56,13 +91,12 @@ def _rows(path: Path, reader: csv.DictReader) -> list[Sample]:
         if split is not None and split not in SPLITS:
             raise DataError(f"{path}, line {line}: split {split!r} is not one of {', '.join(SPLITS)}")
         mask = row.get("mask") or None
-        samples.append(
-            Sample(
-                image=base / row["image"],
-                label=nfc(row["label"]),
-                verdict=NG,
-                mask=None if mask is None else base / mask,
-                split=split,
-            )
+        sample = Sample(
+            image=base / row["image"],
+            label=nfc(row["label"]),
+            verdict=NG,
+            mask=None if mask is None else base / mask,
+            split=split,
         )
+        samples.append((line, sample))
     return samples

@@ -1,0 +1,106 @@
+"""What a run trains on: the data set checked class by class, every image decoded once, bad files stopped or
+skipped, and the run's config and split written."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mieruka._io import write_json
+from mieruka.config import TrainConfig
+from mieruka.data.dataset import Dataset, describe, load_dataset
+from mieruka.data.store import ImageStore, scan_images
+from mieruka.errors import DataError
+from mieruka.train.checks import preflight
+
+__all__ = ["TrainingData", "load_training_data"]
+
+
+@dataclass
+class TrainingData:
+    """The indexed data of a run: the training and validation images in one store, their labels."""
+
+    dataset: Dataset
+    store: ImageStore
+    labels: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+
+
+def load_training_data(
+    data: str | os.PathLike[str],
+    run: Path,
+    cfg: TrainConfig,
+    progress: bool,
+    expected_classes: tuple[str, ...] | None = None,
+) -> TrainingData:
+    """Index the data set, decode every image once, stop on bad files (or skip them), check every class can be
+    trained and validated, and write the run's config and split."""
+    dataset = load_dataset(data, ok_classes=cfg.ok_classes or None, split_seed=cfg.split_seed)
+    if expected_classes is not None and tuple(dataset.classes) != tuple(expected_classes):
+        raise DataError(
+            f"--resume: {run} was trained on the classes {', '.join(expected_classes)}, but {data} has "
+            f"{', '.join(dataset.classes)}; resume with the run's data, or start a new run"
+        )
+    for warning in dataset.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if len(dataset.classes) < 2:
+        raise DataError(
+            f"{data}: only one class ({dataset.classes[0]}); a classifier needs at least two, e.g. the parts that "
+            "pass and one kind of defect"
+        )
+    _require_trainable(data, dataset, "")
+    write_json(run / "config.json", {"data": str(data), "config": cfg.to_dict()})
+    train_samples, val_samples = dataset.split("train"), dataset.split("val")
+    samples = train_samples + val_samples
+    store = ImageStore(
+        [s.image for s in samples],
+        cfg.image_size,
+        cache_bytes=int(cfg.cache_gb * (1 << 30)),
+        progress=progress,
+        bit_depth=cfg.bit_depth,
+    )
+    # Test images are not trained on, but a bad one would only surface at evaluation: check them now, uncached.
+    test_samples = dataset.split("test")
+    _, test_sizes, test_bad = scan_images(
+        [s.image for s in test_samples],
+        cfg.image_size,
+        keep=False,
+        desc="checking test images",
+        progress=progress,
+        bit_depth=cfg.bit_depth,
+    )
+    bad = preflight([*samples, *test_samples], [*store.sizes, *test_sizes], [*store.bad, *test_bad], cfg, run)
+    usable = dataset.without(bad)
+    if bad:
+        _require_trainable(data, usable, " after skipping the unusable images (--skip-bad)")
+    usable.save_split(run / "split.csv")
+    print(describe(usable))
+    no_val = [c for c in usable.classes if not any(s.label == c for s in usable.split("val"))]
+    if no_val:
+        print(
+            f"warning: class(es) {', '.join(no_val)} have no validation image: the chosen epoch and the NG threshold "
+            "do not see them",
+            file=sys.stderr,
+        )
+    return TrainingData(
+        dataset=dataset,
+        store=store,
+        labels=np.array([dataset.label_index(s) for s in samples], dtype=np.int64),
+        train_idx=np.array([i for i, s in enumerate(train_samples) if s.image not in bad], dtype=np.int64),
+        val_idx=np.array([len(train_samples) + i for i, s in enumerate(val_samples) if s.image not in bad]),
+    )
+
+
+def _require_trainable(data: str | os.PathLike[str], dataset: Dataset, when: str) -> None:
+    """Every class needs a training image, and the validation split an image, to train and choose an epoch."""
+    train_samples = dataset.split("train")
+    missing = [c for c in dataset.classes if not any(s.label == c for s in train_samples)]
+    if missing:
+        raise DataError(f"{data}: class(es) {', '.join(missing)} have no training image{when}")
+    if not dataset.split("val"):
+        raise DataError(f"{data}: the validation split is empty{when}; the best epoch cannot be chosen")
