@@ -79,6 +79,9 @@ def test_config_file_and_unicode_end_to_end(tmp_path: Path, capsys: pytest.Captu
     )
     metrics = json.loads((tmp_path / "評価" / "metrics.json").read_text(encoding="utf-8"))
     assert "欠陥(割れ)" in metrics["classes"]
+    printed = capsys.readouterr().out
+    assert f"OK/NG gate (class NG, or P(NG) >= {metrics['threshold']:.4f}, chosen on val" in printed
+    assert "95 % upper bound" in printed
     # 正常(汚れ) is not among the --ok classes of the file, so it is NG here
     assert metrics["verdicts"] == {c: ("OK" if c in ("良品", "正常(キズ)") else "NG") for c in metrics["classes"]}
     assert "欠陥(巣穴)" in (tmp_path / "評価" / "predictions.csv").read_text(encoding="utf-8")

@@ -65,11 +65,17 @@ def run(args: argparse.Namespace) -> None:
             f"  {ljust(c, width)} precision {pc['precision']:.3f}  recall {pc['recall']:.3f}  f1 {pc['f1']:.3f}  "
             f"n={pc['support']}"
         )
-    g = m["gate_at_threshold"]
-    print(f"OK/NG by predicted class: escape {fmt_rate(m['escape_rate'])}  overkill {fmt_rate(m['overkill_rate'])}")
+    g, c = m["gate_at_threshold"], m["gate_by_class"]
+    level = f"{100 * m['confidence']:.0f} %"
     print(
-        f"OK/NG at NG threshold {m['threshold']:.4f} (chosen on {m['threshold_chosen_on']} for escape <= "
-        f"{m['max_escape']}): escape {fmt_rate(g['escape_rate'])}  overkill {fmt_rate(g['overkill_rate'])}"
+        f"OK/NG by predicted class: escape {fmt_rate(c['escape_rate'])} ({level} upper bound "
+        f"{fmt_rate(c['escape_upper_bound'])})  overkill {fmt_rate(c['overkill_rate'])}"
+    )
+    print(
+        f"OK/NG gate (class NG, or P(NG) >= {m['threshold']:.4f}, chosen on {m['threshold_chosen_on']} for escape <= "
+        f"{m['max_escape']}; a new defect escapes with probability <= {fmt_rate(m['escape_bound'])}): escape "
+        f"{fmt_rate(g['escape_rate'])} ({level} upper bound {fmt_rate(g['escape_upper_bound'])})  overkill "
+        f"{fmt_rate(g['overkill_rate'])}"
     )
     print(f"results: {ev.out_dir / 'metrics.json'}, {ev.out_dir / 'confusion_matrix.png'}")
     if "neighbors" in m:
