@@ -54,7 +54,7 @@ def test_synth_info_and_predict_commands(
     assert main(["predict", str(tiny_run / "model.safetensors"), str(synth_dir / "crack"), "--quiet"]) == 0
     out = capsys.readouterr()
     lines = out.out.strip().splitlines()
-    assert lines[0] == "image\tclass\tprobability\tP(NG)\tverdict" and len(lines) == 1 + 8  # a header, 8 images
+    assert lines[0] == "image\tclass\tprobability\tP(NG)\tverdict\terror" and len(lines) == 1 + 8  # header, 8 images
     assert "NG when the predicted class is NG or P(NG) >= " in out.err and "(the model's)" in out.err
 
 

@@ -51,3 +51,96 @@ def test_bad_inputs_are_named(tiny_run: Path, tmp_path: Path) -> None:
     bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(DataError, match="broken.png"):
         predict(tiny_run / "model.safetensors", [bad], progress=False)
+
+
+def _folder_with_bad_files(synth_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(synth_dir / "crack", folder)
+    (folder / "zz_truncated.png").write_bytes((folder / "crack_0000.png").read_bytes()[:100])
+    (folder / "zz_empty.png").write_bytes(b"")
+    return folder
+
+
+def test_unreadable_images_become_rows_with_an_error(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+    import csv
+
+    folder = _folder_with_bad_files(synth_dir, tmp_path)
+    out = tmp_path / "p.csv"
+    run = predict(tiny_run / "model.safetensors", [folder], out=out, progress=False)
+    assert run.images == 10 and run.errors == 2 and run.ok + run.ng == 8
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["image"] for r in rows] == [str(p) for p in sorted(folder.iterdir())]
+    bad = {Path(r["image"]).name: r for r in rows if r["error"]}
+    assert set(bad) == {"zz_truncated.png", "zz_empty.png"} and "0 bytes" in bad["zz_empty.png"]["error"]
+    assert all(r["class"] and r["verdict"] in ("OK", "NG") for r in rows if not r["error"])
+    with pytest.raises(DataError, match="zz_empty.png"):
+        predict(tiny_run / "model.safetensors", [folder], strict=True, progress=False)
+    with pytest.raises(DataError, match="none of the 1 images could be read"):
+        predict(tiny_run / "model.safetensors", [folder / "zz_empty.png"], progress=False)
+
+
+def test_predict_streams_in_chunks_with_the_same_answers(
+    tiny_run: Path, synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mieruka.predict as predict_module
+
+    whole = predict(tiny_run / "model.safetensors", [synth_dir / "crack"], progress=False)
+    calls = []
+    original = predict_module.ImageStore
+
+    def store(paths, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(paths))
+        return original(paths, *args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "ImageStore", store)
+    # 8 images in chunks of 3, 3 and 2
+    monkeypatch.setattr(predict_module, "iter_predictions", _chunked(predict_module.iter_predictions, 3))
+    chunked = predict(tiny_run / "model.safetensors", [synth_dir / "crack"], progress=False)
+    assert calls == [3, 3, 2]  # never more than one chunk of pixels in memory
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.image == b.image and a.label == b.label and a.verdict == b.verdict
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
+
+
+def _chunked(fn, size):  # type: ignore[no-untyped-def]
+    def run(*args, **kwargs):  # type: ignore[no-untyped-def]
+        return fn(*args, **{**kwargs, "chunk": size})
+
+    return run
+
+
+def test_resume_skips_what_a_killed_run_wrote(tiny_run: Path, synth_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import csv
+
+    import mieruka.predict as predict_module
+
+    out = tmp_path / "p.csv"
+    original = predict_module.iter_predictions
+
+    def killed_after_one_chunk(*args, **kwargs):  # type: ignore[no-untyped-def]
+        it = original(*args, **{**kwargs, "chunk": 3})
+        yield next(it)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_module, "iter_predictions", killed_after_one_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        predict(tiny_run / "model.safetensors", [synth_dir / "crack"], out=out, progress=False)
+    monkeypatch.setattr(predict_module, "iter_predictions", original)
+    with open(out, newline="", encoding="utf-8") as fh:
+        assert len(list(csv.DictReader(fh))) == 3  # the finished chunk survived the kill
+    run = predict(tiny_run / "model.safetensors", [synth_dir / "crack"], out=out, resume=True, progress=False)
+    assert run.skipped == 3 and run.images == 5
+    with open(out, newline="", encoding="utf-8") as fh:
+        images = [r["image"] for r in csv.DictReader(fh)]
+    assert images == [str(p) for p in sorted((synth_dir / "crack").iterdir())]  # each image answered once
+
+
+def test_parquet_output(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "p.parquet"
+    predict(tiny_run / "model.safetensors", [synth_dir / "crack"], out=out, progress=False, keep=False)
+    table = pq.read_table(out)
+    assert table.num_rows == 8 and {"image", "class", "verdict", "error"} <= set(table.column_names)

@@ -1,17 +1,25 @@
-"""Classify images with a trained model: ``mieruka predict MODEL IMAGE_OR_DIR... --out preds.csv``."""
+"""Classify images with a trained model: ``mieruka predict MODEL IMAGE_OR_DIR... --out preds.csv``.
+
+The images are read, classified and written in chunks of :data:`PREDICT_CHUNK`, so memory does not grow with their
+number; a file that cannot be read becomes a row with an ``error`` (``--strict`` stops instead), and ``--resume``
+continues a killed run from the rows its output already holds.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from mieruka._io import write_csv
-from mieruka.checkpoint import load_checkpoint
+from mieruka.batch.sinks import open_sink
+from mieruka.checkpoint import ModelInfo, load_checkpoint
 from mieruka.data.images import IMAGE_EXTENSIONS
 from mieruka.data.sources.folder import MASKS_DIR
 from mieruka.data.store import ImageStore
@@ -20,7 +28,7 @@ from mieruka.inference import predict_probs, select_device
 from mieruka.metrics import gate, ng_probability
 from mieruka.runtime import OnnxModel
 
-__all__ = ["Prediction", "collect_images", "predict"]
+__all__ = ["PREDICT_CHUNK", "PredictRun", "Prediction", "collect_images", "iter_predictions", "predict"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,8 @@ class Prediction:
     ng_probability: float
     probabilities: tuple[float, ...]
     threshold: float
+    error: str = ""
+    """Why the image could not be classified (empty when it was); the other fields are then empty or NaN."""
 
 
 def collect_images(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -63,6 +73,64 @@ def collect_images(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return paths
 
 
+PREDICT_CHUNK = 256
+"""Images decoded, classified and written per step: memory stays flat however many images there are."""
+
+
+def _model(model_path: str | os.PathLike[str], device: str) -> tuple[nn.Module | OnnxModel, ModelInfo]:
+    if Path(model_path).suffix.lower() == ".onnx":
+        onnx = OnnxModel(model_path)
+        return onnx, onnx.info
+    model, info, _ = load_checkpoint(model_path, select_device(device))
+    return model.to(memory_format=torch.channels_last), info
+
+
+def iter_predictions(
+    model: nn.Module | OnnxModel,
+    info: ModelInfo,
+    paths: Sequence[Path],
+    *,
+    threshold: float | None = None,
+    batch_size: int = 64,
+    tta: str | None = None,
+    strict: bool = False,
+    chunk: int = PREDICT_CHUNK,
+) -> Iterator[list[Prediction]]:
+    """The predictions of ``paths``, one list per chunk, in order. A file that cannot be read becomes a prediction
+    with ``error`` set (or, with ``strict``, stops the run with its message)."""
+    t = threshold if threshold is not None else info.decision_threshold
+    for start in range(0, len(paths), chunk):
+        part = list(paths[start : start + chunk])
+        store = ImageStore(part, info.image_size, progress=False, bit_depth=info.bit_depth)
+        if strict:
+            store.require_readable()
+        bad = {b.path: b.reason for b in store.bad}
+        good = [i for i, p in enumerate(part) if p not in bad]
+        options: dict[str, Any] = {"mean": info.mean, "std": info.std, "tta": tta or info.tta, "batch_size": batch_size}
+        probs = predict_probs(model, store, good, **options) if good else np.zeros((0, len(info.classes)))
+        p_ng = ng_probability(probs, info.ng_classes)
+        rejected = gate(probs, info.ng_classes, t)
+        row = {i: j for j, i in enumerate(good)}
+        out = []
+        for i, p in enumerate(part):
+            if i not in row:
+                out.append(Prediction(p, "", float("nan"), "", float("nan"), (), t, bad[p]))
+                continue
+            j = row[i]
+            top = int(probs[j].argmax())
+            verdict = "NG" if rejected[j] else "OK"
+            values = tuple(float(v) for v in probs[j])
+            out.append(Prediction(p, info.classes[top], float(probs[j, top]), verdict, float(p_ng[j]), values, t))
+        yield out
+
+
+def _row(r: Prediction, classes: Sequence[str]) -> tuple[str, ...]:
+    if r.error:
+        return (str(r.image), "", "", "", "", *("" for _ in classes), r.error)
+    numbers = (f"{v:.6f}" for v in r.probabilities)
+    return (str(r.image), r.label, f"{r.probability:.6f}", r.verdict, f"{r.ng_probability:.6f}", *numbers, "")
+
+
 def predict(
     model_path: str | os.PathLike[str],
     inputs: Sequence[str | os.PathLike[str]],
@@ -73,62 +141,80 @@ def predict(
     batch_size: int = 64,
     tta: str | None = None,
     progress: bool = True,
-) -> list[Prediction]:
-    """Class, probability and verdict of every image (``tta`` default: the model's, chosen on validation).
+    strict: bool = False,
+    resume: bool = False,
+    keep: bool = True,
+) -> PredictRun:
+    """Class, probability and verdict of every image, streamed in chunks (``tta`` default: the model's).
 
     ``model_path`` is a ``.safetensors`` checkpoint (PyTorch) or a ``.onnx`` file from ``mieruka export`` (ONNX
-    Runtime on the CPU; ``device`` is then ignored). Both get the same preprocessing.
+    Runtime on the CPU; ``device`` is then ignored). Both get the same preprocessing. The verdict is the gate of
+    :func:`mieruka.metrics.gate` at ``threshold`` (default: the model's
+    :attr:`~mieruka.checkpoint.ModelInfo.decision_threshold`).
 
-    The verdict is NG when the NG probability reaches ``threshold`` (default: the threshold chosen on the validation
-    split at training time, :attr:`~mieruka.checkpoint.ModelInfo.decision_threshold`).
+    Args:
+        out: Write rows here as they are made: CSV, or Parquet for a ``.parquet`` name (:mod:`mieruka.batch.sinks`).
+        strict: Stop at the first unreadable image with its message (default: a row with ``error`` set).
+        resume: Skip the images ``out`` already holds (from a killed or finished earlier run) and append.
+        keep: Return every prediction (off for very long runs that only write ``out``).
+
+    Raises:
+        DataError: ``strict`` and an unreadable image; or every image failed.
     """
-    model: nn.Module | OnnxModel
-    if Path(model_path).suffix.lower() == ".onnx":
-        model = OnnxModel(model_path)
-        info = model.info
-    else:
-        model, info, _ = load_checkpoint(model_path, select_device(device))
-        model = model.to(memory_format=torch.channels_last)
+    model, info = _model(model_path, device)
     paths = collect_images(inputs)
-    store = ImageStore(paths, info.image_size, progress=progress, bit_depth=info.bit_depth).require_readable()
-    probs = predict_probs(
-        model,
-        store,
-        list(range(len(paths))),
-        mean=info.mean,
-        std=info.std,
-        tta=tta or info.tta,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    p_ng = ng_probability(probs, info.ng_classes)
-    t = threshold if threshold is not None else info.decision_threshold
-    top = probs.argmax(1)
-    rejected = gate(probs, info.ng_classes, t)
-    results = [
-        Prediction(
-            image=p,
-            label=info.classes[int(top[i])],
-            probability=float(probs[i, top[i]]),
-            verdict="NG" if rejected[i] else "OK",
-            ng_probability=float(p_ng[i]),
-            probabilities=tuple(float(v) for v in probs[i]),
-            threshold=t,
-        )
-        for i, p in enumerate(paths)
-    ]
-    if out is not None:
-        header = ("image", "class", "probability", "verdict", "ng_probability", *(f"p[{c}]" for c in info.classes))
-        rows = [
-            (
-                str(r.image),
-                r.label,
-                f"{r.probability:.6f}",
-                r.verdict,
-                f"{r.ng_probability:.6f}",
-                *(f"{v:.6f}" for v in r.probabilities),
-            )
-            for r in results
-        ]
-        write_csv(out, header, rows)
-    return results
+    header = ("image", "class", "probability", "verdict", "ng_probability", *(f"p[{c}]" for c in info.classes))
+    sink = open_sink(out, (*header, "error"), resume=resume) if out is not None else None
+    done = sink.done() if sink is not None else set()
+    todo = [p for p in paths if str(p) not in done]
+    run = PredictRun(images=len(todo), skipped=len(paths) - len(todo))
+    try:
+        bar = tqdm(total=len(todo), desc="predicting", unit="img", disable=not progress, leave=False)
+        for results in iter_predictions(
+            model, info, todo, threshold=threshold, batch_size=batch_size, tta=tta, strict=strict
+        ):
+            if sink is not None:
+                sink.write([_row(r, info.classes) for r in results])
+            run.add(results, keep)
+            bar.update(len(results))
+        bar.close()
+    finally:
+        if sink is not None:
+            sink.close()
+    if todo and run.errors == len(todo):
+        raise DataError(f"none of the {len(todo)} images could be read (the first: {run.first_error})")
+    return run
+
+
+@dataclass
+class PredictRun:
+    """What a predict run did: counts, the threshold, and (with ``keep``) every prediction in input order."""
+
+    images: int
+    skipped: int = 0
+    ok: int = 0
+    ng: int = 0
+    errors: int = 0
+    threshold: float | None = None
+    first_error: str = ""
+    results: list[Prediction] = field(default_factory=list)
+
+    def add(self, results: Sequence[Prediction], keep: bool) -> None:
+        for r in results:
+            if r.error and not self.first_error:
+                self.first_error = f"{r.image}: {r.error}"
+            self.errors += bool(r.error)
+            self.ok += r.verdict == "OK"
+            self.ng += r.verdict == "NG"
+            self.threshold = r.threshold
+        if keep:
+            self.results.extend(results)
+
+    def __iter__(self) -> Iterator[Prediction]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, i: int) -> Prediction:
+        return self.results[i]

@@ -22,7 +22,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--model", type=Path, help="the model (.safetensors or .onnx), instead of the first argument")
     p.add_argument("paths", nargs="+", type=Path, metavar="[MODEL] IMAGE_OR_DIR")
-    p.add_argument("--out", type=Path, help="write a CSV here (else print a table)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write rows here as they are made: CSV, or Parquet for a .parquet name (else print a table)",
+    )
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (default: an error row)")
+    p.add_argument("--resume", action="store_true", help="skip the images --out already holds and append the rest")
     p.add_argument("--threshold", type=number_in(0, 1), help="NG-probability threshold (default: the model's)")
     add_tta(p)
     add_common(p)
@@ -35,7 +41,9 @@ def run(args: argparse.Namespace) -> None:
     model, inputs = (args.model, args.paths) if args.model else (args.paths[0], args.paths[1:])
     if not inputs:
         raise ValueError("give the model and at least one image or folder: mieruka predict MODEL IMAGE_OR_DIR...")
-    results = predict(
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out: the rows of the earlier run are read from it")
+    run = predict(
         model,
         inputs,
         out=args.out,
@@ -43,14 +51,23 @@ def run(args: argparse.Namespace) -> None:
         device=args.device,
         tta=args.tta,
         progress=not args.quiet,
+        strict=args.strict,
+        resume=args.resume,
+        keep=args.out is None,
     )
-    t = results[0].threshold
-    source = "--threshold" if args.threshold is not None else "the model's"
-    print(f"verdict: NG when the predicted class is NG or P(NG) >= {t:.4f} ({source})", file=sys.stderr)
+    if run.threshold is not None:
+        source = "--threshold" if args.threshold is not None else "the model's"
+        rule = f"NG when the predicted class is NG or P(NG) >= {run.threshold:.4f} ({source})"
+        print(f"verdict: {rule}", file=sys.stderr)
     if args.out is None:
-        print("image\tclass\tprobability\tP(NG)\tverdict")
-        for r in results:
-            print(f"{r.image}\t{r.label}\t{r.probability:.4f}\t{r.ng_probability:.4f}\t{r.verdict}")
+        print("image\tclass\tprobability\tP(NG)\tverdict\terror")
+        for r in run:
+            if r.error:
+                print(f"{r.image}\t\t\t\t\t{r.error}")
+            else:
+                print(f"{r.image}\t{r.label}\t{r.probability:.4f}\t{r.ng_probability:.4f}\t{r.verdict}\t")
     else:
-        ng = sum(r.verdict == "NG" for r in results)
-        print(f"{len(results)} images: {len(results) - ng} OK, {ng} NG; written to {args.out}")
+        skipped = f", {run.skipped} done before (--resume)" if run.skipped else ""
+        print(f"{run.images} images: {run.ok} OK, {run.ng} NG, {run.errors} unreadable{skipped}; written to {args.out}")
+    if run.errors:
+        print(f"warning: {run.errors} image(s) could not be read (the first: {run.first_error})", file=sys.stderr)
