@@ -117,3 +117,30 @@ def test_neighbors_need_a_training_split(tiny_run: Path, synth_dir: Path, tmp_pa
         evaluate(tiny_run / "model.safetensors", only_test, tmp_path / "e", neighbors=1, progress=False)
     with pytest.raises(MierukaError, match="--neighbors must not be negative"):
         evaluate(tiny_run / "model.safetensors", manifest, tmp_path / "e", neighbors=-1, progress=False)
+
+
+def test_an_unreadable_image_is_listed_and_left_out_of_the_figures(
+    tiny_run: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    import csv
+    import shutil
+
+    from mieruka.checkpoint import read_info
+    from mieruka.errors import DataError
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    test = read_info(tiny_run / "model.safetensors").load_dataset(data).split("test")
+    broken = test[3].image
+    broken.write_bytes(b"")
+    ev = evaluate(tiny_run / "model.safetensors", data, tmp_path / "e", progress=False)
+    assert ev.metrics["images"] == len(test) - 1
+    assert [u["image"] for u in ev.metrics["unreadable"]] == [str(broken)]
+    assert "0 bytes" in ev.metrics["unreadable"][0]["reason"]
+    assert sum(sum(row) for row in ev.metrics["confusion_matrix"]) == len(test) - 1
+    with open(tmp_path / "e" / "predictions.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(test) and rows[-1]["image"] == str(broken) and "0 bytes" in rows[-1]["error"]
+    assert all(r["error"] == "" and r["predicted"] for r in rows[:-1])
+    with pytest.raises(DataError, match="0 bytes"):
+        evaluate(tiny_run / "model.safetensors", data, tmp_path / "e2", strict=True, progress=False)

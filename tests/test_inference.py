@@ -115,3 +115,32 @@ def test_model_input_is_the_normalized_channels_last_batch(tmp_path: Path) -> No
     x = model_input(store, [0], torch.device("cpu"), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert x.is_contiguous(memory_format=torch.channels_last) and x.dtype == torch.float32
     torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([1.0, -1.0, 1.0]))
+
+
+def test_classify_files_in_chunks_equals_one_store_and_isolates_bad_files(
+    tiny_run: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from mieruka.checkpoint import load_checkpoint
+    from mieruka.inference import classify_files
+
+    model, info, _ = load_checkpoint(tiny_run / "model.safetensors")
+    folder = tmp_path / "imgs"
+    shutil.copytree(synth_dir / "crack", folder)
+    paths = sorted(folder.iterdir())
+    (folder / "crack_0003.png").write_bytes(b"garbage")
+    kw = {"image_size": info.image_size, "mean": info.mean, "std": info.std}
+    probs, feats, bad = classify_files(model, paths, with_features=True, chunk=3, **kw)
+    assert set(bad) == {3} and "crack_0003" not in bad[3]  # the reason, without the path again
+    assert np.isnan(probs[3]).all() and feats is not None and torch.isnan(feats[3]).all()
+    good = [i for i in range(len(paths)) if i != 3]
+    store = ImageStore([paths[i] for i in good], info.image_size, progress=False)
+    expected, expected_feats = predict_probs_and_features(
+        model, store, list(range(len(good))), mean=info.mean, std=info.std
+    )
+    np.testing.assert_allclose(probs[good], expected, atol=1e-6)
+    torch.testing.assert_close(feats[good], expected_feats, atol=1e-6, rtol=1e-5)
+    # a chunk of nothing but bad files keeps the rows aligned
+    probs2, _, bad2 = classify_files(model, [paths[3], paths[0]], chunk=1, **kw)
+    assert set(bad2) == {0} and np.isnan(probs2[0]).all() and np.allclose(probs2[1], expected[0], atol=1e-6)

@@ -24,7 +24,7 @@ from mieruka.data.dataset import Dataset, Sample
 from mieruka.data.images import read_image
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError, MierukaError
-from mieruka.inference import predict_probs, predict_probs_and_features, select_device
+from mieruka.inference import classify_files, select_device
 from mieruka.metrics import (
     CONFIDENCE,
     choose_threshold,
@@ -94,6 +94,7 @@ def evaluate(
     batch_size: int = 64,
     tta: str | None = None,
     neighbors: int = 0,
+    strict: bool = False,
     progress: bool = True,
 ) -> Evaluation:
     """Evaluate a trained model on one split of a data set.
@@ -108,7 +109,12 @@ def evaluate(
         batch_size: Images per forward pass.
         tta: Test-time augmentation (``none``, ``flip``, ``d4``); default: the model's, chosen on validation.
         neighbors: Also find each image's this many nearest training images (0: don't).
+        strict: Stop at the first unreadable image (default: it is listed under ``unreadable`` in ``metrics.json``
+            and as a row with an ``error`` in ``predictions.csv``, and the figures are those of the other images).
         progress: Show progress bars.
+
+    The images are read a chunk at a time (:func:`mieruka.inference.classify_files`), so memory does not grow
+    with the split.
     """
     if neighbors < 0:
         raise MierukaError("--neighbors must not be negative")
@@ -119,14 +125,9 @@ def evaluate(
     if not samples:
         raise DataError(f"{data}: the {split} split is empty")
     tta = tta or info.tta
-    store = _store(info, samples, progress)
     options: dict[str, Any] = {"mean": info.mean, "std": info.std, "tta": tta, "batch_size": batch_size}
-    options["progress"] = progress
-    everything = list(range(len(samples)))
-    if neighbors:  # the features that neighbors are found by come from the forward pass that classifies
-        probs, features = predict_probs_and_features(model, store, everything, desc=f"evaluating {split}", **options)
-    else:
-        probs = predict_probs(model, store, everything, desc=f"evaluating {split}", **options)
+    options.update(image_size=info.image_size, bit_depth=info.bit_depth, strict=strict, progress=progress)
+    samples, probs, features, errors = _classify(model, samples, split, neighbors > 0, options)
     y_true = np.array([dataset.label_index(s) for s in samples])
     y_pred = probs.argmax(1)
     metrics: dict[str, Any] = {
@@ -138,19 +139,20 @@ def evaluate(
         "classes": list(info.classes),
         "verdicts": dict(info.verdicts),
         "images": len(samples),
+        "unreadable": [{"image": str(s.image), "reason": reason} for s, reason in errors],
         "tta": tta,
     }
     metrics.update(classification_metrics(y_true, y_pred, info.classes))
     p_ng = ng_probability(probs, info.ng_classes)
     metrics.update(_gate(model, info, dataset, samples, split, probs, max_escape, options))
     out_dir = Path(out)
-    if neighbors:
+    if neighbors and features is not None:
         metrics["neighbors"] = _neighbors(
             model, info, dataset, samples, features, y_true, y_pred, neighbors, batch_size, progress, out_dir
         )
     write_json(out_dir / "metrics.json", metrics)
     rejected = gate(probs, info.ng_classes, metrics["threshold"])
-    _write_predictions(out_dir / "predictions.csv", info, samples, probs, p_ng, rejected)
+    _write_predictions(out_dir / "predictions.csv", info, samples, probs, p_ng, rejected, errors)
     plot_confusion(
         np.array(metrics["confusion_matrix"]),
         info.classes,
@@ -158,6 +160,21 @@ def evaluate(
         title=f"{split}: accuracy {metrics['accuracy']:.3f}, balanced {metrics['balanced_accuracy']:.3f}",
     )
     return Evaluation(metrics=metrics, out_dir=out_dir)
+
+
+def _classify(
+    model: torch.nn.Module, samples: Sequence[Sample], split: str, with_features: bool, options: dict[str, Any]
+) -> tuple[tuple[Sample, ...], np.ndarray, torch.Tensor | None, list[tuple[Sample, str]]]:
+    """The readable samples, their probabilities and (``with_features``: the features neighbors are found by, from
+    the same forward pass) pooled features, and the unreadable samples with their reasons."""
+    probs, features, bad = classify_files(
+        model, [s.image for s in samples], with_features=with_features, desc=f"evaluating {split}", **options
+    )
+    if len(bad) == len(samples):
+        raise DataError(f"none of the {len(samples)} images of the {split} split could be read")
+    read = [i for i in range(len(samples)) if i not in bad]
+    errors = [(samples[i], reason) for i, reason in sorted(bad.items())]
+    return tuple(samples[i] for i in read), probs[read], None if features is None else features[read], errors
 
 
 def _gate(
@@ -179,9 +196,10 @@ def _gate(
     by_class = _with_bound(gate_rates(is_ng, np.isin(probs.argmax(1), ng)))
     val = dataset.split("val")
     if split != "val" and val:
-        val_store = _store(info, val, options["progress"])
-        val_probs = predict_probs(model, val_store, list(range(len(val))), desc="calibrating on val", **options)
-        is_ng_val = np.array([info.verdicts[s.label] == "NG" for s in val])
+        val_probs, _, val_bad = classify_files(model, [s.image for s in val], desc="calibrating on val", **options)
+        kept = [i for i in range(len(val)) if i not in val_bad]
+        val_probs = val_probs[kept]
+        is_ng_val = np.array([info.verdicts[val[i].label] == "NG" for i in kept])
         threshold_source = "val"
     else:
         val_probs, is_ng_val, threshold_source = probs, is_ng, split
@@ -207,9 +225,16 @@ def _with_bound(rates: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_predictions(
-    path: Path, info: ModelInfo, samples: Sequence[Sample], probs: np.ndarray, p_ng: np.ndarray, rejected: np.ndarray
+    path: Path,
+    info: ModelInfo,
+    samples: Sequence[Sample],
+    probs: np.ndarray,
+    p_ng: np.ndarray,
+    rejected: np.ndarray,
+    errors: Sequence[tuple[Sample, str]] = (),
 ) -> None:
-    """``predictions.csv``: one row per image, with every class's probability."""
+    """``predictions.csv``: one row per image, with every class's probability; unreadable images last, with the
+    reason in ``error``."""
     y_pred = probs.argmax(1)
     rows = [
         (
@@ -222,9 +247,12 @@ def _write_predictions(
             f"{p_ng[i]:.6f}",
             "NG" if rejected[i] else "OK",
             *(f"{p:.6f}" for p in probs[i]),
+            "",
         )
         for i, s in enumerate(samples)
     ]
+    blank = ("",) * (6 + len(info.classes))
+    rows += [(str(s.image), s.label, *blank, reason) for s, reason in errors]
     header = (
         "image",
         "true",
@@ -235,6 +263,7 @@ def _write_predictions(
         "ng_probability",
         "verdict_at_threshold",
         *(f"p[{c}]" for c in info.classes),
+        "error",
     )
     write_csv(path, header, rows)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -15,7 +16,9 @@ from mieruka.data.store import ImageStore, normalize
 from mieruka.tta import tta_views
 
 __all__ = [
+    "FILE_CHUNK",
     "batches",
+    "classify_files",
     "cpu_chunked",
     "model_input",
     "predict_logits",
@@ -202,3 +205,68 @@ def predict_probs_and_features(
     view, the ones :func:`mieruka.neighbors.pooled_features` gives; the model is a timm classifier in eval mode.
     """
     return _predict(model, store, indices, True, mean, std, tta, batch_size, progress, desc)
+
+
+FILE_CHUNK = 256
+"""Images decoded and held at once by :func:`classify_files`: its memory does not grow with the number of files."""
+
+
+def classify_files(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    paths: Sequence[Path],
+    *,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    bit_depth: int | None = None,
+    tta: str = "none",
+    batch_size: int = 64,
+    with_features: bool = False,
+    strict: bool = False,
+    progress: bool = False,
+    desc: str = "predicting",
+    chunk: int = FILE_CHUNK,
+) -> tuple[np.ndarray, torch.Tensor | None, dict[int, str]]:
+    """Probabilities (N, K) of image files read ``chunk`` at a time, the pooled features with ``with_features``,
+    and the files that could not be read (index → reason; their rows are NaN). ``strict`` raises at the first."""
+    probs: list[torch.Tensor | int] = []  # per chunk: its rows, or how many rows (all unreadable)
+    feats: list[torch.Tensor | int] = []
+    bad: dict[int, str] = {}
+    bar = tqdm(total=len(paths), desc=desc, disable=not progress, leave=False, unit="img")
+    for start in range(0, len(paths), chunk):
+        part = list(paths[start : start + chunk])
+        store = ImageStore(part, image_size, progress=False, bit_depth=bit_depth)
+        if strict:
+            store.require_readable()
+        reasons = {b.path: b.reason for b in store.bad}
+        good = [i for i, p in enumerate(part) if p not in reasons]
+        bad.update({start + i: reasons[p] for i, p in enumerate(part) if p in reasons})
+        kw = {"mean": mean, "std": std, "tta": tta, "batch_size": batch_size}
+        if not good:
+            probs.append(len(part))
+            feats.append(len(part))
+        elif with_features and isinstance(model, nn.Module):
+            p, f = predict_probs_and_features(model, store, good, **kw)  # type: ignore[arg-type]
+            probs.append(_scatter(torch.from_numpy(p), good, len(part)))
+            feats.append(_scatter(f, good, len(part)))
+        else:
+            p = predict_probs(model, store, good, **kw)  # type: ignore[arg-type]
+            probs.append(_scatter(torch.from_numpy(p), good, len(part)))
+        bar.update(len(part))
+    bar.close()
+    features = _stack(feats) if with_features else None
+    return _stack(probs).numpy(), features, bad
+
+
+def _stack(parts: list[torch.Tensor | int]) -> torch.Tensor:
+    """Chunks of rows, with all-unreadable chunks (their row count) as NaN rows of the others' width."""
+    width = next((p.shape[1] for p in parts if isinstance(p, torch.Tensor)), 0)
+    blocks = [p if isinstance(p, torch.Tensor) else torch.full((p, width), float("nan")) for p in parts]
+    return torch.cat(blocks) if blocks else torch.zeros(0, width)
+
+
+def _scatter(rows: torch.Tensor, positions: Sequence[int], n: int) -> torch.Tensor:
+    """``rows`` placed at ``positions`` of an (n, …) tensor of NaN."""
+    out = torch.full((n, *rows.shape[1:]), float("nan"), dtype=rows.dtype)
+    out[list(positions)] = rows
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ def register(sub: Any) -> None:
         help="also list every image's K nearest training images in the model's features (neighbors.csv) and draw "
         "the misclassified ones beside theirs (neighbors.png); default 0 = off",
     )
+    p.add_argument(
+        "--strict", action="store_true", help="stop at the first unreadable image (default: list it and go on)"
+    )
     add_tta(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -52,6 +56,7 @@ def run(args: argparse.Namespace) -> None:
         device=args.device,
         tta=args.tta,
         neighbors=args.neighbors,
+        strict=args.strict,
         progress=not args.quiet,
     )
     m = ev.metrics
@@ -78,6 +83,13 @@ def run(args: argparse.Namespace) -> None:
         f"{fmt_rate(g['overkill_rate'])}"
     )
     print(f"results: {ev.out_dir / 'metrics.json'}, {ev.out_dir / 'confusion_matrix.png'}")
+    if m["unreadable"]:
+        first = m["unreadable"][0]
+        print(
+            f"warning: {len(m['unreadable'])} image(s) could not be read and are left out of the figures (the "
+            f"first: {first['image']}: {first['reason']}); see predictions.csv",
+            file=sys.stderr,
+        )
     if "neighbors" in m:
         n = m["neighbors"]
         sheet = f", {ev.out_dir / 'neighbors.png'}" if n["errors"] else ""
