@@ -88,14 +88,16 @@ def test_predict_streams_in_chunks_with_the_same_answers(
     import mieruka.predict as predict_module
 
     whole = predict(tiny_run / "model.safetensors", [synth_dir / "crack"], progress=False)
+    import mieruka.inference as inference_module
+
     calls = []
-    original = predict_module.ImageStore
+    original = inference_module.ImageStore
 
     def store(paths, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(len(paths))
         return original(paths, *args, **kwargs)
 
-    monkeypatch.setattr(predict_module, "ImageStore", store)
+    monkeypatch.setattr(inference_module, "ImageStore", store)
     # 8 images in chunks of 3, 3 and 2
     monkeypatch.setattr(predict_module, "iter_predictions", _chunked(predict_module.iter_predictions, 3))
     chunked = predict(tiny_run / "model.safetensors", [synth_dir / "crack"], progress=False)

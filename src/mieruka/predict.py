@@ -22,9 +22,8 @@ from mieruka.batch.sinks import open_sink
 from mieruka.checkpoint import ModelInfo, load_checkpoint
 from mieruka.data.images import IMAGE_EXTENSIONS
 from mieruka.data.sources.folder import MASKS_DIR
-from mieruka.data.store import ImageStore
 from mieruka.errors import DataError
-from mieruka.inference import predict_probs, select_device
+from mieruka.inference import classify_files, select_device
 from mieruka.metrics import gate, ng_probability
 from mieruka.runtime import OnnxModel
 
@@ -99,28 +98,25 @@ def iter_predictions(
     """The predictions of ``paths``, one list per chunk, in order. A file that cannot be read becomes a prediction
     with ``error`` set (or, with ``strict``, stops the run with its message)."""
     t = threshold if threshold is not None else info.decision_threshold
+    options: dict[str, Any] = {"mean": info.mean, "std": info.std, "tta": tta or info.tta, "batch_size": batch_size}
+    options.update(image_size=info.image_size, bit_depth=info.bit_depth, strict=strict)
     for start in range(0, len(paths), chunk):
         part = list(paths[start : start + chunk])
-        store = ImageStore(part, info.image_size, progress=False, bit_depth=info.bit_depth)
-        if strict:
-            store.require_readable()
-        bad = {b.path: b.reason for b in store.bad}
-        good = [i for i, p in enumerate(part) if p not in bad]
-        options: dict[str, Any] = {"mean": info.mean, "std": info.std, "tta": tta or info.tta, "batch_size": batch_size}
-        probs = predict_probs(model, store, good, **options) if good else np.zeros((0, len(info.classes)))
-        p_ng = ng_probability(probs, info.ng_classes)
-        rejected = gate(probs, info.ng_classes, t)
+        probs, _, bad = classify_files(model, part, chunk=len(part), **options)
+        good = [i for i in range(len(part)) if i not in bad]
+        read = probs[good] if good else np.zeros((0, len(info.classes)))  # a chunk of bad files has no columns
+        p_ng, rejected = ng_probability(read, info.ng_classes), gate(read, info.ng_classes, t)
         row = {i: j for j, i in enumerate(good)}
         out = []
         for i, p in enumerate(part):
-            if i not in row:
-                out.append(Prediction(p, "", float("nan"), "", float("nan"), (), t, bad[p]))
+            if i in bad:
+                out.append(Prediction(p, "", float("nan"), "", float("nan"), (), t, bad[i]))
                 continue
             j = row[i]
-            top = int(probs[j].argmax())
+            top = int(probs[i].argmax())
             verdict = "NG" if rejected[j] else "OK"
-            values = tuple(float(v) for v in probs[j])
-            out.append(Prediction(p, info.classes[top], float(probs[j, top]), verdict, float(p_ng[j]), values, t))
+            values = tuple(float(v) for v in probs[i])
+            out.append(Prediction(p, info.classes[top], float(probs[i, top]), verdict, float(p_ng[j]), values, t))
         yield out
 
 
