@@ -167,7 +167,7 @@ def info_problems(data: dict[str, Any]) -> list[str]:
     return p
 
 
-def tensor_digest(state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+def tensor_digest(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
     """SHA-256 over names, dtypes, shapes and bytes of the tensors, in sorted name order, then over the metadata
     (every key but ``sha256`` itself, sorted)."""
     h = hashlib.sha256()
@@ -175,8 +175,7 @@ def tensor_digest(state: dict[str, torch.Tensor], metadata: dict[str, str] | Non
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    if metadata is not None:
-        h.update(json.dumps(sorted((k, v) for k, v in metadata.items() if k != "sha256")).encode("utf-8"))
+    h.update(json.dumps(sorted((k, v) for k, v in metadata.items() if k != "sha256")).encode("utf-8"))
     return h.hexdigest()
 
 

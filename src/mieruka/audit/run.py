@@ -39,7 +39,7 @@ from mieruka.errors import DataError
 from mieruka.explain.engine import Explanation, explain, multiscale_layers
 from mieruka.explain.render import to_original_size
 from mieruka.explain.spec import MULTISCALE, parse_method_spec
-from mieruka.explain.targets import parse_target
+from mieruka.explain.targets import Target, parse_target
 from mieruka.inference import batches, model_input, select_device
 from mieruka.metrics import gate, ng_probability
 
@@ -94,16 +94,23 @@ class _Audit:
     """The state one audit shares across methods and batches: model, images, regions, outputs."""
 
     def __init__(
-        self, model: torch.nn.Module, info: ModelInfo, samples: Sequence[Sample], store: ImageStore, **kw: Any
+        self,
+        model: torch.nn.Module,
+        info: ModelInfo,
+        samples: Sequence[Sample],
+        store: ImageStore,
+        *,
+        labels: torch.Tensor,
+        regions: list[np.ndarray | None],
+        cfg: AuditConfig,
+        targets: list[Target] | str,
+        faithfulness: FaithfulnessRun | None,
+        report_dir: Path | None,
+        caption: str,
     ):
         self.model, self.info, self.samples, self.store = model, info, samples, store
-        self.labels: torch.Tensor = kw["labels"]
-        self.regions: list[np.ndarray | None] = kw["regions"]
-        self.cfg: AuditConfig = kw["cfg"]
-        self.targets = kw["targets"]
-        self.faithfulness: FaithfulnessRun | None = kw["faithfulness"]
-        self.report_dir: Path | None = kw["report_dir"]
-        self.caption: str = kw["caption"]
+        self.labels, self.regions, self.cfg, self.targets = labels, regions, cfg, targets
+        self.faithfulness, self.report_dir, self.caption = faithfulness, report_dir, caption
         self.panels: dict[tuple[str, str], tuple[str, str]] = {}
         self.device = next(model.parameters()).device
 

@@ -39,9 +39,8 @@ def option_name(field: str) -> str:
 
 
 def prepare_run(run: Path, *, resume: bool, overwrite: bool) -> None:
-    """Create the run folder, refusing one that holds files unless resuming or overwriting."""
-    if resume and overwrite:
-        raise MierukaError("--resume and --overwrite: choose one (continue the run, or start it again)")
+    """Create the run folder, refusing one that holds files unless resuming or overwriting (not both: ``train``
+    refuses that before anything else)."""
     if run.exists() and not run.is_dir():
         raise MierukaError(f"--out {run}: a file, not a folder")
     if not resume and run.is_dir():
