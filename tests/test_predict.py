@@ -99,19 +99,12 @@ def test_predict_streams_in_chunks_with_the_same_answers(
 
     monkeypatch.setattr(inference_module, "ImageStore", store)
     # 8 images in chunks of 3, 3 and 2
-    monkeypatch.setattr(predict_module, "iter_predictions", _chunked(predict_module.iter_predictions, 3))
+    monkeypatch.setattr(predict_module, "PREDICT_CHUNK", 3)
     chunked = predict(tiny_run / "model.safetensors", [synth_dir / "crack"], progress=False)
     assert calls == [3, 3, 2]  # never more than one chunk of pixels in memory
     for a, b in zip(whole, chunked, strict=True):
         assert a.image == b.image and a.label == b.label and a.verdict == b.verdict
         assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
-
-
-def _chunked(fn, size):  # type: ignore[no-untyped-def]
-    def run(*args, **kwargs):  # type: ignore[no-untyped-def]
-        return fn(*args, **{**kwargs, "chunk": size})
-
-    return run
 
 
 def test_resume_skips_what_a_killed_run_wrote(tiny_run: Path, synth_dir: Path, tmp_path: Path, monkeypatch) -> None:
@@ -120,17 +113,20 @@ def test_resume_skips_what_a_killed_run_wrote(tiny_run: Path, synth_dir: Path, t
     import mieruka.predict as predict_module
 
     out = tmp_path / "p.csv"
-    original = predict_module.iter_predictions
+    original = predict_module.PredictWorker.process
+    calls = []
 
-    def killed_after_one_chunk(*args, **kwargs):  # type: ignore[no-untyped-def]
-        it = original(*args, **{**kwargs, "chunk": 3})
-        yield next(it)
-        raise KeyboardInterrupt
+    def killed_in_the_second_chunk(self, items):  # type: ignore[no-untyped-def]
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, items)
 
-    monkeypatch.setattr(predict_module, "iter_predictions", killed_after_one_chunk)
+    monkeypatch.setattr(predict_module, "PREDICT_CHUNK", 3)
+    monkeypatch.setattr(predict_module.PredictWorker, "process", killed_in_the_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         predict(tiny_run / "model.safetensors", [synth_dir / "crack"], out=out, progress=False)
-    monkeypatch.setattr(predict_module, "iter_predictions", original)
+    monkeypatch.setattr(predict_module.PredictWorker, "process", original)
     with open(out, newline="", encoding="utf-8") as fh:
         assert len(list(csv.DictReader(fh))) == 3  # the finished chunk survived the kill
     run = predict(tiny_run / "model.safetensors", [synth_dir / "crack"], out=out, resume=True, progress=False)

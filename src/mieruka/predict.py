@@ -8,6 +8,7 @@ continues a killed run from the rows its output already holds.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from mieruka.batch.engine import EngineOptions, Item, run_items
 from mieruka.batch.sinks import open_sink
 from mieruka.checkpoint import ModelInfo, load_checkpoint
 from mieruka.data.images import IMAGE_EXTENSIONS
@@ -27,7 +28,15 @@ from mieruka.inference import classify_files, select_device
 from mieruka.metrics import gate, ng_probability
 from mieruka.runtime import OnnxModel
 
-__all__ = ["PREDICT_CHUNK", "PredictRun", "Prediction", "collect_images", "iter_predictions", "predict"]
+__all__ = [
+    "PREDICT_CHUNK",
+    "PredictRun",
+    "PredictWorker",
+    "Prediction",
+    "collect_images",
+    "iter_predictions",
+    "predict",
+]
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,38 @@ def _row(r: Prediction, classes: Sequence[str]) -> tuple[str, ...]:
     return (str(r.image), r.label, f"{r.probability:.6f}", r.verdict, f"{r.ng_probability:.6f}", *numbers, "")
 
 
+class PredictWorker:
+    """The model step of ``predict`` on either engine (:class:`mieruka.batch.engine.Worker`): loads the model once
+    per replica and answers chunks of images (unreadable ones as predictions with ``error`` set)."""
+
+    def __init__(self, model_path: str, device: str, threshold: float | None, batch_size: int, tta: str | None) -> None:
+        self.model_path, self.device, self.threshold = model_path, device, threshold
+        self.batch_size, self.tta = batch_size, tta
+        self.model: nn.Module | OnnxModel | None = None
+        self.info: ModelInfo | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # replicas load their own model
+        return {**self.__dict__, "model": None, "info": None}
+
+    def setup(self) -> None:
+        if self.model is None:
+            self.model, self.info = _model(self.model_path, self.device)
+
+    def process(self, items: Sequence[Item]) -> list[Prediction]:
+        assert self.model is not None and self.info is not None, "setup() first"
+        options: dict[str, Any] = {"threshold": self.threshold, "batch_size": self.batch_size, "tta": self.tta}
+        paths = [it.path for it in items]
+        return [r for part in iter_predictions(self.model, self.info, paths, chunk=len(paths), **options) for r in part]
+
+
+def _shard_dir(out: str | os.PathLike[str] | None) -> Path:
+    """Where the Ray engine keeps its shards while a job runs: beside the output, else in a temporary folder."""
+    if out is None:
+        return Path(tempfile.mkdtemp(prefix="mieruka-ray-")) / "shards"
+    out = Path(out)
+    return out.with_name(f".{out.name}.ray-shards")
+
+
 def predict(
     model_path: str | os.PathLike[str],
     inputs: Sequence[str | os.PathLike[str]],
@@ -140,6 +181,7 @@ def predict(
     strict: bool = False,
     resume: bool = False,
     keep: bool = True,
+    engine: EngineOptions | None = None,
 ) -> PredictRun:
     """Class, probability and verdict of every image, streamed in chunks (``tta`` default: the model's).
 
@@ -153,27 +195,39 @@ def predict(
         strict: Stop at the first unreadable image with its message (default: a row with ``error`` set).
         resume: Skip the images ``out`` already holds (from a killed or finished earlier run) and append.
         keep: Return every prediction (off for very long runs that only write ``out``).
+        engine: Where the model runs (:class:`~mieruka.batch.engine.EngineOptions`; default: this process).
 
     Raises:
         DataError: ``strict`` and an unreadable image; or every image failed.
     """
-    model, info = _model(model_path, device)
+    engine = engine or EngineOptions()
+    worker = PredictWorker(str(model_path), device, threshold, batch_size, tta)
     paths = collect_images(inputs)
+    worker.setup()  # the driver's copy: the model's description, and the local engine's replica
+    assert worker.info is not None
+    info = worker.info
     header = ("image", "class", "probability", "verdict", "ng_probability", *(f"p[{c}]" for c in info.classes))
     sink = open_sink(out, (*header, "error"), resume=resume) if out is not None else None
     done = sink.done() if sink is not None else set()
-    todo = [p for p in paths if str(p) not in done]
+    todo = [Item(i, str(p)) for i, p in enumerate(p for p in paths if str(p) not in done)]
     run = PredictRun(images=len(todo), skipped=len(paths) - len(todo))
     try:
-        bar = tqdm(total=len(todo), desc="predicting", unit="img", disable=not progress, leave=False)
-        for results in iter_predictions(
-            model, info, todo, threshold=threshold, batch_size=batch_size, tta=tta, strict=strict
-        ):
+        chunks = run_items(
+            worker,
+            todo,
+            engine=engine,
+            chunk=PREDICT_CHUNK,
+            shard_dir=_shard_dir(out),
+            progress=progress,
+            desc="predicting",
+        )
+        for results in chunks:
+            first_bad = next((r for r in results if r.error), None)
+            if strict and first_bad is not None:
+                raise DataError(f"{first_bad.image}: {first_bad.error}")
             if sink is not None:
                 sink.write([_row(r, info.classes) for r in results])
             run.add(results, keep)
-            bar.update(len(results))
-        bar.close()
     finally:
         if sink is not None:
             sink.close()

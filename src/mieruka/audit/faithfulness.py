@@ -50,6 +50,7 @@ __all__ = [
     "average_drop_increase",
     "baseline_image",
     "deletion_insertion",
+    "faithfulness_summary",
     "rank_correlation",
 ]
 
@@ -202,20 +203,22 @@ class FaithfulnessRun:
         self.random_model = build_model(info.arch, len(info.classes)).to(device).eval()
         self.random_model = self.random_model.to(memory_format=torch.channels_last)
         self.baseline: dict[int, tuple[float, float]] = {}
-        self.rng = torch.Generator().manual_seed(0)
 
     def measure(
         self,
         store: ImageStore,
         idx: list[int],
+        keys: Sequence[int],
         x: torch.Tensor,
         ex: Explanation,
         method: str,
         layers: tuple[str, ...],
         fusion: str,
     ) -> dict[int, dict[str, Any]]:
-        """Faithfulness metrics of the chosen images among ``idx`` (explained as ``ex``), by image index."""
-        sel = [j for j, i in enumerate(idx) if i in self.chosen]
+        """Faithfulness metrics of the chosen images among ``idx`` (positions in ``store``, explained as ``ex``;
+        ``keys`` their indices in the audited split), by index in the split. The first time an image is measured,
+        its random-order baseline (deletion, insertion AUC) comes too, under ``random_order``."""
+        sel = [j for j, key in enumerate(keys) if key in self.chosen]
         if not sel:
             return {}
         device = x.device
@@ -245,52 +248,59 @@ class FaithfulnessRun:
             fusion=fusion,
         ).maps[:, 0]
         rho = rank_correlation(heat, rand)
-        missing = [j for j in sel if idx[j] not in self.baseline]
+        out: dict[int, dict[str, Any]] = {}
+        missing = [n for n, j in enumerate(sel) if keys[j] not in self.baseline]
         if missing:  # the chance baseline: the same curves for a random order of the pixels, once per image
-            noise = torch.rand(len(missing), *heat.shape[1:], generator=self.rng).to(device)
-            pos = [sel.index(j) for j in missing]
+            noise = torch.stack(
+                [
+                    torch.rand(heat.shape[1:], generator=torch.Generator().manual_seed(int(keys[sel[n]])))
+                    for n in missing
+                ]
+            ).to(device)
             bd, bi = deletion_insertion(
                 self.model,
-                pixels[pos],
+                pixels[missing],
                 noise,
-                cls[pos],
+                cls[missing],
                 steps=self.cfg.steps,
                 fill=self.cfg.fill,
                 **kw,  # type: ignore[arg-type]
             )
-            for j, d, i in zip(missing, auc(bd), auc(bi), strict=True):
-                self.baseline[idx[j]] = (float(d), float(i))
-        out = {}
+            for n, d, i in zip(missing, auc(bd), auc(bi), strict=True):
+                self.baseline[int(keys[sel[n]])] = (float(d), float(i))
+                out[int(keys[sel[n]])] = {"random_order": (float(d), float(i))}
         for n, j in enumerate(sel):
-            out[idx[j]] = {
-                "deletion_auc": float(auc(deletion[n])),
-                "insertion_auc": float(auc(insertion[n])),
-                "average_drop": float(drop[n]),
-                "confidence_increase": bool(inc[n]),
-                "randomization_rho": float(rho[n]),
-            }
+            out.setdefault(int(keys[j]), {}).update(
+                deletion_auc=float(auc(deletion[n])),
+                insertion_auc=float(auc(insertion[n])),
+                average_drop=float(drop[n]),
+                confidence_increase=bool(inc[n]),
+                randomization_rho=float(rho[n]),
+            )
         return out
 
-    def summary(self, rows: list[dict[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
-        """The randomization check per method and the random-order baseline, over the measured rows."""
-        base = list(self.baseline.values())
-        per_method = {}
-        for m in methods:
-            rhos = [float(r["randomization_rho"]) for r in rows if r["method"] == m and r["deletion_auc"] is not None]
-            mean_abs = float(np.mean(np.abs(rhos))) if rhos else None
-            per_method[m] = {
-                "mean_rank_correlation": float(np.mean(rhos)) if rhos else None,
-                "mean_abs_rank_correlation": mean_abs,
-                "passed": mean_abs is not None and mean_abs < self.cfg.max_rank_correlation,
-            }
-        return {
-            "images": len(self.chosen),
-            "config": asdict(self.cfg),
-            "baselines": {
-                "random_order": {
-                    "deletion_auc": _mean([b[0] for b in base]),
-                    "insertion_auc": _mean([b[1] for b in base]),
-                }
-            },
-            "randomization_check": per_method,
+
+def faithfulness_summary(
+    cfg: FaithfulnessConfig, images: int, baselines: Sequence[tuple[float, float]], rhos: dict[str, list[float]]
+) -> dict[str, Any]:
+    """The randomization check per method (``rhos``: each measured image's rank correlation with the randomized
+    model's map) and the random-order baseline (``baselines``: deletion, insertion AUC per measured image)."""
+    per_method = {}
+    for m, values in rhos.items():
+        mean_abs = float(np.mean(np.abs(values))) if values else None
+        per_method[m] = {
+            "mean_rank_correlation": float(np.mean(values)) if values else None,
+            "mean_abs_rank_correlation": mean_abs,
+            "passed": mean_abs is not None and mean_abs < cfg.max_rank_correlation,
         }
+    return {
+        "images": images,
+        "config": asdict(cfg),
+        "baselines": {
+            "random_order": {
+                "deletion_auc": _mean([b[0] for b in baselines]),
+                "insertion_auc": _mean([b[1] for b in baselines]),
+            }
+        },
+        "randomization_check": per_method,
+    }

@@ -13,40 +13,51 @@ against the ground-truth region (:mod:`mieruka.audit.localization`), chance base
 
 from __future__ import annotations
 
+import csv
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from mieruka import __version__
-from mieruka._io import write_csv, write_json
-from mieruka.audit.faithfulness import FaithfulnessConfig, FaithfulnessRun
-from mieruka.audit.localization import localization_scores
-from mieruka.audit.panels import slug, write_panel
+from mieruka._io import atomic_write, write_csv, write_json
+from mieruka.audit.faithfulness import FaithfulnessConfig, faithfulness_summary
 from mieruka.audit.report import TEXT, write_report
-from mieruka.audit.summary import METRICS, chance_baselines, summarize
-from mieruka.audit.triage import CATEGORIES, REVIEW_HEADER, AuditConfig, review_list, triage
-from mieruka.checkpoint import ModelInfo, load_checkpoint
-from mieruka.data.annotations import box_source, read_region
+from mieruka.audit.summary import SummaryBuilder
+from mieruka.audit.triage import CATEGORIES, REVIEW_HEADER, AuditConfig, review_list
+from mieruka.audit.worker import AUDIT_COLUMNS, AuditRecord, AuditWorker
+from mieruka.batch.engine import EngineOptions, Item, run_items
+from mieruka.checkpoint import ModelInfo, read_info
+from mieruka.data.annotations import box_source
 from mieruka.data.sample import Sample
-from mieruka.data.store import ImageStore
 from mieruka.errors import DataError
-from mieruka.explain.engine import Explanation, explain, multiscale_layers
-from mieruka.explain.render import to_original_size
-from mieruka.explain.spec import MULTISCALE, parse_method_spec
-from mieruka.explain.targets import Target, parse_target
-from mieruka.inference import batches, model_input, select_device
-from mieruka.metrics import gate, ng_probability
+from mieruka.explain.spec import parse_method_spec
+from mieruka.explain.targets import parse_target
 
-__all__ = ["CATEGORIES", "AuditConfig", "AuditRun", "run_audit"]
+__all__ = ["AUDIT_CHUNK", "CATEGORIES", "AuditConfig", "AuditRun", "run_audit"]
 
 SCHEMA_VERSION = 2
-FAITHFULNESS_METRICS = ("deletion_auc", "insertion_auc", "average_drop", "confidence_increase", "randomization_rho")
+AUDIT_CHUNK = 64
+"""Images read and audited per step (every method): memory stays flat however many images there are."""
+
+REPORT_KEYS = (
+    "image",
+    "method",
+    "true",
+    "predicted",
+    "probability",
+    "correct",
+    "true_verdict",
+    "predicted_verdict",
+    "verdict",
+    "category",
+    "deletion_auc",
+    "insertion_auc",
+)
+"""The columns of a row the report and the review list need: what the driver keeps of each row."""
 
 
 @dataclass(frozen=True)
@@ -57,126 +68,113 @@ class AuditRun:
     summary: dict[str, Any]
 
 
-def _regions(
-    samples: Sequence[Sample], sizes: Sequence[tuple[int, int]], boxes: Path | None
-) -> tuple[list[np.ndarray | None], dict[str, Any]]:
-    """Each image's defect region (None: none known, or an empty one), from its mask or from ``--boxes``, and a
-    count of where they came from. ``--boxes`` that match no image are an error; NG images left without a region
-    are a warning."""
-    out: list[np.ndarray | None] = []
-    matched = 0
-    for sample, hw in zip(samples, sizes, strict=True):
-        source = sample.mask if boxes is None else box_source(boxes, sample.image)
-        matched += source is not None
-        region = read_region(source, sample.image, hw) if source is not None else None
-        out.append(region if region is not None and region.any() else None)
-    ng_without = sum(1 for s, r in zip(samples, out, strict=True) if s.verdict == "NG" and r is None)
-    counts = {
-        "source": "masks" if boxes is None else f"boxes {boxes}",
-        "images": len(samples),
-        "matched": matched,
-        "with_region": sum(r is not None for r in out),
-        "ng_without_region": ng_without,
-    }
+def _items(info: ModelInfo, data: str | os.PathLike[str], split: str, boxes: Path | None) -> list[Item]:
+    """The split's images as job items (with class index and mask); ``--boxes`` that match none is an error."""
+    dataset = info.load_dataset(data)
+    samples = dataset.split(split)
+    if not samples:
+        raise DataError(f"{data}: the {split} split is empty")
     if boxes is not None:
-        if matched == 0:
-            raise DataError(
-                f"--boxes {boxes}: no entry matches any of the {len(samples)} images (COCO entries are matched by "
-                "file name, VOC .xml and YOLO .txt files by the image's stem)"
-            )
-        print(f"--boxes: {counts['with_region']} of {len(samples)} images have a region")
-        if ng_without:
-            print(f"warning: {ng_without} image(s) of NG classes have no region in --boxes", file=sys.stderr)
-    return out, counts
+        _check_boxes(samples, boxes)
+    return [
+        Item(i, str(s.image), dataset.label_index(s), "" if s.mask is None else str(s.mask))
+        for i, s in enumerate(samples)
+    ]
 
 
-class _Audit:
-    """The state one audit shares across methods and batches: model, images, regions, outputs."""
+def _check_boxes(samples: Sequence[Sample], boxes: Path) -> None:
+    """``--boxes`` that match none of the images are an error (before any work)."""
+    if not any(box_source(boxes, s.image) is not None for s in samples):
+        raise DataError(
+            f"--boxes {boxes}: no entry matches any of the {len(samples)} images (COCO entries are matched by "
+            "file name, VOC .xml and YOLO .txt files by the image's stem)"
+        )
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        info: ModelInfo,
-        samples: Sequence[Sample],
-        store: ImageStore,
-        *,
-        labels: torch.Tensor,
-        regions: list[np.ndarray | None],
-        cfg: AuditConfig,
-        targets: list[Target] | str,
-        faithfulness: FaithfulnessRun | None,
-        report_dir: Path | None,
-        caption: str,
-    ):
-        self.model, self.info, self.samples, self.store = model, info, samples, store
-        self.labels, self.regions, self.cfg, self.targets = labels, regions, cfg, targets
-        self.faithfulness, self.report_dir, self.caption = faithfulness, report_dir, caption
+
+class _AuditWriter:
+    """The driver's side of an audit: ``audit.csv`` (rows streamed to one part file per method, joined at the
+    end), the summary accumulated, and the slim rows and panels the report needs."""
+
+    def __init__(self, out_dir: Path, methods: Sequence[str], info: ModelInfo, boxes: Path | None):
+        self.out_dir, self.methods, self.info = out_dir, list(methods), info
+        self.parts_dir = out_dir / ".audit-parts"
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        self.parts_dir.mkdir(parents=True)
+        self.files = [
+            open(self.parts_dir / f"{k:03d}.csv", "w", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            for k in range(len(methods))
+        ]
+        self.csv = [csv.writer(fh) for fh in self.files]
+        self.summary = SummaryBuilder(methods, info.classes)
+        self.slim: list[dict[str, Any]] = []
         self.panels: dict[tuple[str, str], tuple[str, str]] = {}
-        self.device = next(model.parameters()).device
+        self.rhos: dict[str, list[float]] = {m: [] for m in methods}
+        self.random_order: list[tuple[float, float]] = []
+        self.source = "masks" if boxes is None else f"boxes {boxes}"
+        self.regions = {"images": 0, "matched": 0, "with_region": 0, "ng_without_region": 0}
+        self.errors, self.first_error = 0, ""
 
-    def method_rows(self, spec: str, batch_size: int, progress: bool) -> list[dict[str, Any]]:
-        """Audit rows of every image for one method spec."""
-        method, layers, fusion = parse_method_spec(spec)
-        if layers == (MULTISCALE,):
-            layers = multiscale_layers(self.model)
-        rows = []
-        everything = list(range(len(self.samples)))
-        for idx in batches(everything, batch_size, desc=f"auditing ({method})", progress=progress):
-            x = model_input(self.store, idx, self.device, self.info.mean, self.info.std)
-            ex = explain(
-                self.model,
-                x,
-                method=method,
-                targets=self.targets,
-                layers=layers or None,
-                labels=self.labels[idx].to(self.device),
-                fusion=fusion,
-            )
-            measured = {}
-            if self.faithfulness is not None:
-                measured = self.faithfulness.measure(self.store, idx, x, ex, method, layers, fusion)
-            rows += [self._row(spec, i, j, ex, measured.get(i, {})) for j, i in enumerate(idx)]
-        return rows
+    def add(self, record: AuditRecord, item: Item) -> None:
+        self.regions["images"] += 1
+        if record.error:
+            self.errors += 1
+            self.first_error = self.first_error or f"{item.image}: {record.error}"
+            for k, spec in enumerate(self.methods):
+                self.csv[k].writerow([item.image, spec, *("" for _ in AUDIT_COLUMNS[2:-1]), record.error])
+            return
+        self.regions["matched"] += int(record.matched)
+        self.regions["with_region"] += int(record.chance is not None)
+        true_verdict = self.info.verdicts[self.info.classes[item.label]]
+        self.regions["ng_without_region"] += int(true_verdict == "NG" and record.chance is None)
+        if record.random_order is not None:
+            self.random_order.append(record.random_order)
+        for k, row in enumerate(record.rows):
+            self.csv[k].writerow([_fmt(row[c]) for c in AUDIT_COLUMNS])
+            self.summary.add(row, record.chance)
+            self.slim.append({c: row[c] for c in REPORT_KEYS})
+            if row["randomization_rho"] is not None:
+                self.rhos[row["method"]].append(row["randomization_rho"])
+        for spec, files in record.panels.items():
+            self.panels[(item.image, spec)] = files
 
-    def _row(self, spec: str, i: int, j: int, ex: Explanation, measured: dict[str, Any]) -> dict[str, Any]:
-        """The audit row of image ``i`` (position ``j`` of the batch ``ex`` explains)."""
-        sample, info = self.samples[i], self.info
-        probs = ex.probs[j].float().cpu()
-        pred, true = int(probs.argmax()), int(self.labels[i])
-        as_batch = probs[None].numpy()
-        rejected = bool(gate(as_batch, info.ng_classes, info.decision_threshold)[0])
-        heat = to_original_size(ex.maps[j, 0].float().cpu(), self.store.sizes[i]).numpy()
-        region = self.regions[i]
-        scores = None
-        if region is not None:
-            scores = localization_scores(heat, region, tolerance=self.cfg.tolerance, threshold=self.cfg.map_threshold)
-        if self.report_dir is not None:
-            caption = self.caption.format(t=sample.label, p=info.classes[pred], q=f"{float(probs[pred]):.2f}")
-            stem = f"{slug(spec)}/{i:05d}"
-            self.panels[(str(sample.image), spec)] = write_panel(
-                self.report_dir, stem, sample.image, heat, caption, info.bit_depth
-            )
-        row: dict[str, Any] = {
-            "image": str(sample.image),
-            "method": spec,
-            "layers": ",".join(ex.layers),
-            "true": sample.label,
-            "predicted": info.classes[pred],
-            "probability": float(probs[pred]),
-            "true_probability": float(probs[true]),
-            "correct": pred == true,
-            "true_verdict": sample.verdict,
-            "predicted_verdict": info.verdicts[info.classes[pred]],
-            "ng_probability": float(ng_probability(as_batch, info.ng_classes)[0]),
-            "verdict": "NG" if rejected else "OK",
-            "category": triage(pred == true, scores, self.cfg),
-        }
-        for k in METRICS:
-            row[k] = None if scores is None else getattr(scores, k)
-        row["area_fraction"] = None if scores is None else scores.area_fraction
-        for k in FAITHFULNESS_METRICS:
-            row[k] = measured.get(k)
-        return row
+    def result(self, faithfulness: FaithfulnessConfig | None, measured: int) -> dict[str, Any]:
+        """The summary: per method and class figures, faithfulness (with its config), regions and errors."""
+        summary = self.summary.result()
+        if faithfulness is not None:
+            summary["faithfulness"] = faithfulness_summary(faithfulness, measured, self.random_order, self.rhos)
+        summary["regions"] = {"source": self.source, **self.regions}
+        summary["errors"] = {"images": self.errors, "first": self.first_error}
+        return summary
+
+    def consume(self, chunks: Iterable[list[AuditRecord]], items: Sequence[Item], strict: bool) -> None:
+        """Every record of the job, in order; ``audit.csv`` is complete only when all came (``strict``: until the
+        first unreadable image, which raises)."""
+        finished = False
+        try:
+            for records in chunks:
+                for record in records:
+                    if strict and record.error:
+                        raise DataError(f"{items[record.index].image}: {record.error}")
+                    self.add(record, items[record.index])
+            finished = True
+        finally:
+            self.close(keep=finished)
+
+    def close(self, keep: bool) -> None:
+        """Join the part files into ``audit.csv`` (``keep``), and remove them."""
+        for fh in self.files:
+            fh.close()
+        if keep:
+
+            def join(path: Path) -> None:
+                with open(path, "w", newline="", encoding="utf-8") as out:
+                    csv.writer(out).writerow(AUDIT_COLUMNS)
+                    for k in range(len(self.methods)):
+                        with open(self.parts_dir / f"{k:03d}.csv", encoding="utf-8") as part:
+                            shutil.copyfileobj(part, out)
+
+            atomic_write(self.out_dir / "audit.csv", join)
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
 
 
 def run_audit(
@@ -196,21 +194,22 @@ def run_audit(
     faithfulness: int = 0,
     faithfulness_config: FaithfulnessConfig | None = None,
     progress: bool = True,
+    strict: bool = False,
+    engine: EngineOptions | None = None,
 ) -> AuditRun:
     """Audit the explanations of one split for one or more methods.
 
+    The images are read, explained and written a chunk at a time, on ``engine`` (default: this process), so memory
+    does not grow with their number. An image that cannot be read (or whose mask or box file is broken) gets rows
+    with an ``error`` and is counted in the summary (``strict``: the run stops at it).
+
     Args:
-        model_path: The ``.safetensors`` model.
-        data: A data set with masks.
-        out: Output folder.
-        split: Split to audit.
+        model_path, data, out, split: The ``.safetensors`` model, a data set with masks, the output folder, and
+            the split to audit.
         methods: Method specs (:func:`~mieruka.explain.spec.parse_method_spec`).
         target: What the maps explain: ``pred`` (the decision, default), ``true``, ``ng`` or a class name.
-        config: Triage thresholds.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        batch_size: Images per explanation batch.
-        lang: Language of the report (``en`` or ``ja``).
-        report: Write ``report/index.html`` with panels.
+        config, device, batch_size: Triage thresholds; ``auto``, ``cpu`` or ``cuda``; images per batch.
+        lang, report: Language of the report (``en`` or ``ja``); write ``report/index.html`` with panels.
         boxes: Box annotations to use as the regions instead of the data set's masks: a COCO JSON file (entries
             matched by image file name) or a folder of Pascal VOC ``<stem>.xml`` / YOLO ``<stem>.txt`` files.
             Images without an entry have no region.
@@ -218,55 +217,56 @@ def run_audit(
             randomization; :mod:`mieruka.audit.faithfulness`) on this many images of the split, evenly spread
             (0: off; they cost about 2 × (steps + 1) forward passes per image and method).
         faithfulness_config: Steps, baseline fill and the randomization threshold.
-        progress: Show progress bars.
+        progress, strict: Show progress bars; stop at the first unreadable image.
+        engine: Where the model runs (:class:`~mieruka.batch.engine.EngineOptions`).
     """
     if lang not in TEXT:
         raise ValueError(f"--lang {lang!r}: choose en or ja")
     cfg = config or AuditConfig()
-    model, info, _ = load_checkpoint(model_path, select_device(device))
-    model = model.to(memory_format=torch.channels_last)
-    dataset = info.load_dataset(data)
-    samples = dataset.split(split)
-    if not samples:
-        raise DataError(f"{data}: the {split} split is empty")
-    store = ImageStore(
-        [s.image for s in samples], info.image_size, progress=progress, bit_depth=info.bit_depth
-    ).require_readable()
-    regions, region_counts = _regions(samples, store.sizes, None if boxes is None else Path(boxes))
-    baselines = _chance(samples, regions, cfg)
+    info = read_info(model_path)
+    parse_target(target, info.classes, info.verdicts)  # bad options fail before any work
+    for spec in methods:
+        parse_method_spec(spec)
+    boxes_path = None if boxes is None else Path(boxes)
+    items = _items(info, data, split, boxes_path)
     out_dir = Path(out)
-    faith = None
-    if faithfulness > 0:
-        fconfig = faithfulness_config or FaithfulnessConfig()
-        faith = FaithfulnessRun(model, info, fconfig, len(samples), faithfulness, next(model.parameters()).device)
-    audit = _Audit(
-        model,
-        info,
-        samples,
-        store,
-        labels=torch.tensor([dataset.label_index(s) for s in samples]),
-        regions=regions,
+    worker = AuditWorker(
+        str(model_path),
+        device,
+        methods=methods,
+        target=target,
         cfg=cfg,
-        targets=parse_target(target, info.classes, info.verdicts),
-        faithfulness=faith,
-        report_dir=out_dir / "report" if report else None,
+        batch_size=batch_size,
+        boxes=None if boxes_path is None else str(boxes_path),
+        report_dir=str(out_dir / "report") if report else None,
         caption=TEXT[lang]["caption"],
+        faithfulness=faithfulness,
+        faithfulness_config=faithfulness_config or FaithfulnessConfig(),
+        split_size=len(items),
     )
-    rows = [row for spec in methods for row in audit.method_rows(spec, batch_size, progress)]
-    summary = summarize(rows, baselines, methods, info.classes)
-    if faith is not None:
-        summary["faithfulness"] = faith.summary(rows, methods)
-    summary.update(_provenance(model_path, info, data, split, target, cfg), regions=region_counts)
-    _write(out_dir, rows, summary, cfg, info, audit.panels if report else None, lang)
+    writer = _AuditWriter(out_dir, methods, info, boxes_path)
+    shards = out_dir / ".ray-shards"
+    chunks = run_items(worker, items, engine=engine or EngineOptions(), chunk=AUDIT_CHUNK, shard_dir=shards,
+                       progress=progress, desc="auditing")  # fmt: skip
+    writer.consume(chunks, items, strict)
+    if writer.errors == len(items):
+        raise DataError(f"none of the {len(items)} images could be audited (the first: {writer.first_error})")
+    fconfig = (faithfulness_config or FaithfulnessConfig()) if faithfulness > 0 else None
+    summary = writer.result(fconfig, min(faithfulness, len(items)))
+    summary.update(_provenance(model_path, info, data, split, target, cfg))
+    _report_regions(summary["regions"], boxes_path)
+    _write(out_dir, writer.slim, summary, cfg, info, writer.panels if report else None, lang)
     return AuditRun(out_dir=out_dir, summary=summary)
 
 
-def _chance(
-    samples: Sequence[Sample], regions: list[np.ndarray | None], cfg: AuditConfig
-) -> dict[str, dict[str, dict[str, float]] | None]:
-    rng = np.random.default_rng(0)  # the random baseline map of each region, in image order
-    chance = [None if r is None else chance_baselines(r, cfg, rng) for r in regions]
-    return {str(s.image): c for s, c in zip(samples, chance, strict=True)}
+def _report_regions(counts: dict[str, Any], boxes: Path | None) -> None:
+    if boxes is None:
+        return
+    print(f"--boxes: {counts['with_region']} of {counts['images']} images have a region")
+    if counts["ng_without_region"]:
+        print(
+            f"warning: {counts['ng_without_region']} image(s) of NG classes have no region in --boxes", file=sys.stderr
+        )
 
 
 def _provenance(
@@ -298,9 +298,7 @@ def _write(
     panels: dict[tuple[str, str], tuple[str, str]] | None,
     lang: str,
 ) -> None:
-    """``audit.csv``, ``summary.json``, ``review.csv`` and, with ``panels``, the report."""
-    header = list(rows[0].keys())
-    write_csv(out_dir / "audit.csv", header, [[_fmt(r[k]) for k in header] for r in rows])
+    """``summary.json``, ``review.csv`` and, with ``panels``, the report (``audit.csv`` is written as rows come)."""
     write_json(out_dir / "summary.json", summary)
     review = review_list(rows, cfg)
     write_csv(out_dir / "review.csv", REVIEW_HEADER, review)

@@ -7,7 +7,7 @@ always looks at the middle).
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +17,7 @@ from scipy import ndimage
 from mieruka.audit.localization import localization_scores
 from mieruka.audit.triage import CATEGORIES, AuditConfig
 
-__all__ = ["BASELINES", "BASELINE_METRICS", "METRICS", "chance_baselines", "summarize"]
+__all__ = ["BASELINES", "BASELINE_METRICS", "METRICS", "SummaryBuilder", "chance_baselines", "summarize"]
 
 METRICS = (
     "energy_inside",
@@ -55,39 +55,86 @@ def chance_baselines(mask: np.ndarray, cfg: AuditConfig, rng: np.random.Generato
     return out
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return float(np.mean(values)) if len(values) else None
+def _mean(total: float, count: int) -> float | None:
+    return total / count if count else None
 
 
-def _faithfulness(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    measured = [r for r in rows if r.get("deletion_auc") is not None]
-    if not measured:
-        return None
-    return {
-        "images": len(measured),
-        "deletion_auc": _mean([float(r["deletion_auc"]) for r in measured]),
-        "insertion_auc": _mean([float(r["insertion_auc"]) for r in measured]),
-        "average_drop_percent": 100 * float(np.mean([float(r["average_drop"]) for r in measured])),
-        "increase_rate": _mean([float(bool(r["confidence_increase"])) for r in measured]),
-        "randomization_rho": _mean([float(r["randomization_rho"]) for r in measured]),
-    }
+class _Group:
+    """Running sums of one group of rows (one method; all images or one class)."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.with_region = 0
+        self.sums = dict.fromkeys(METRICS, 0.0)
+        self.chance = 0
+        self.chance_sums = {name: dict.fromkeys(BASELINE_METRICS, 0.0) for name in BASELINES}
+        self.measured = 0
+        self.faith = dict.fromkeys(("deletion_auc", "insertion_auc", "average_drop", "increase", "rho"), 0.0)
+        self.categories: Counter[str] = Counter()
+
+    def add(self, r: dict[str, Any], chance: dict[str, dict[str, float]] | None) -> None:
+        self.images += 1
+        self.categories[r["category"]] += 1
+        if r.get("deletion_auc") is not None:
+            self.measured += 1
+            for key in ("deletion_auc", "insertion_auc", "average_drop"):
+                self.faith[key] += float(r[key])
+            self.faith["increase"] += float(bool(r["confidence_increase"]))
+            self.faith["rho"] += float(r["randomization_rho"])
+        if r["energy_inside"] is None:
+            return
+        self.with_region += 1
+        for k in METRICS:
+            self.sums[k] += float(r[k])
+        if chance is not None:
+            self.chance += 1
+            for name in BASELINES:
+                for k in BASELINE_METRICS:
+                    self.chance_sums[name][k] += chance[name][k]
+
+    def entry(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"images": self.images, "with_region": self.with_region}
+        for k in METRICS:
+            out[k] = _mean(self.sums[k], self.with_region)
+        out["baselines"] = {
+            name: {k: _mean(self.chance_sums[name][k], self.chance) for k in BASELINE_METRICS} for name in BASELINES
+        }
+        if self.measured:
+            n, f = self.measured, self.faith
+            out["faithfulness"] = {
+                "images": n,
+                "deletion_auc": f["deletion_auc"] / n,
+                "insertion_auc": f["insertion_auc"] / n,
+                "average_drop_percent": 100 * f["average_drop"] / n,
+                "increase_rate": f["increase"] / n,
+                "randomization_rho": f["rho"] / n,
+            }
+        out["categories"] = dict(self.categories)
+        return out
 
 
-def _group(rows: Sequence[dict[str, Any]], baselines: dict[str, dict[str, dict[str, float]] | None]) -> dict[str, Any]:
-    """The summary entry of one group of rows (one method; all images or one class)."""
-    with_region = [r for r in rows if r["energy_inside"] is not None]
-    entry: dict[str, Any] = {"images": len(rows), "with_region": len(with_region)}
-    for k in METRICS:
-        entry[k] = _mean([float(r[k]) for r in with_region])
-    chance = [b for b in (baselines[r["image"]] for r in with_region) if b is not None]
-    entry["baselines"] = {
-        name: {k: _mean([b[name][k] for b in chance]) for k in BASELINE_METRICS} for name in BASELINES
-    }
-    faithfulness = _faithfulness(rows)
-    if faithfulness is not None:
-        entry["faithfulness"] = faithfulness
-    entry["categories"] = dict(Counter(r["category"] for r in rows))
-    return entry
+class SummaryBuilder:
+    """The audit summary accumulated row by row (memory does not grow with the number of images).
+
+    Args:
+        methods: Method specs, in report order.
+        classes: Class names, in the model's order.
+    """
+
+    def __init__(self, methods: Sequence[str], classes: Sequence[str]):
+        self.methods, self.classes = list(methods), list(classes)
+        self.groups = {m: {name: _Group() for name in ["all", *classes]} for m in methods}
+
+    def add(self, row: dict[str, Any], chance: dict[str, dict[str, float]] | None) -> None:
+        """One ``audit.csv`` row (a dict) and the :func:`chance_baselines` of its image's region (None: none)."""
+        groups = self.groups[row["method"]]
+        groups["all"].add(row, chance)
+        groups[row["true"]].add(row, chance)
+
+    def result(self) -> dict[str, Any]:
+        """Per method, for ``all`` images and for each true class: means, chance baselines and category counts."""
+        methods = {m: {name: g.entry() for name, g in groups.items()} for m, groups in self.groups.items()}
+        return {"methods": methods, "categories": list(CATEGORIES)}
 
 
 def summarize(
@@ -96,21 +143,9 @@ def summarize(
     methods: Sequence[str],
     classes: Sequence[str],
 ) -> dict[str, Any]:
-    """Per method, for ``all`` images and for each true class: means, chance baselines and category counts.
-
-    Args:
-        rows: ``audit.csv`` rows (dicts).
-        baselines: Image path → :func:`chance_baselines` of its region (None without a region).
-        methods: Method specs, in report order.
-        classes: Class names, in the model's order.
-    """
-    out: dict[str, Any] = {"methods": {}}
-    for method in methods:
-        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in rows:
-            if r["method"] == method:
-                groups["all"].append(r)
-                groups[r["true"]].append(r)
-        out["methods"][method] = {name: _group(groups.get(name, []), baselines) for name in ["all", *classes]}
-    out["categories"] = list(CATEGORIES)
-    return out
+    """:class:`SummaryBuilder` over a list of rows; ``baselines`` maps an image path to its chance baselines."""
+    builder = SummaryBuilder(methods, classes)
+    for r in rows:
+        if r["method"] in builder.groups:
+            builder.add(r, baselines.get(r["image"]))
+    return builder.result()

@@ -6,11 +6,26 @@ import argparse
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mieruka.data.splits import SPLIT_CHOICES
 from mieruka.tta import TTA_CHOICES
 
-__all__ = ["add_common", "add_model", "add_split", "add_tta", "fmt_rate", "int_at_least", "number_in", "port"]
+if TYPE_CHECKING:
+    from mieruka.batch.engine import EngineOptions
+
+__all__ = [
+    "add_common",
+    "add_engine",
+    "add_model",
+    "add_split",
+    "add_tta",
+    "engine_options",
+    "fmt_rate",
+    "int_at_least",
+    "number_in",
+    "port",
+]
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -75,6 +90,39 @@ def add_split(p: argparse.ArgumentParser, default: str, what: str = "split of th
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_engine(p: argparse.ArgumentParser) -> None:
+    """``--engine`` and the Ray options of the batch commands (predict, explain, audit)."""
+    g = p.add_argument_group("engine", "where the model runs: this process (local) or a Ray cluster (mieruka[ray])")
+    g.add_argument("--engine", default="local", choices=("local", "ray"), help="default local")
+    g.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="join this Ray cluster (auto, or ray://HOST:PORT); default: start a local Ray instance for the job",
+    )
+    g.add_argument("--workers", type=int_at_least(1), help="model replicas (default: from the cluster's resources)")
+    g.add_argument(
+        "--num-gpus-per-worker", type=number_in(0, 64), default=0.0, help="GPUs each replica holds (default 0: CPU)"
+    )
+    g.add_argument(
+        "--cpus-per-worker",
+        type=number_in(0, 1024, low_open=True),
+        help="CPUs (threads) each replica holds (default: all cores of a local instance, 1 on a cluster)",
+    )
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    """The :class:`EngineOptions` of parsed :func:`add_engine` options."""
+    from mieruka.batch.engine import EngineOptions
+
+    return EngineOptions(
+        args.engine,
+        address=args.ray_address,
+        workers=args.workers,
+        gpus_per_worker=args.num_gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+    )
 
 
 def add_model(p: argparse.ArgumentParser, help: str = "model .safetensors") -> None:

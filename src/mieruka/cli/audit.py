@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_common, add_split, int_at_least, number_in
+from mieruka.cli._common import add_common, add_engine, add_split, engine_options, int_at_least, number_in
 
 __all__ = ["register", "run"]
 
@@ -49,6 +50,8 @@ def register(sub: Any) -> None:
         "folder of Pascal VOC <stem>.xml / YOLO <stem>.txt files (default: the data set's masks)",
     )
     _add_faithfulness(p)
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (default: error rows)")
+    add_engine(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -94,6 +97,8 @@ def run(args: argparse.Namespace) -> None:
         faithfulness=args.faithfulness,
         faithfulness_config=FaithfulnessConfig(steps=args.steps, fill=args.fill),
         progress=not args.quiet,
+        strict=args.strict,
+        engine=engine_options(args),
     )
     _print_summary(result.summary)
     out = result.out_dir
@@ -101,6 +106,11 @@ def run(args: argparse.Namespace) -> None:
         f"results: {out / 'audit.csv'}, {out / 'summary.json'}, {out / 'review.csv'}; "
         f"report: {out / 'report' / 'index.html'}"
     )
+    errors = result.summary["errors"]
+    if errors["images"]:
+        print(
+            f"warning: {errors['images']} image(s) could not be audited (the first: {errors['first']})", file=sys.stderr
+        )
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

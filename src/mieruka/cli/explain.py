@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_common, add_split, int_at_least, number_in
+from mieruka.cli._common import add_common, add_engine, add_split, engine_options, int_at_least, number_in
 
 __all__ = ["register", "run"]
 
@@ -54,6 +55,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--alpha", type=number_in(0, 1), default=0.5, help="heatmap opacity in the overlay (default 0.5)")
     p.add_argument("--batch-size", type=int_at_least(1), default=16, help="images per batch (default 16)")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (default: list it)")
+    add_engine(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -75,12 +78,20 @@ def run(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.quiet,
+        strict=args.strict,
+        engine=engine_options(args),
     )
     m = result.manifest
-    fast = sum(r["fast_path"] for r in m["images"])
+    fast = sum(r.get("fast_path", False) for r in m["images"])
     print(
-        f"explained {len(m['images'])} images with {m['method']} on {', '.join(m['layers'])} "
+        f"explained {len(m['images']) - m['errors']} images with {m['method']} on {', '.join(m['layers'])} "
         f"(target: {m['target']}; closed-form fast path for {fast})"
     )
     out = result.out_dir
     print(f"panels: {out / 'panels'}; maps: {out / 'maps.npz'}; manifest: {out / 'manifest.json'}")
+    if m["errors"]:
+        first = next(r for r in m["images"] if r["error"])
+        print(
+            f"warning: {m['errors']} image(s) could not be read (the first: {first['file']}: {first['error']})",
+            file=sys.stderr,
+        )

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_common, add_tta, number_in
+from mieruka.cli._common import add_common, add_engine, add_tta, engine_options, number_in
 
 __all__ = ["register", "run"]
 
@@ -31,6 +31,7 @@ def register(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="skip the images --out already holds and append the rest")
     p.add_argument("--threshold", type=number_in(0, 1), help="NG-probability threshold (default: the model's)")
     add_tta(p)
+    add_engine(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> None:
         strict=args.strict,
         resume=args.resume,
         keep=args.out is None,
+        engine=engine_options(args),
     )
     if run.threshold is not None:
         source = "--threshold" if args.threshold is not None else "the model's"

@@ -14,6 +14,7 @@ captioned "true: X / predicted: Y (p=…)". It writes
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,8 @@ from PIL import Image
 
 from mieruka import __version__
 from mieruka._io import atomic_write, write_json
-from mieruka.checkpoint import ModelInfo, load_checkpoint
+from mieruka.batch.engine import EngineOptions, Item, run_items
+from mieruka.checkpoint import ModelInfo, load_checkpoint, read_info
 from mieruka.data.images import IMAGE_EXTENSIONS, read_image
 from mieruka.data.sample import nfc
 from mieruka.data.sources.folder import MASKS_DIR
@@ -37,10 +39,12 @@ from mieruka.explain.scaling import normalize_for_display
 from mieruka.explain.targets import parse_target
 from mieruka.inference import batches, model_input, select_device
 
-__all__ = ["ExplainRun", "run_explain"]
+__all__ = ["EXPLAIN_CHUNK", "ExplainRun", "ExplainWorker", "run_explain"]
 
 SCHEMA_VERSION = 1
 GRID_PANELS = 24
+EXPLAIN_CHUNK = 64
+"""Images read and explained per step: memory stays flat however many images there are."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,52 @@ def _save_png(path: Path, picture: Image.Image) -> None:
     atomic_write(path, lambda p: picture.save(p, format="PNG"))
 
 
+class ExplainWorker:
+    """The model step of ``explain`` on either engine (:class:`mieruka.batch.engine.Worker`): per image, its maps
+    (float32, T × S × S), probabilities and explained classes, or the reason it could not be read."""
+
+    def __init__(
+        self, model_path: str, device: str, method: str, target: str, layers: tuple[str, ...] | None, batch_size: int
+    ) -> None:
+        self.model_path, self.device, self.method, self.target = model_path, device, method, target
+        self.layers, self.batch_size = layers, batch_size
+        self.model: torch.nn.Module | None = None
+        self.info: ModelInfo | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # replicas load their own model
+        return {**self.__dict__, "model": None, "info": None}
+
+    def setup(self) -> None:
+        if self.model is None:
+            model, self.info, _ = load_checkpoint(self.model_path, select_device(self.device))
+            self.model = model.to(memory_format=torch.channels_last)
+
+    def process(self, items: Sequence[Item]) -> list[dict[str, Any]]:
+        model, info = self.model, self.info
+        assert model is not None and info is not None, "setup() first"
+        store = ImageStore([it.path for it in items], info.image_size, progress=False, bit_depth=info.bit_depth)
+        reasons = {b.path: b.reason for b in store.bad}
+        records: list[dict[str, Any]] = [{"index": it.index, "error": reasons.get(it.path, "")} for it in items]
+        good = [j for j, it in enumerate(items) if it.path not in reasons]
+        targets = parse_target(self.target, info.classes, info.verdicts)
+        dev = next(model.parameters()).device
+        for idx in batches(good, self.batch_size, desc="explaining", progress=False):
+            x = model_input(store, idx, dev, info.mean, info.std)
+            labels = torch.tensor([items[j].label for j in idx], device=dev)
+            ex = explain(
+                model,
+                x,
+                method=self.method,
+                targets=targets,
+                layers=self.layers or (info.target_layer,),
+                labels=labels if self.target == "true" else None,
+            )
+            maps, probs, classes = ex.maps.float().cpu().numpy(), ex.probs.float().cpu().numpy(), ex.class_indices
+            for n, j in enumerate(idx):
+                records[j].update(maps=maps[n], probs=probs[n], classes=classes[n].tolist(), fast=ex.fast_path)
+        return records
+
+
 def run_explain(
     model_path: str | os.PathLike[str],
     sources: Sequence[str | os.PathLike[str]],
@@ -119,37 +169,47 @@ def run_explain(
     batch_size: int = 16,
     device: str = "auto",
     progress: bool = True,
+    strict: bool = False,
+    engine: EngineOptions | None = None,
 ) -> ExplainRun:
-    """Explain every image of ``sources`` (data sets or image files/folders) and write panels, maps, manifest."""
-    model, info, _ = load_checkpoint(model_path, select_device(device))
+    """Explain every image of ``sources`` (data sets or image files/folders) and write panels, maps, manifest.
+
+    Images are read, explained and written a chunk at a time (on ``engine``; default: this process): memory does
+    not grow with their number. An unreadable image is listed in the manifest with its ``error`` (``strict``: the
+    run stops at it); the run fails only when no image could be read.
+    """
+    engine = engine or EngineOptions()
+    info = read_info(model_path)
     paths, labels = _inputs(sources, info, split, need_labels=target == "true")
     if target == "true" and any(lab is None for lab in labels):
         raise DataError("--target true needs images with known classes (a data set); use --target pred for bare images")
-    targets = parse_target(target, info.classes, info.verdicts)
+    parse_target(target, info.classes, info.verdicts)  # a bad --target fails before any work
     layer_names = tuple(layers) if layers else (info.target_layer,)
-    store = ImageStore(paths, info.image_size, progress=progress, bit_depth=info.bit_depth).require_readable()
-    model = model.to(memory_format=torch.channels_last)
-    dev = next(model.parameters()).device
-    results = []
-    for idx in batches(list(range(len(paths))), batch_size, desc=f"explaining ({method})", progress=progress):
-        x = model_input(store, idx, dev, info.mean, info.std)
-        lab_t = torch.tensor([-1 if labels[i] is None else labels[i] for i in idx], device=dev)
-        ex = explain(
-            model, x, method=method, targets=targets, layers=layer_names, labels=lab_t if target == "true" else None
-        )
-        results.append((idx, ex.maps.float().cpu(), ex.probs.float().cpu(), ex.class_indices.cpu(), ex.fast_path))
-    fixed_scale = None
-    if normalization == "fixed":
-        fixed_scale = max(float(m.max()) for _, m, _, _, _ in results) or 1.0
+    worker = ExplainWorker(str(model_path), device, method, target, layer_names, batch_size)
+    items = [Item(i, str(p), -1 if lab is None else lab) for i, (p, lab) in enumerate(zip(paths, labels, strict=True))]
     out_dir = Path(out)
     (out_dir / "panels").mkdir(parents=True, exist_ok=True)
     target_names = list(info.classes) if target == "all" else [target]
     caption_extra = f"\n{method}, target: {target_names[0]}" if target not in ("true", "pred") else ""
-    writer = _PanelWriter(out_dir, info, paths, labels, normalization, fixed_scale, alpha, caption_extra)
-    for idx, maps, probs, class_idx, fast in results:
-        for j, i in enumerate(idx):
-            writer.add(i, maps[j], probs[j], class_idx[j], fast)
+    writer = _PanelWriter(out_dir, info, items, normalization, alpha, caption_extra)
+    chunks = run_items(
+        worker,
+        items,
+        engine=engine,
+        chunk=EXPLAIN_CHUNK,
+        shard_dir=out_dir / ".ray-shards",
+        progress=progress,
+        desc=f"explaining ({method})",
+    )
+    for records in chunks:
+        for record in records:
+            if strict and record["error"]:
+                writer.abort()
+                raise DataError(f"{items[record['index']].image}: {record['error']}")
+            writer.add(record)
     writer.finish()
+    if writer.errors == len(items):
+        raise DataError(f"none of the {len(items)} images could be read (the first: {writer.first_error})")
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "mieruka_version": __version__,
@@ -160,9 +220,10 @@ def run_explain(
         "targets": target_names,
         "split": split,
         "normalization": normalization,
-        "fixed_scale": fixed_scale,
+        "fixed_scale": writer.fixed_scale,
         "input_size": info.image_size,
         "maps": "maps.npz",
+        "errors": writer.errors,
         "images": writer.records,
     }
     write_json(out_dir / "manifest.json", manifest)
@@ -170,70 +231,95 @@ def run_explain(
 
 
 class _PanelWriter:
-    """Panels, the grid and the raw maps of an explain run, image by image."""
+    """Panels, the grid, the raw maps and the manifest entries of an explain run, image by image as they come.
+
+    The maps go straight into ``maps.npz`` (a zip written entry by entry). With per-image scaling each panel is drawn
+    as its image arrives; with ``fixed`` scaling the shared scale is only known at the end, so the panels are drawn
+    then, from the maps read back one at a time.
+    """
 
     def __init__(
-        self,
-        out_dir: Path,
-        info: ModelInfo,
-        paths: Sequence[Path],
-        labels: Sequence[int | None],
-        normalization: str,
-        fixed_scale: float | None,
-        alpha: float,
-        caption_extra: str,
+        self, out_dir: Path, info: ModelInfo, items: Sequence[Item], normalization: str, alpha: float, caption: str
     ):
-        self.out_dir, self.info, self.paths, self.labels = out_dir, info, paths, labels
-        self.normalization, self.fixed_scale, self.alpha, self.caption_extra = (
-            normalization,
-            fixed_scale,
-            alpha,
-            caption_extra,
-        )
-        self.maps: dict[str, np.ndarray] = {}
+        self.out_dir, self.info, self.items = out_dir, info, items
+        self.normalization, self.alpha, self.caption_extra = normalization, alpha, caption
+        self.maps_path = out_dir / "maps.npz.partial"
+        self.zip = zipfile.ZipFile(self.maps_path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
         self.records: list[dict[str, Any]] = []
         self.grid_panels: list[Image.Image] = []
+        self.fixed_scale: float | None = None
+        self.peak = 0.0
+        self.errors = 0
+        self.first_error = ""
 
-    def add(self, i: int, maps: torch.Tensor, probs: torch.Tensor, class_idx: torch.Tensor, fast: bool) -> None:
-        """Image ``i``: its maps (T, S, S), probabilities (C,) and explained classes (T,)."""
-        info, path, true = self.info, self.paths[i], self.labels[i]
+    def add(self, record: dict[str, Any]) -> None:
+        """One worker record: maps (T, S, S), probabilities (C,) and explained classes (T,), or an error."""
+        i = record["index"]
+        path = self.items[i].path
+        if record["error"]:
+            self.errors += 1
+            self.first_error = self.first_error or f"{path}: {record['error']}"
+            self.records.append({"index": i, "file": str(path), "error": record["error"]})
+            return
         key = f"{i:05d}"
-        self.maps[key] = maps.numpy().astype(np.float16)
+        maps = record["maps"]
+        with self.zip.open(f"{key}.npy", "w", force_zip64=True) as fh:
+            np.lib.format.write_array(fh, maps.astype(np.float16), allow_pickle=False)
+        self.peak = max(self.peak, float(maps.max()))
+        probs, info = record["probs"], self.info
         pred = int(probs.argmax())
-        shown = normalize_for_display(maps, self.normalization, self.fixed_scale)  # (T, S, S)
-        image = read_image(path, bit_depth=info.bit_depth)
-        heat = to_original_size(shown[0], image.shape[:2]).numpy()
-        caption = (f"true: {info.classes[true]} / " if true is not None else "") + (
-            f"predicted: {info.classes[pred]} (p={float(probs[pred]):.2f})" + self.caption_extra
-        )
-        pic = panel(image, heat, caption, alpha=self.alpha)
-        panel_path = self.out_dir / "panels" / f"{key}_{path.stem}.png"
-        _save_png(panel_path, pic)
-        if len(self.grid_panels) < GRID_PANELS:
-            self.grid_panels.append(pic)
+        true = self.items[i].label
         self.records.append(
             {
                 "index": i,
                 "file": str(path),
-                "true": None if true is None else info.classes[true],
+                "true": None if true < 0 else info.classes[true],
                 "predicted": info.classes[pred],
                 "probabilities": {c: round(float(v), 6) for c, v in zip(info.classes, probs, strict=True)},
                 "verdict": info.verdicts[info.classes[pred]],
-                "explained_class": [None if int(c) < 0 else info.classes[int(c)] for c in class_idx],
-                "original_size": [int(image.shape[1]), int(image.shape[0])],
-                "panel": str(panel_path.relative_to(self.out_dir)),
+                "explained_class": [None if int(c) < 0 else info.classes[int(c)] for c in record["classes"]],
+                "original_size": None,
+                "panel": None,
                 "map_key": key,
-                "fast_path": bool(fast),
+                "fast_path": bool(record["fast"]),
+                "error": "",
             }
         )
+        if self.normalization != "fixed":
+            self._draw(self.records[-1], torch.from_numpy(maps))
+
+    def _draw(self, rec: dict[str, Any], maps: torch.Tensor) -> None:
+        """The panel of one manifest entry from its raw maps."""
+        path, true = Path(rec["file"]), rec["true"]
+        shown = normalize_for_display(maps, self.normalization, self.fixed_scale)  # (T, S, S)
+        image = read_image(path, bit_depth=self.info.bit_depth)
+        heat = to_original_size(shown[0], image.shape[:2]).numpy()
+        pred = rec["predicted"]
+        caption = (f"true: {true} / " if true is not None else "") + (
+            f"predicted: {pred} (p={rec['probabilities'][pred]:.2f})" + self.caption_extra
+        )
+        pic = panel(image, heat, caption, alpha=self.alpha)
+        panel_path = self.out_dir / "panels" / f"{rec['map_key']}_{path.stem}.png"
+        _save_png(panel_path, pic)
+        if len(self.grid_panels) < GRID_PANELS:
+            self.grid_panels.append(pic)
+        rec["original_size"] = [int(image.shape[1]), int(image.shape[0])]
+        rec["panel"] = str(panel_path.relative_to(self.out_dir))
+
+    def abort(self) -> None:
+        self.zip.close()
+        self.maps_path.unlink(missing_ok=True)
 
     def finish(self) -> None:
-        """Write ``maps.npz`` and ``grid.png``."""
-
-        def save_maps(p: Path) -> None:
-            with open(p, "wb") as fh:
-                np.savez_compressed(fh, **self.maps)  # type: ignore[arg-type]
-
-        atomic_write(self.out_dir / "maps.npz", save_maps)
+        """Close ``maps.npz``; with fixed scaling, draw the panels; write ``grid.png``."""
+        self.zip.close()
+        final = self.out_dir / "maps.npz"
+        os.replace(self.maps_path, final)
+        if self.normalization == "fixed":
+            self.fixed_scale = self.peak or 1.0
+            with np.load(final) as maps:
+                for rec in self.records:
+                    if not rec["error"]:
+                        self._draw(rec, torch.from_numpy(maps[rec["map_key"]].astype(np.float32)))
         if self.grid_panels:
             _save_png(self.out_dir / "grid.png", grid(self.grid_panels, cols=4))

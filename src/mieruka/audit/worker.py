@@ -1,0 +1,238 @@
+"""The model step of ``mieruka audit`` (:class:`mieruka.batch.engine.Worker`), the same on every engine.
+
+For a chunk of images it reads the images and their defect regions once, then for every method spec explains them in
+batches and makes each image's ``audit.csv`` row, its report panel (written into the report folder) and, for the
+images chosen for it, the faithfulness figures. It returns one record per image (:class:`AuditRecord`); an image that
+cannot be read gives a record with its error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mieruka.audit.faithfulness import FaithfulnessConfig, FaithfulnessRun
+from mieruka.audit.localization import localization_scores
+from mieruka.audit.panels import slug, write_panel
+from mieruka.audit.summary import METRICS, chance_baselines
+from mieruka.audit.triage import AuditConfig, triage
+from mieruka.batch.engine import Item
+from mieruka.checkpoint import ModelInfo, load_checkpoint
+from mieruka.data.annotations import box_source, read_region
+from mieruka.data.store import ImageStore
+from mieruka.errors import DataError
+from mieruka.explain.engine import Explanation, explain, multiscale_layers
+from mieruka.explain.render import to_original_size
+from mieruka.explain.spec import MULTISCALE, parse_method_spec
+from mieruka.explain.targets import Target, parse_target
+from mieruka.inference import batches, model_input, select_device
+from mieruka.metrics import gate, ng_probability
+
+__all__ = ["AUDIT_COLUMNS", "FAITHFULNESS_METRICS", "AuditRecord", "AuditWorker"]
+
+FAITHFULNESS_METRICS = ("deletion_auc", "insertion_auc", "average_drop", "confidence_increase", "randomization_rho")
+
+AUDIT_COLUMNS = (
+    "image",
+    "method",
+    "layers",
+    "true",
+    "predicted",
+    "probability",
+    "true_probability",
+    "correct",
+    "true_verdict",
+    "predicted_verdict",
+    "ng_probability",
+    "verdict",
+    "category",
+    *METRICS,
+    "area_fraction",
+    *FAITHFULNESS_METRICS,
+    "error",
+)
+"""The columns of ``audit.csv``, one row per image and method; ``error`` is empty unless the image was unreadable."""
+
+
+@dataclass
+class AuditRecord:
+    """What the audit of one image gives the driver.
+
+    Attributes:
+        index: The image's position in the audited split.
+        error: Why it could not be audited ("" when it was); the other fields are then empty.
+        rows: Its ``audit.csv`` row per method spec, in spec order.
+        matched: Whether a region source (mask or box entry) was found for it.
+        chance: The chance baselines of its region (None without one).
+        panels: Per method spec, its report panel (thumbnail, full) relative to the report folder.
+        random_order: The faithfulness random-order baseline (deletion, insertion AUC) when it was measured.
+    """
+
+    index: int
+    error: str = ""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    matched: bool = False
+    chance: dict[str, dict[str, float]] | None = None
+    panels: dict[str, tuple[str, str]] = field(default_factory=dict)
+    random_order: tuple[float, float] | None = None
+
+
+class AuditWorker:
+    """Audits chunks of a split's images (see the module docstring). Picklable: replicas load their own model."""
+
+    def __init__(
+        self,
+        model_path: str,
+        device: str,
+        *,
+        methods: Sequence[str],
+        target: str,
+        cfg: AuditConfig,
+        batch_size: int,
+        boxes: str | None,
+        report_dir: str | None,
+        caption: str,
+        faithfulness: int,
+        faithfulness_config: FaithfulnessConfig,
+        split_size: int,
+    ):
+        self.model_path, self.device, self.methods, self.target = model_path, device, list(methods), target
+        self.cfg, self.batch_size, self.boxes, self.report_dir = cfg, batch_size, boxes, report_dir
+        self.caption, self.faithfulness, self.fconfig = caption, faithfulness, faithfulness_config
+        self.split_size = split_size
+        self.model: torch.nn.Module | None = None
+        self.info: ModelInfo | None = None
+        self.faith: FaithfulnessRun | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "model": None, "info": None, "faith": None}
+
+    def setup(self) -> None:
+        if self.model is not None:
+            return
+        model, self.info, _ = load_checkpoint(self.model_path, select_device(self.device))
+        self.model = model.to(memory_format=torch.channels_last)
+        if self.faithfulness > 0:
+            device = next(self.model.parameters()).device
+            self.faith = FaithfulnessRun(
+                self.model, self.info, self.fconfig, self.split_size, self.faithfulness, device
+            )
+
+    def process(self, items: Sequence[Item]) -> list[AuditRecord]:
+        assert self.model is not None and self.info is not None, "setup() first"
+        info = self.info
+        store = ImageStore([it.path for it in items], info.image_size, progress=False, bit_depth=info.bit_depth)
+        reasons = {b.path: b.reason for b in store.bad}
+        records = [AuditRecord(it.index, reasons.get(it.path, "")) for it in items]
+        regions: dict[int, np.ndarray | None] = {}
+        for j, it in enumerate(items):
+            if not records[j].error:
+                try:
+                    regions[j] = self._region(it, store.sizes[j], records[j])
+                except DataError as exc:  # a broken mask or box file spoils its image, not the audit
+                    records[j].error = str(exc)
+        good = [j for j in range(len(items)) if not records[j].error]
+        targets = parse_target(self.target, info.classes, info.verdicts)
+        for spec in self.methods:
+            self._method(spec, items, good, store, regions, targets, records)
+        return records
+
+    def _region(self, item: Item, size: tuple[int, int], record: AuditRecord) -> np.ndarray | None:
+        """The image's defect region (None: none known, or an empty one); sets the record's region fields."""
+        if self.boxes is None:
+            source = Path(item.mask) if item.mask else None
+        else:
+            source = box_source(Path(self.boxes), item.path)
+        record.matched = source is not None
+        region = read_region(source, item.path, size) if source is not None else None
+        if region is None or not region.any():
+            return None
+        rng = np.random.default_rng([0, item.index])  # the random baseline map: one seeded map per image
+        record.chance = chance_baselines(region, self.cfg, rng)
+        return region
+
+    def _method(
+        self,
+        spec: str,
+        items: Sequence[Item],
+        good: list[int],
+        store: ImageStore,
+        regions: dict[int, np.ndarray | None],
+        targets: list[Target] | str,
+        records: list[AuditRecord],
+    ) -> None:
+        """Every readable image's row (and panel) for one method spec."""
+        model, info = self.model, self.info
+        assert model is not None and info is not None
+        method, layers, fusion = parse_method_spec(spec)
+        if layers == (MULTISCALE,):
+            layers = multiscale_layers(model)
+        device = next(model.parameters()).device
+        for idx in batches(good, self.batch_size, desc=f"auditing ({method})", progress=False):
+            x = model_input(store, idx, device, info.mean, info.std)
+            labels = torch.tensor([items[j].label for j in idx], device=device)
+            ex = explain(model, x, method=method, targets=targets, layers=layers or None, labels=labels, fusion=fusion)
+            measured: dict[int, dict[str, Any]] = {}
+            if self.faith is not None:
+                keys = [items[j].index for j in idx]
+                measured = self.faith.measure(store, idx, keys, x, ex, method, layers, fusion)
+            for n, j in enumerate(idx):
+                extra = measured.get(items[j].index, {})
+                if "random_order" in extra:
+                    records[j].random_order = extra["random_order"]
+                heat = to_original_size(ex.maps[n, 0].float().cpu(), store.sizes[j]).numpy()
+                records[j].rows.append(self._row(spec, items[j], heat, regions[j], ex, n, extra, records[j]))
+
+    def _row(
+        self,
+        spec: str,
+        item: Item,
+        heat: np.ndarray,
+        region: np.ndarray | None,
+        ex: Explanation,
+        n: int,
+        measured: dict[str, Any],
+        record: AuditRecord,
+    ) -> dict[str, Any]:
+        """The audit row of one image (position ``n`` of the batch ``ex`` explains)."""
+        info = self.info
+        assert info is not None
+        probs = ex.probs[n].float().cpu()
+        pred, true = int(probs.argmax()), item.label
+        true_name = info.classes[true]
+        as_batch = probs[None].numpy()
+        rejected = bool(gate(as_batch, info.ng_classes, info.decision_threshold)[0])
+        scores = None
+        if region is not None:
+            scores = localization_scores(heat, region, tolerance=self.cfg.tolerance, threshold=self.cfg.map_threshold)
+        if self.report_dir is not None:
+            caption = self.caption.format(t=true_name, p=info.classes[pred], q=f"{float(probs[pred]):.2f}")
+            stem = f"{slug(spec)}/{item.index:05d}"
+            record.panels[spec] = write_panel(Path(self.report_dir), stem, item.path, heat, caption, info.bit_depth)
+        row: dict[str, Any] = {
+            "image": item.image,
+            "method": spec,
+            "layers": ",".join(ex.layers),
+            "true": true_name,
+            "predicted": info.classes[pred],
+            "probability": float(probs[pred]),
+            "true_probability": float(probs[true]),
+            "correct": pred == true,
+            "true_verdict": info.verdicts[true_name],
+            "predicted_verdict": info.verdicts[info.classes[pred]],
+            "ng_probability": float(ng_probability(as_batch, info.ng_classes)[0]),
+            "verdict": "NG" if rejected else "OK",
+            "category": triage(pred == true, scores, self.cfg),
+        }
+        for k in METRICS:
+            row[k] = None if scores is None else getattr(scores, k)
+        row["area_fraction"] = None if scores is None else scores.area_fraction
+        for k in FAITHFULNESS_METRICS:
+            row[k] = measured.get(k)
+        row["error"] = ""
+        return row

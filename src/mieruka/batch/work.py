@@ -1,0 +1,69 @@
+"""The vocabulary of batch jobs: an :class:`Item` of work, the :class:`Worker` that answers items, and the
+:class:`EngineOptions` that say where it runs (:mod:`mieruka.batch.engine`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["ENGINES", "EngineOptions", "Item", "Worker"]
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a batch job: its position in the job, file, class index (-1: unknown) and mask ("": none)."""
+
+    index: int
+    image: str
+    label: int = -1
+    mask: str = ""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.image)
+
+
+class Worker(Protocol):
+    """A picklable job step: ``setup`` once per replica (load the model), then ``process`` chunk after chunk."""
+
+    def setup(self) -> None: ...
+
+    def process(self, items: Sequence[Item]) -> list[Any]:
+        """One record per item, in order; an unreadable image gives a record with its error, not an exception."""
+        ...
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run a batch job.
+
+    Attributes:
+        name: ``local`` or ``ray``.
+        address: Ray only: ``None`` starts a local Ray instance; ``auto`` or ``ray://HOST:PORT`` joins a cluster.
+        workers: Ray only: model replicas (actors); default: one per GPU with ``gpus_per_worker``, else one per
+            ``cpus_per_worker`` CPUs of the cluster.
+        gpus_per_worker: Ray only: GPUs each replica holds (0: run on CPUs).
+        cpus_per_worker: Ray only: CPUs each replica holds (its PyTorch threads); default: every core of a local
+            instance (one replica, as the local engine), 1 on a cluster.
+    """
+
+    name: str = "local"
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in ENGINES:
+            raise ValueError(f"--engine {self.name!r}: choose {' or '.join(ENGINES)}")
+        ray_only = (self.address, self.workers, self.gpus_per_worker or None, self.cpus_per_worker)
+        if self.name == "local" and any(v is not None for v in ray_only):
+            raise ValueError("--ray-address, --workers, --num-gpus-per-worker and --cpus-per-worker need --engine ray")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"--workers {self.workers}: give at least 1")
+        if self.gpus_per_worker < 0 or (self.cpus_per_worker is not None and self.cpus_per_worker <= 0):
+            raise ValueError("--num-gpus-per-worker must be at least 0 and --cpus-per-worker above 0")
