@@ -58,7 +58,10 @@ class TrainConfig:
         ok_classes: Classes that pass; empty means the default naming rule.
         skip_bad: Skip unreadable images (listing them) instead of stopping.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        cache_gb: Keep decoded images in memory when they need at most this many GiB.
+        cache_gb: The RAM budget of ``cache="auto"`` in GiB.
+        cache: Where the decoded training images are kept: ``ram``, ``disk`` (a file reused by later runs of the
+            same data and size, :mod:`mieruka.data.diskcache`) or ``auto`` (RAM when they need at most
+            ``cache_gb``, else disk).
         max_escape: Escape-rate target for the NG threshold chosen on the validation split (a bound on the
             probability that a new defect passes; see :mod:`mieruka.metrics`).
         bit_depth: Significant bits of 16-bit images (10, 12, 14 or 16; default: the container's 16), stored in
@@ -86,6 +89,7 @@ class TrainConfig:
     skip_bad: bool = False
     device: str = "auto"
     cache_gb: float = 4.0
+    cache: str = "auto"
     max_escape: float = 0.0
     bit_depth: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -105,6 +109,7 @@ class TrainConfig:
             (0 <= self.ema_decay < 1, "--ema-decay must lie in [0, 1)"),
             (self.tta in TRAIN_TTA_CHOICES, f"--tta must be one of {', '.join(TRAIN_TTA_CHOICES)}"),
             (self.cache_gb >= 0, "--cache-gb must not be negative"),
+            (self.cache in ("auto", "ram", "disk"), "--cache must be one of auto, ram, disk"),
             (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),
             (self.bit_depth in (None, *BIT_DEPTHS), f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}"),
         ]

@@ -28,6 +28,7 @@ _TRAIN_OPTIONS = [
     "split_seed",
     "device",
     "cache_gb",
+    "cache",
     "max_escape",
     "bit_depth",
 ]
@@ -87,7 +88,13 @@ def register(sub: Any) -> None:
         help="significant bits of 16-bit images, e.g. 12 for a 12-bit camera (default: the container's 16); "
         "stored in the model and applied by every command and the service",
     )
-    p.add_argument("--cache-gb", type=float, help="cache decoded images up to this size (default 4)")
+    p.add_argument(
+        "--cache",
+        choices=("auto", "ram", "disk"),
+        help="where the decoded images are kept: auto (default: RAM up to --cache-gb, else disk), ram, or disk (a "
+        "file in ~/.cache/mieruka/images or $MIERUKA_CACHE_DIR, reused while the images are unchanged)",
+    )
+    p.add_argument("--cache-gb", type=float, help="RAM budget of --cache auto in GiB (default 4)")
     p.add_argument("--no-rot90", action="store_true", help="no 90° rotations (for parts with a fixed orientation)")
     p.add_argument("--no-flip", action="store_true", help="no flips")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed) instead of stopping")

@@ -1,13 +1,14 @@
 """Decode, check and cache images as fixed-size uint8 tensors for training and inference.
 
 Building a :class:`ImageStore` opens every image once, so unreadable files are found *before* training starts,
-and keeps the decoded, resized pixels in memory when they fit so that epochs never wait for JPEG decoding.
+and keeps the decoded, resized pixels in memory when they fit (else in a file on disk) so that epochs never wait
+for JPEG decoding.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from mieruka.data.diskcache import DiskPixels, open_cache
 from mieruka.data.images import read_image
 from mieruka.errors import DataError
 
-__all__ = ["BadFile", "ImageStore", "normalize", "resize_image", "scan_images"]
+__all__ = ["CACHE_CHOICES", "BadFile", "ImageStore", "normalize", "resize_image", "scan_images"]
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,10 @@ def scan_images(
     desc: str = "reading images",
     progress: bool = True,
     bit_depth: int | None = None,
+    sink: Callable[[int, np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray | None, list[tuple[int, int]], list[BadFile]]:
-    """Decode every image once; return the resized pixels (if ``keep``), original (H, W) sizes and bad files."""
+    """Decode every image once; return the resized pixels (if ``keep``), original (H, W) sizes and bad files.
+    ``sink`` also gets each image's (index, resized pixels) as it is decoded."""
     pixels = np.zeros((len(paths), 3, size, size), dtype=np.uint8) if keep else None
     sizes: list[tuple[int, int]] = [(0, 0)] * len(paths)
     bad: list[BadFile] = []
@@ -88,18 +92,26 @@ def scan_images(
             sizes[i] = hw
             if pixels is not None and arr is not None:
                 pixels[i] = arr
+            if sink is not None and arr is not None:
+                sink(i, arr)
     return pixels, sizes, bad
 
 
+CACHE_CHOICES = ("auto", "ram", "disk")
+
+
 class ImageStore:
-    """Fixed-size uint8 pixels for a list of image files, from memory when cached, else decoded on demand.
+    """Fixed-size uint8 pixels for a list of image files, decoded once and kept in RAM or in a file on disk.
 
     Args:
         paths: Image files.
         size: Side of the square the images are resized to.
-        cache_bytes: Keep decoded pixels in memory when they need at most this many bytes.
+        cache_bytes: The RAM budget of ``cache="auto"``.
         progress: Show a progress bar while reading.
         bit_depth: Significant bits of 16-bit images (the model's; default: the container's 16).
+        cache: ``ram`` keeps the pixels in memory; ``disk`` in the on-disk cache (:mod:`mieruka.data.diskcache`,
+            built once, reused while the files are unchanged); ``auto`` (default) in RAM when they need at most
+            ``cache_bytes``, else on disk.
 
     Attributes:
         bad: Files that could not be read (empty when all are fine); the caller decides to stop or skip.
@@ -114,16 +126,40 @@ class ImageStore:
         cache_bytes: int = 4 << 30,
         progress: bool = True,
         bit_depth: int | None = None,
+        cache: str = "auto",
     ):
+        if cache not in CACHE_CHOICES:
+            raise ValueError(f"--cache {cache!r}: choose {', '.join(CACHE_CHOICES)}")
         self.paths = list(paths)
         self.size = size
         self.bit_depth = bit_depth
         need = len(self.paths) * 3 * size * size
-        self.cached = need <= cache_bytes
-        pixels, self.sizes, self.bad = scan_images(
-            self.paths, size, keep=self.cached, progress=progress, bit_depth=bit_depth
-        )
-        self._pixels = None if pixels is None else torch.from_numpy(pixels)
+        self.cache = cache if cache != "auto" else ("ram" if need <= cache_bytes else "disk")
+        self._disk: DiskPixels | None = None
+        self._pixels: torch.Tensor | None = None
+        self.reused = False
+        if self.cache == "ram":
+            pixels, self.sizes, self.bad = scan_images(
+                self.paths, size, keep=True, progress=progress, bit_depth=bit_depth
+            )
+            assert pixels is not None
+            self._pixels = torch.from_numpy(pixels)
+            return
+
+        def scan(sink: Callable[[int, np.ndarray], None]) -> tuple[list[tuple[int, int]], list[tuple[str, str]]]:
+            _, sizes, bad = scan_images(
+                self.paths, size, keep=False, progress=progress, bit_depth=bit_depth, sink=sink,
+                desc="reading images into the disk cache",
+            )  # fmt: skip
+            return sizes, [(str(b.path), b.reason) for b in bad]
+
+        self._disk, self.sizes, bad, self.reused = open_cache(self.paths, size, bit_depth, scan)
+        self.bad = [BadFile(Path(p), reason) for p, reason in bad]
+
+    @property
+    def location(self) -> Path | None:
+        """The cache file of a disk cache (None in RAM)."""
+        return None if self._disk is None else self._disk.path
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -141,8 +177,5 @@ class ImageStore:
         idx = [int(i) for i in indices]
         if self._pixels is not None:
             return self._pixels[torch.tensor(idx, dtype=torch.long)]
-        with ThreadPoolExecutor(_workers()) as pool:
-            arrays = list(
-                pool.map(lambda i: resize_image(read_image(self.paths[i], bit_depth=self.bit_depth), self.size), idx)
-            )
-        return torch.from_numpy(np.stack(arrays))
+        assert self._disk is not None
+        return torch.from_numpy(self._disk.get(idx))

@@ -63,7 +63,10 @@ def load_training_data(
         cache_bytes=int(cfg.cache_gb * (1 << 30)),
         progress=progress,
         bit_depth=cfg.bit_depth,
+        cache=cfg.cache,
     )
+    if store.cache == "disk":
+        print(f"image cache: on disk ({'reused' if store.reused else 'written'}), {store.location}")
     # Test images are not trained on, but a bad one would only surface at evaluation: check them now, uncached.
     test_samples = dataset.split("test")
     _, test_sizes, test_bad = scan_images(

@@ -29,7 +29,7 @@ RUN_FILES = (
 )
 """What a run writes; ``--overwrite`` removes them before the new run starts."""
 
-_FREE_ON_RESUME = ("epochs", "device", "cache_gb")
+_FREE_ON_RESUME = ("epochs", "device", "cache_gb", "cache")
 
 
 def option_name(field: str) -> str:
@@ -85,4 +85,6 @@ def resumed_config(run: Path, requested: TrainConfig | None) -> TrainConfig:
             f"extending {run} from {saved.epochs} to {requested.epochs} epochs "
             "(the learning-rate schedule is stretched to the new length)"
         )
-    return replace(saved, epochs=requested.epochs, device=requested.device, cache_gb=requested.cache_gb)
+    return replace(
+        saved, epochs=requested.epochs, device=requested.device, cache_gb=requested.cache_gb, cache=requested.cache
+    )
