@@ -25,6 +25,7 @@ def _bad_arguments(tmp: Path, model: Path, data: Path) -> dict[str, list[tuple[l
             ([str(data), "--out", str(tmp / "r"), "--arch", "nonet"], "--arch 'nonet'"),
             ([str(data), "--out", str(tmp / "r"), "--bit-depth", "11"], "--bit-depth"),
             ([str(data), "--out", str(tmp / "r"), "--resume"], "holds no interrupted run"),
+            ([str(data), "--out", str(tmp / "r"), "--cache", "swap"], "--cache"),
         ],
         "evaluate": [
             ([missing, str(data), "--out", str(tmp / "e")], "missing.safetensors: model file not found"),
@@ -35,6 +36,9 @@ def _bad_arguments(tmp: Path, model: Path, data: Path) -> dict[str, list[tuple[l
             ([str(model), str(tmp / "nothing")], "nothing: no such file or folder"),
             ([str(model), str(data), "--threshold", "1.5"], "--threshold"),
             ([str(model)], "give the model and at least one image"),
+            ([str(model), str(data), "--workers", "2"], "need --engine ray"),
+            ([str(model), str(data), "--engine", "ray", "--workers", "0"], "--workers"),
+            ([str(model), str(data), "--engine", "spark"], "--engine"),
         ],
         "export": [
             ([str(model), "--out", str(tmp / "m.onnx"), "--opset", "5"], "--opset 5: choose an opset from 18"),

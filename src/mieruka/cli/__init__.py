@@ -8,6 +8,7 @@ See docs/architecture.md.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -40,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    who = f"mieruka {args.command}"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one of several processes torchrun started: say which
+        who += f" (rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']})"
     try:
         args.func(args)
     except BrokenPipeError:  # output piped into `head` and the like
@@ -51,13 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # MierukaError is a ValueError: bad input, said in one paragraph
         if args.debug:
             traceback.print_exc()
-        print(f"mieruka {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{who}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a fault of mieruka's own, not of the input: say so, keep the traceback for --debug
         if args.debug:
             traceback.print_exc()
         print(
-            f"mieruka {args.command}: internal error: {type(exc).__name__}: {exc} (run again with --debug for the "
+            f"{who}: internal error: {type(exc).__name__}: {exc} (run again with --debug for the "
             "traceback, and please report it)",
             file=sys.stderr,
         )

@@ -52,14 +52,17 @@ def preflight(
     unreadable: Sequence[BadFile],
     cfg: TrainConfig,
     run: Path,
+    write: bool = True,
 ) -> set[Path]:
-    """Stop (or, with ``skip_bad``, report) before training when any image or mask of any split cannot be used."""
+    """Stop (or, with ``skip_bad``, report) before training when any image or mask of any split cannot be used;
+    ``write``: list them in ``run/bad_images.csv``."""
     bad = [*unreadable, *mask_problems(samples, sizes, {b.path for b in unreadable})]
     if not bad:
         return set()
     listing = "\n".join(f"  {b.path}: {b.reason}" for b in bad[:20])
     more = f"\n  … and {len(bad) - 20} more" if len(bad) > 20 else ""
-    write_csv(run / "bad_images.csv", ("image", "reason"), [(str(b.path), b.reason) for b in bad])
+    if write:
+        write_csv(run / "bad_images.csv", ("image", "reason"), [(str(b.path), b.reason) for b in bad])
     if not cfg.skip_bad:
         raise DataError(
             f"{len(bad)} image(s) cannot be used; nothing was trained (list in {run / 'bad_images.csv'}):\n"

@@ -37,9 +37,10 @@ def load_training_data(
     cfg: TrainConfig,
     progress: bool,
     expected_classes: tuple[str, ...] | None = None,
+    write: bool = True,
 ) -> TrainingData:
     """Index the data set, decode every image once, stop on bad files (or skip them), check every class can be
-    trained and validated, and write the run's config and split."""
+    trained and validated, and (``write``) write the run's config and split."""
     dataset = load_dataset(data, ok_classes=cfg.ok_classes or None, split_seed=cfg.split_seed)
     if expected_classes is not None and tuple(dataset.classes) != tuple(expected_classes):
         raise DataError(
@@ -54,7 +55,8 @@ def load_training_data(
             "pass and one kind of defect"
         )
     _require_trainable(data, dataset, "")
-    write_json(run / "config.json", {"data": str(data), "config": cfg.to_dict()})
+    if write:
+        write_json(run / "config.json", {"data": str(data), "config": cfg.to_dict()})
     train_samples, val_samples = dataset.split("train"), dataset.split("val")
     samples = train_samples + val_samples
     store = ImageStore(
@@ -77,11 +79,14 @@ def load_training_data(
         progress=progress,
         bit_depth=cfg.bit_depth,
     )
-    bad = preflight([*samples, *test_samples], [*store.sizes, *test_sizes], [*store.bad, *test_bad], cfg, run)
+    bad = preflight(
+        [*samples, *test_samples], [*store.sizes, *test_sizes], [*store.bad, *test_bad], cfg, run, write=write
+    )
     usable = dataset.without(bad)
     if bad:
         _require_trainable(data, usable, " after skipping the unusable images (--skip-bad)")
-    usable.save_split(run / "split.csv")
+    if write:
+        usable.save_split(run / "split.csv")
     print(describe(usable))
     no_val = [c for c in usable.classes if not any(s.label == c for s in usable.split("val"))]
     if no_val:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.utils import ModelEmaV3
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from mieruka.augment import augment_batch
@@ -29,6 +30,7 @@ from mieruka.inference import predict_logits, predict_probs, select_device
 from mieruka.metrics import choose_threshold, classification_metrics, escape_bound, gate, ng_probability
 from mieruka.models import build_model, feature_layer, load_pretrained, normalization_for
 from mieruka.train.curves import plot_history, write_history
+from mieruka.train.distributed import Ranks, from_env
 from mieruka.train.frozen import FrozenPrefix, freeze_stages, frozen_batchnorms
 from mieruka.train.inputs import TrainingData, load_training_data
 from mieruka.train.runs import prepare_run, resumed_config
@@ -51,8 +53,8 @@ class TrainResult:
 class _Trainer:
     """The model, its optimizer and schedule, and the run's progress; one :meth:`epoch` at a time."""
 
-    def __init__(self, cfg: TrainConfig, data: TrainingData, run: Path, device: torch.device):
-        self.cfg, self.data, self.run, self.device = cfg, data, run, device
+    def __init__(self, cfg: TrainConfig, data: TrainingData, run: Path, device: torch.device, ranks: Ranks):
+        self.cfg, self.data, self.run, self.device, self.ranks = cfg, data, run, device, ranks
         num_classes = len(data.dataset.classes)
         self.mean, self.std = normalization_for(cfg.arch)
         model = build_model(cfg.arch, num_classes)
@@ -63,7 +65,9 @@ class _Trainer:
         model.to(device).to(memory_format=torch.channels_last)
         self.model = model
         # On a CPU the frozen first modules run in slices, without autograd (the same numbers, faster: FrozenPrefix).
-        self.forward = (FrozenPrefix.split(model) if device.type == "cpu" else None) or model
+        self.forward: Any = (FrozenPrefix.split(model) if device.type == "cpu" else None) or model
+        if ranks.enabled:  # gradients averaged over the ranks in backward
+            self.forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         self.ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
         self.evaluated = self.ema.module if self.ema is not None else model  # the weights validated and saved
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
@@ -75,7 +79,9 @@ class _Trainer:
         if cfg.balance == "loss":
             self.class_weight = torch.tensor(counts.sum() / (num_classes * counts), dtype=torch.float32, device=device)
         self.weights = sampling_weights(data.labels[data.train_idx], num_classes, cfg.balance)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # the sample of each epoch: the same on every rank
+        # augmentation: the same generator in one process; its own per rank in a distributed run
+        self.aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + ranks.rank + 1) if ranks.enabled else self.gen
         self.history: list[dict[str, float]] = []
         self.best_score, self.best_epoch, self.start_epoch, self.done_steps = -1.0, 0, 1, 0
 
@@ -123,13 +129,16 @@ class _Trainer:
             self.optimizer, lambda s: lr_factor(s, self.total_steps, self.warmup), last_epoch=self.done_steps - 1
         )
         for epoch in range(self.start_epoch, cfg.epochs + 1):
-            if self.best_epoch and cfg.patience and epoch - self.best_epoch > cfg.patience:
+            stale = bool(self.best_epoch and cfg.patience and epoch - self.best_epoch > cfg.patience)
+            if self.ranks.agree(stale):  # rank 0 validates, so it decides
                 print(f"early stop: no better validation balanced accuracy for {cfg.patience} epochs")
                 break
             t0 = time.perf_counter()
-            train_loss = self._train_epoch(epoch, progress)
-            self._validate(epoch, train_loss, time.perf_counter() - t0)
-            self._save_resume(epoch)
+            train_loss = self.ranks.mean(self._train_epoch(epoch, progress))
+            if self.ranks.main:
+                self._validate(epoch, train_loss, time.perf_counter() - t0)
+                self._save_resume(epoch)
+            self.ranks.barrier()
 
     def _train_epoch(self, epoch: int, progress: bool) -> float:
         cfg, data, device = self.cfg, self.data, self.device
@@ -150,10 +159,12 @@ class _Trainer:
             unit="step",
         )
         use_amp = device.type == "cuda"
+        ranks = self.ranks
         for step in bar:
-            pick = data.train_idx[order[step * cfg.batch_size : (step + 1) * cfg.batch_size].numpy()]
+            batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            pick = data.train_idx[batch[ranks.rank :: ranks.world].numpy()]  # this rank's share of the batch
             x = data.store.get(pick).to(device, non_blocking=True).float().div_(255)
-            x = augment_batch(x, cfg.augment, self.gen)
+            x = augment_batch(x, cfg.augment, self.aug_gen)
             x = normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(data.labels[pick]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -284,16 +295,14 @@ def train(
     if resume and overwrite:
         raise MierukaError("--resume and --overwrite: choose one (continue the run, or start it again)")
     cfg = resumed_config(run, config) if resume else config or TrainConfig()
-    prepare_run(run, resume=resume, overwrite=overwrite)
-    torch.manual_seed(cfg.seed)
-    device = select_device(cfg.device)
-    expected = read_info(run / "resume.safetensors").classes if resume else None
-    trainer = _Trainer(cfg, load_training_data(data, run, cfg, progress, expected), run, device)
-    if resume:
-        trainer.resume()
-    trainer.fit(progress)
-    plot_history(trainer.history, run / "training_curve.png")
-    trainer.finish()
+    ranks = from_env()
+    device = ranks.device(select_device(cfg.device))
+    ranks.start(device)
+    try:
+        with ranks.quiet_unless_main():
+            trainer = _run(data, run, cfg, device, ranks, resume=resume, overwrite=overwrite, progress=progress)
+    finally:
+        ranks.stop()
     return TrainResult(
         run_dir=run,
         model_path=run / "model.safetensors",
@@ -301,6 +310,40 @@ def train(
         best_val_balanced_accuracy=trainer.best_score,
         history=tuple(trainer.history),
     )
+
+
+def _run(
+    data: str | os.PathLike[str],
+    run: Path,
+    cfg: TrainConfig,
+    device: torch.device,
+    ranks: Ranks,
+    *,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+) -> _Trainer:
+    """The run on this rank: rank 0 prepares the folder and decodes (or caches) the images first, the others
+    follow; every rank trains; rank 0 writes the curve and the final model."""
+    if ranks.main:
+        prepare_run(run, resume=resume, overwrite=overwrite)
+    torch.manual_seed(cfg.seed)
+    expected = read_info(run / "resume.safetensors").classes if resume else None
+    training_data = None
+    if ranks.main:
+        training_data = load_training_data(data, run, cfg, progress, expected)
+    ranks.barrier()  # a disk cache rank 0 wrote is reused by the others
+    if training_data is None:
+        training_data = load_training_data(data, run, cfg, False, expected, write=False)
+    trainer = _Trainer(cfg, training_data, run, device, ranks)
+    if resume:
+        trainer.resume()
+    trainer.fit(progress and ranks.main)
+    if ranks.main:
+        plot_history(trainer.history, run / "training_curve.png")
+        trainer.finish()
+    ranks.barrier()
+    return trainer
 
 
 def _tta_candidates(cfg: TrainConfig) -> list[str]:
