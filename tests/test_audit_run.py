@@ -191,3 +191,49 @@ def test_report_command_rebuilds_the_page(audited: Path, tmp_path: Path) -> None
     assert "true: " in after and "正解: " not in after
     assert after.count("class='card'") == before.count("class='card'") > 0
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def _manifest_with_bad_files(synth_dir: Path, tmp_path: Path) -> Path:
+    """Six test images of the synthetic set, one truncated image and one image whose mask file is garbage."""
+    import csv
+
+    rows = []
+    for label in ("crack", "blowhole", "good"):
+        for image in sorted((synth_dir / label).glob("*.png"))[:2]:
+            rows.append((str(image), label, str(synth_dir / "masks" / label / image.name), "test"))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes((synth_dir / "crack" / "crack_0000.png").read_bytes()[:90])
+    bad_mask = tmp_path / "bad_mask.png"
+    bad_mask.write_bytes(b"not a mask")
+    rows.insert(2, (str(broken), "crack", str(synth_dir / "masks" / "crack" / "crack_0000.png"), "test"))
+    rows.append((str(synth_dir / "scratch" / "scratch_0000.png"), "scratch", str(bad_mask), "test"))
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([("image", "label", "mask", "split"), *rows])
+    return manifest
+
+
+def test_bad_images_become_error_rows(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+    import csv
+
+    from mieruka.errors import DataError
+
+    manifest = _manifest_with_bad_files(synth_dir, tmp_path)
+    model = tiny_run / "model.safetensors"
+    run = run_audit(model, manifest, tmp_path / "a", methods=["gradcam", "layercam"], progress=False)
+    with open(tmp_path / "a" / "audit.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * 8 and [r["method"] for r in rows] == ["gradcam"] * 8 + ["layercam"] * 8
+    bad = [r for r in rows if r["error"]]
+    assert {Path(r["image"]).name for r in bad} == {"broken.png", "scratch_0000.png"} and len(bad) == 4
+    assert all(r["category"] == "" and r["predicted"] == "" for r in bad)
+    assert "bad_mask.png" in next(r["error"] for r in bad if "scratch" in r["image"])
+    assert run.summary["errors"]["images"] == 2 and "broken.png" in run.summary["errors"]["first"]
+    assert run.summary["methods"]["gradcam"]["all"]["images"] == 6 and run.summary["regions"]["images"] == 8
+    page = (tmp_path / "a" / "report" / "index.html").read_text(encoding="utf-8")
+    assert page.count("class='card'") == 12
+    with pytest.raises(DataError, match="broken.png"):
+        run_audit(model, manifest, tmp_path / "b", strict=True, report=False, progress=False)
+    assert (
+        main(["audit", str(model), str(manifest), "--out", str(tmp_path / "c"), "--method", "gradcam", "--quiet"]) == 0
+    )

@@ -92,3 +92,28 @@ def test_cli_defaults_match_the_library(tiny_run: Path, synth_dir: Path, tmp_pat
     )
     m = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
     assert (m["method"], m["target"], m["split"], m["normalization"]) == ("gradcam", "true", "val", "per-image")
+
+
+def test_unreadable_images_are_listed_not_fatal(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from mieruka.errors import DataError
+
+    folder = tmp_path / "in"
+    shutil.copytree(synth_dir / "crack", folder)
+    (folder / "crack_0003.png").write_bytes(b"")
+    run = run_explain(tiny_run / "model.safetensors", [folder], tmp_path / "x", target="pred", progress=False)
+    records = run.manifest["images"]
+    assert run.manifest["errors"] == 1 and len(records) == 8
+    bad = records[3]
+    assert bad["file"].endswith("crack_0003.png") and "0 bytes" in bad["error"] and "panel" not in bad
+    with np.load(tmp_path / "x" / "maps.npz") as maps:
+        assert sorted(maps.files) == sorted(r["map_key"] for r in records if not r["error"]) and len(maps.files) == 7
+    assert all((tmp_path / "x" / r["panel"]).is_file() for r in records if not r["error"])
+    with pytest.raises(DataError, match="crack_0003.png"):
+        run_explain(
+            tiny_run / "model.safetensors", [folder], tmp_path / "y", target="pred", strict=True, progress=False
+        )
+    with pytest.raises(DataError, match="none of the 1 images"):
+        run_explain(tiny_run / "model.safetensors", [folder / "crack_0003.png"], tmp_path / "z", target="pred",
+                    progress=False)  # fmt: skip

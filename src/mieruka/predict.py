@@ -20,7 +20,7 @@ from torch import nn
 
 from mieruka.batch.engine import EngineOptions, Item, run_items
 from mieruka.batch.sinks import open_sink
-from mieruka.checkpoint import ModelInfo, load_checkpoint
+from mieruka.checkpoint import ModelInfo, load_checkpoint, read_info
 from mieruka.data.images import IMAGE_EXTENSIONS
 from mieruka.data.sources.folder import MASKS_DIR
 from mieruka.errors import DataError
@@ -91,6 +91,13 @@ def _model(model_path: str | os.PathLike[str], device: str) -> tuple[nn.Module |
         return onnx, onnx.info
     model, info, _ = load_checkpoint(model_path, select_device(device))
     return model.to(memory_format=torch.channels_last), info
+
+
+def _info(model_path: str | os.PathLike[str]) -> ModelInfo:
+    """The model's description, without building a PyTorch model (the replicas do)."""
+    if Path(model_path).suffix.lower() == ".onnx":
+        return OnnxModel(model_path).info
+    return read_info(model_path)
 
 
 def iter_predictions(
@@ -203,9 +210,7 @@ def predict(
     engine = engine or EngineOptions()
     worker = PredictWorker(str(model_path), device, threshold, batch_size, tta)
     paths = collect_images(inputs)
-    worker.setup()  # the driver's copy: the model's description, and the local engine's replica
-    assert worker.info is not None
-    info = worker.info
+    info = _info(model_path)
     header = ("image", "class", "probability", "verdict", "ng_probability", *(f"p[{c}]" for c in info.classes))
     sink = open_sink(out, (*header, "error"), resume=resume) if out is not None else None
     done = sink.done() if sink is not None else set()
