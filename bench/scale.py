@@ -11,7 +11,7 @@ masks (``mieruka synth``), hard-linked as many times as needed, so that every fi
 * ``--train N`` (off in ``--quick``): one epoch on N images with ``--cache ram`` and with ``--cache disk``; peak RSS
   of each and their epoch times.
 
-    python bench/scale.py [--quick] [--work DIR] [--train 20000]
+    python bench/scale.py [--quick] [--work DIR] [--parts predict,audit] [--train 20000]
 
 Prints, as its last line, one JSON object: rss_small_mb, rss_large_mb, rss_ratio (the larger of predict's and
 audit's), predict / audit figures, local_ips, ray_ips, ray_ratio, ray_equal, and with --train the train_* figures.
@@ -187,6 +187,7 @@ def main() -> None:
     parser.add_argument("--audit-small", type=int, help="audit: small split (default 300; quick 120)")
     parser.add_argument("--audit-large", type=int, help="audit: large split (default 3000; quick 600)")
     parser.add_argument("--train", type=int, default=0, help="also the training cache on this many images (0: off)")
+    parser.add_argument("--parts", default="predict,audit", help="comma-separated: predict, audit (default both)")
     args = parser.parse_args()
     n_small = args.small or (200 if args.quick else 300)
     n_large = args.large or (2000 if args.quick else 20000)
@@ -197,16 +198,22 @@ def main() -> None:
     t0 = time.perf_counter()
     pool = _pool(work)
     model = _model(work, pool)
-    sets = {n: _dataset(pool, work / f"set_{n}", n) for n in {n_small, n_large}}
-    # the audited split is a third of the set (split column: train, val, test in turn)
-    audit_sets = {n: _dataset(pool, work / f"set_{3 * n}", 3 * n) for n in {a_small, a_large}}
+    parts = set(args.parts.split(",")) - {""}
     result: dict[str, Any] = {"size": SIZE, "predict_images": [n_small, n_large], "audit_images": [a_small, a_large]}
-    predict = _predict_figures(work, model, sets[n_small], sets[n_large], n_large)
-    audit = _audit_figures(work, model, audit_sets[a_small], audit_sets[a_large])
-    result.update({k: predict[k] for k in ("rss_small_mb", "rss_large_mb")})
-    result["rss_ratio"] = max(predict["rss_ratio"], audit["rss_ratio"])
-    result.update(predict=predict, audit=audit)
-    result.update({k: predict[k] for k in ("local_ips", "ray_ips", "ray_ratio", "ray_equal")})
+    ratios = []
+    if "predict" in parts:
+        sets = {n: _dataset(pool, work / f"set_{n}", n) for n in {n_small, n_large}}
+        predict = _predict_figures(work, model, sets[n_small], sets[n_large], n_large)
+        result.update({k: predict[k] for k in ("rss_small_mb", "rss_large_mb")}, predict=predict)
+        result.update({k: predict[k] for k in ("local_ips", "ray_ips", "ray_ratio", "ray_equal")})
+        ratios.append(predict["rss_ratio"])
+    if "audit" in parts:  # the audited split is a third of the set (split column: train, val, test in turn)
+        audit_sets = {n: _dataset(pool, work / f"set_{3 * n}", 3 * n) for n in {a_small, a_large}}
+        audit = _audit_figures(work, model, audit_sets[a_small], audit_sets[a_large])
+        result["audit"] = audit
+        ratios.append(audit["rss_ratio"])
+    if ratios:
+        result["rss_ratio"] = max(ratios)
     if args.train:
         result.update(_train_figures(work, pool, args.train))
     result["seconds"] = round(time.perf_counter() - t0, 1)

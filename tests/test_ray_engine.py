@@ -191,3 +191,20 @@ def test_a_worker_that_dies_is_replaced_on_a_two_node_cluster(tiny_run: Path, sy
         ray.shutdown()
         cluster.shutdown()
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_replica_plan_defaults() -> None:
+    from mieruka.batch.ray_engine import LOCAL_EXTRA_CPUS, replica_plan
+
+    def local(cores: int, **kw: Any) -> tuple[int, float, float]:
+        return replica_plan(EngineOptions("ray", **kw), {"CPU": cores + LOCAL_EXTRA_CPUS}, True)
+
+    assert local(2) == (2, 1.0, 0.0)  # one thread each: faster than one replica of two on 2 cores
+    assert local(8) == (4, 2.0, 0.0) and local(16) == (4, 4.0, 0.0)  # at most 4 replicas
+    assert local(2, workers=1, cpus_per_worker=2) == (1, 2, 0.0)
+    cluster = {"CPU": 64.0, "GPU": 8.0}
+    assert replica_plan(EngineOptions("ray"), cluster, False, [32.0, 32.0]) == (16, 4.0, 0.0)
+    assert replica_plan(EngineOptions("ray"), {"CPU": 2.0}, False, [1.0, 1.0]) == (2, 1.0, 0.0)
+    assert replica_plan(EngineOptions("ray", gpus_per_worker=1), cluster, False, [32.0, 32.0]) == (8, 4.0, 1)
+    with pytest.raises(ValueError, match="has 8 GPUs"):
+        replica_plan(EngineOptions("ray", gpus_per_worker=16), cluster, False, [32.0])

@@ -31,7 +31,7 @@ import numpy as np
 from mieruka.batch.work import EngineOptions, Item, Worker
 from mieruka.errors import MierukaError
 
-__all__ = ["LOCAL_EXTRA_CPUS", "replica_plan", "run_ray"]
+__all__ = ["LOCAL_EXTRA_CPUS", "MAX_LOCAL_REPLICAS", "replica_plan", "run_ray"]
 
 LOCAL_EXTRA_CPUS = 2
 """Logical CPUs a local Ray instance declares beyond the machine's cores, for Ray Data's shard-writing tasks."""
@@ -48,17 +48,31 @@ def _ray() -> Any:
     return ray
 
 
-def replica_plan(options: EngineOptions, resources: dict[str, float], local: bool) -> tuple[int, float, float]:
-    """(replicas, CPUs each, GPUs each) for a job on a cluster with ``resources`` (``ray.cluster_resources()``).
+MAX_LOCAL_REPLICAS = 4
+"""A local instance runs up to this many replicas by default (each holds a model and PyTorch: about 1 GB)."""
 
-    A local instance runs one replica on every core by default (the local engine's setting); a cluster one replica
-    per GPU with ``gpus_per_worker``, else one per ``cpus_per_worker`` of its CPUs.
+
+def replica_plan(
+    options: EngineOptions, resources: dict[str, float], local: bool, node_cpus: Sequence[float] = ()
+) -> tuple[int, float, float]:
+    """(replicas, CPUs each, GPUs each) for a job on a cluster with ``resources`` (``ray.cluster_resources()``)
+    whose nodes have ``node_cpus`` CPUs each.
+
+    Defaults: a local instance splits the machine's cores among up to :data:`MAX_LOCAL_REPLICAS` replicas (on 2 cores,
+    two replicas of one thread ran 1.26× the images/s of one replica of two threads: BENCHMARKS.md §8); a cluster
+    runs one replica per GPU with ``gpus_per_worker``, else replicas of up to 4 CPUs (no more than its smallest node
+    has) on all of its CPUs.
     """
     gpus = options.gpus_per_worker
     cores = max(1.0, resources.get("CPU", 1.0) - (LOCAL_EXTRA_CPUS if local else 0))
-    cpus = options.cpus_per_worker if options.cpus_per_worker is not None else (cores if local else 1.0)
     if gpus > resources.get("GPU", 0.0):
         raise MierukaError(f"--num-gpus-per-worker {gpus:g}: the Ray cluster has {resources.get('GPU', 0):g} GPUs")
+    if options.cpus_per_worker is not None:
+        cpus = options.cpus_per_worker
+    elif local:
+        cpus = max(1.0, float(int(cores) // MAX_LOCAL_REPLICAS))
+    else:
+        cpus = max(1.0, min(4.0, *(node_cpus or (4.0,))))
     if options.workers is not None:
         workers = options.workers
     elif gpus:
@@ -119,7 +133,8 @@ def run_ray(
     started = _start(ray, options, progress)
     try:
         local = started and options.address is None
-        workers, cpus, gpus = replica_plan(options, ray.cluster_resources(), local)
+        node_cpus = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+        workers, cpus, gpus = replica_plan(options, ray.cluster_resources(), local, node_cpus)
         if not progress:  # --quiet: Ray Data's progress lines too
             for name in ("ray", "ray.data"):
                 logging.getLogger(name).setLevel(logging.WARNING)

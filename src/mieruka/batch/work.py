@@ -45,10 +45,10 @@ class EngineOptions:
         name: ``local`` or ``ray``.
         address: Ray only: ``None`` starts a local Ray instance; ``auto`` or ``ray://HOST:PORT`` joins a cluster.
         workers: Ray only: model replicas (actors); default: one per GPU with ``gpus_per_worker``, else one per
-            ``cpus_per_worker`` CPUs of the cluster.
+            ``cpus_per_worker`` CPUs.
         gpus_per_worker: Ray only: GPUs each replica holds (0: run on CPUs).
-        cpus_per_worker: Ray only: CPUs each replica holds (its PyTorch threads); default: every core of a local
-            instance (one replica, as the local engine), 1 on a cluster.
+        cpus_per_worker: Ray only: CPUs each replica holds (its PyTorch threads); default: a local instance's
+            cores shared by up to 4 replicas, up to 4 on a cluster (:func:`mieruka.batch.ray_engine.replica_plan`).
     """
 
     name: str = "local"

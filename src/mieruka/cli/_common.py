@@ -108,7 +108,8 @@ def add_engine(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--cpus-per-worker",
         type=number_in(0, 1024, low_open=True),
-        help="CPUs (threads) each replica holds (default: all cores of a local instance, 1 on a cluster)",
+        help="CPUs (threads) each replica holds (default: a local instance's cores shared by up to 4 replicas; up to 4 "
+        "on a cluster)",
     )
 
 
