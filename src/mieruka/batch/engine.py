@@ -51,6 +51,8 @@ def run_items(
 ) -> Iterator[list[Any]]:
     """The worker's records of ``items`` in input order, in chunks, on ``engine``. The Ray engine keeps its Parquet
     shards under ``shard_dir`` while the job runs and removes them once they are merged."""
+    if not items:  # e.g. a resumed run with nothing left: no engine to start
+        return iter(())
     if engine.name == "ray":
         from mieruka.batch.ray_engine import run_ray
 
