@@ -145,7 +145,11 @@ def run(args: argparse.Namespace) -> None:
 
     cfg = _config(args)
     check_arch(cfg.arch)
+    from mieruka.train.distributed import from_env
+
     result = train(args.data, args.out, cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if not from_env().main:  # under torchrun, rank 0 reports the run
+        return
     print(f"best epoch {result.best_epoch}: validation balanced accuracy {result.best_val_balanced_accuracy:.4f}")
     print(
         f"model: {result.model_path}\nlogs: {result.run_dir / 'history.csv'}, {result.run_dir / 'training_curve.png'}"
