@@ -208,3 +208,15 @@ def test_replica_plan_defaults() -> None:
     assert replica_plan(EngineOptions("ray", gpus_per_worker=1), cluster, False, [32.0, 32.0]) == (8, 4.0, 1)
     with pytest.raises(ValueError, match="has 8 GPUs"):
         replica_plan(EngineOptions("ray", gpus_per_worker=16), cluster, False, [32.0])
+
+
+def test_bad_input_met_by_a_replica_is_the_users_error(
+    tiny_run: Path, synth_dir: Path, tmp_path: Path, local_ray: None
+) -> None:
+    """A replica refusing its input (here a layer the model lacks) raises the local engine's error, not Ray's."""
+    with pytest.raises(ValueError, match="--layer nolayer: no such module"):
+        bounded(
+            lambda: run_explain(
+                tiny_run / "model.safetensors", [synth_dir], tmp_path, layers=["nolayer"], progress=False, engine=RAY
+            )
+        )

@@ -23,6 +23,7 @@ import os
 import pickle
 import shutil
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,14 @@ def replica_plan(
     return workers, cpus, gpus
 
 
+@dataclass(frozen=True)
+class _Refused:
+    """What a replica answers for a chunk when the worker refused its input (a bad option or file: ValueError or
+    OSError, as the local engine raises them); the driver raises it again instead of Ray's wrapped error."""
+
+    error: BaseException
+
+
 class _Replica:
     """One model replica as a Ray actor: ``setup`` once, then chunks of items in, pickled records out."""
 
@@ -97,7 +106,10 @@ class _Replica:
             Item(int(i), str(image), int(label), str(mask))
             for i, image, label, mask in zip(batch["index"], batch["image"], batch["label"], batch["mask"], strict=True)
         ]
-        records = self.worker.process(items)
+        try:
+            records: list[Any] = self.worker.process(items)
+        except (ValueError, OSError) as exc:  # deterministic: a retry would fail the same way
+            records = [_Refused(exc)] * len(items)
         if len(records) != len(items):
             raise RuntimeError(f"the worker answered {len(records)} of {len(items)} images")
         out = np.empty(len(records), dtype=object)
@@ -189,7 +201,10 @@ def _merge(shard_dir: Path, expected: Sequence[int], chunk: int) -> Iterator[lis
                 if position >= len(expected) or index != expected[position]:
                     want = expected[position] if position < len(expected) else "none"
                     raise RuntimeError(f"Ray answered image {index} where image {want} was due (shards: {shard_dir})")
-                pending.append(pickle.loads(blob))
+                record = pickle.loads(blob)
+                if isinstance(record, _Refused):
+                    raise record.error
+                pending.append(record)
                 position += 1
                 if len(pending) == chunk:
                     yield pending
