@@ -33,8 +33,8 @@ __all__ = [
     "PredictRun",
     "PredictWorker",
     "Prediction",
+    "classify_chunk",
     "collect_images",
-    "iter_predictions",
     "predict",
 ]
 
@@ -100,7 +100,7 @@ def _info(model_path: str | os.PathLike[str]) -> ModelInfo:
     return read_info(model_path)
 
 
-def iter_predictions(
+def classify_chunk(
     model: nn.Module | OnnxModel,
     info: ModelInfo,
     paths: Sequence[Path],
@@ -108,32 +108,30 @@ def iter_predictions(
     threshold: float | None = None,
     batch_size: int = 64,
     tta: str | None = None,
-    strict: bool = False,
-    chunk: int = PREDICT_CHUNK,
-) -> Iterator[list[Prediction]]:
-    """The predictions of ``paths``, one list per chunk, in order. A file that cannot be read becomes a prediction
-    with ``error`` set (or, with ``strict``, stops the run with its message)."""
+) -> list[Prediction]:
+    """The predictions of ``paths`` (one chunk; the engine does the chunking), in order. A file that cannot be read
+    becomes a prediction with ``error`` set."""
     t = threshold if threshold is not None else info.decision_threshold
     options: dict[str, Any] = {"mean": info.mean, "std": info.std, "tta": tta or info.tta, "batch_size": batch_size}
-    options.update(image_size=info.image_size, bit_depth=info.bit_depth, strict=strict)
-    for start in range(0, len(paths), chunk):
-        part = list(paths[start : start + chunk])
-        probs, _, bad = classify_files(model, part, chunk=len(part), **options)
-        good = [i for i in range(len(part)) if i not in bad]
-        read = probs[good] if good else np.zeros((0, len(info.classes)))  # a chunk of bad files has no columns
-        p_ng, rejected = ng_probability(read, info.ng_classes), gate(read, info.ng_classes, t)
-        row = {i: j for j, i in enumerate(good)}
-        out = []
-        for i, p in enumerate(part):
-            if i in bad:
-                out.append(Prediction(p, "", float("nan"), "", float("nan"), (), t, bad[i]))
-                continue
-            j = row[i]
-            top = int(probs[i].argmax())
-            verdict = "NG" if rejected[j] else "OK"
-            values = tuple(float(v) for v in probs[i])
-            out.append(Prediction(p, info.classes[top], float(probs[i, top]), verdict, float(p_ng[j]), values, t))
-        yield out
+    part = list(paths)
+    probs, _, bad = classify_files(
+        model, part, chunk=max(1, len(part)), image_size=info.image_size, bit_depth=info.bit_depth, **options
+    )
+    good = [i for i in range(len(part)) if i not in bad]
+    read = probs[good] if good else np.zeros((0, len(info.classes)))  # a chunk of bad files has no columns
+    p_ng, rejected = ng_probability(read, info.ng_classes), gate(read, info.ng_classes, t)
+    row = {i: j for j, i in enumerate(good)}
+    out = []
+    for i, p in enumerate(part):
+        if i in bad:
+            out.append(Prediction(p, "", float("nan"), "", float("nan"), (), t, bad[i]))
+            continue
+        j = row[i]
+        top = int(probs[i].argmax())
+        verdict = "NG" if rejected[j] else "OK"
+        values = tuple(float(v) for v in probs[i])
+        out.append(Prediction(p, info.classes[top], float(probs[i, top]), verdict, float(p_ng[j]), values, t))
+    return out
 
 
 def _row(r: Prediction, classes: Sequence[str]) -> tuple[str, ...]:
@@ -164,7 +162,7 @@ class PredictWorker:
         assert self.model is not None and self.info is not None, "setup() first"
         options: dict[str, Any] = {"threshold": self.threshold, "batch_size": self.batch_size, "tta": self.tta}
         paths = [it.path for it in items]
-        return [r for part in iter_predictions(self.model, self.info, paths, chunk=len(paths), **options) for r in part]
+        return classify_chunk(self.model, self.info, paths, **options)
 
 
 def _shard_dir(out: str | os.PathLike[str] | None) -> Path:

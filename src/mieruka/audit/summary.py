@@ -17,7 +17,7 @@ from scipy import ndimage
 from mieruka.audit.localization import localization_scores
 from mieruka.audit.triage import CATEGORIES, AuditConfig
 
-__all__ = ["BASELINES", "BASELINE_METRICS", "METRICS", "SummaryBuilder", "chance_baselines", "summarize"]
+__all__ = ["BASELINES", "BASELINE_METRICS", "METRICS", "SummaryBuilder", "chance_baselines"]
 
 METRICS = (
     "energy_inside",
@@ -135,17 +135,3 @@ class SummaryBuilder:
         """Per method, for ``all`` images and for each true class: means, chance baselines and category counts."""
         methods = {m: {name: g.entry() for name, g in groups.items()} for m, groups in self.groups.items()}
         return {"methods": methods, "categories": list(CATEGORIES)}
-
-
-def summarize(
-    rows: Sequence[dict[str, Any]],
-    baselines: dict[str, dict[str, dict[str, float]] | None],
-    methods: Sequence[str],
-    classes: Sequence[str],
-) -> dict[str, Any]:
-    """:class:`SummaryBuilder` over a list of rows; ``baselines`` maps an image path to its chance baselines."""
-    builder = SummaryBuilder(methods, classes)
-    for r in rows:
-        if r["method"] in builder.groups:
-            builder.add(r, baselines.get(r["image"]))
-    return builder.result()
