@@ -1,4 +1,5 @@
-"""Batched inference over an :class:`~mieruka.data.store.ImageStore`, and device selection."""
+"""Batched inference over an :class:`~mieruka.data.store.ImageStore` (or pixels decoded on the GPU), and device
+selection."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from mieruka.data.store import ImageStore, normalize
+from mieruka.data.store import ImageStore, PixelSource, normalize, require_readable
 from mieruka.tta import tta_views
 
 __all__ = [
+    "DECODE_CHOICES",
     "FILE_CHUNK",
     "batches",
     "classify_files",
@@ -72,7 +74,7 @@ def batches(indices: Sequence[int], batch_size: int, *, desc: str, progress: boo
 
 
 def model_input(
-    store: ImageStore, idx: Sequence[int], device: torch.device, mean: Sequence[float], std: Sequence[float]
+    store: PixelSource, idx: Sequence[int], device: torch.device, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
     """The normalized, channels-last float32 input (B, 3, S, S) of images ``idx`` of ``store`` on ``device``."""
     batch = store.get(idx).to(device, non_blocking=True)
@@ -82,7 +84,7 @@ def model_input(
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module,
-    store: ImageStore,
+    store: PixelSource,
     indices: Sequence[int],
     *,
     mean: Sequence[float],
@@ -130,7 +132,7 @@ def _module_functions(
 
 def _predict(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
-    store: ImageStore,
+    store: PixelSource,
     indices: Sequence[int],
     with_features: bool,
     mean: Sequence[float],
@@ -168,7 +170,7 @@ def _predict(
 @torch.inference_mode()
 def predict_probs(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
-    store: ImageStore,
+    store: PixelSource,
     indices: Sequence[int],
     *,
     mean: Sequence[float],
@@ -189,7 +191,7 @@ def predict_probs(
 @torch.inference_mode()
 def predict_probs_and_features(
     model: nn.Module,
-    store: ImageStore,
+    store: PixelSource,
     indices: Sequence[int],
     *,
     mean: Sequence[float],
@@ -210,6 +212,27 @@ def predict_probs_and_features(
 FILE_CHUNK = 256
 """Images decoded and held at once by :func:`classify_files`: its memory does not grow with the number of files."""
 
+DECODE_CHOICES = ("auto", "cpu", "device")
+"""Where :func:`classify_files` decodes JPEGs: ``device`` on the model's device
+(:mod:`mieruka.data.device_decode`), ``cpu`` with Pillow, ``auto`` on the device when the model is on a GPU."""
+
+
+def _chunk_store(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    paths: list[Path],
+    image_size: int,
+    bit_depth: int | None,
+    decode: str,
+) -> PixelSource:
+    if decode not in DECODE_CHOICES:
+        raise ValueError(f"--decode {decode!r}: choose {', '.join(DECODE_CHOICES)}")
+    device = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
+    if decode == "device" or (decode == "auto" and device.type == "cuda"):
+        from mieruka.data.device_decode import DeviceStore
+
+        return DeviceStore(paths, image_size, device, bit_depth=bit_depth)
+    return ImageStore(paths, image_size, progress=False, bit_depth=bit_depth)
+
 
 def classify_files(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
@@ -226,18 +249,20 @@ def classify_files(
     progress: bool = False,
     desc: str = "predicting",
     chunk: int = FILE_CHUNK,
+    decode: str = "auto",
 ) -> tuple[np.ndarray, torch.Tensor | None, dict[int, str]]:
     """Probabilities (N, K) of image files read ``chunk`` at a time, the pooled features with ``with_features``,
-    and the files that could not be read (index → reason; their rows are NaN). ``strict`` raises at the first."""
+    and the files that could not be read (index → reason; their rows are NaN). ``strict`` raises at the first.
+    ``decode`` says where JPEGs are decoded (:data:`DECODE_CHOICES`)."""
     probs: list[torch.Tensor | int] = []  # per chunk: its rows, or how many rows (all unreadable)
     feats: list[torch.Tensor | int] = []
     bad: dict[int, str] = {}
     bar = tqdm(total=len(paths), desc=desc, disable=not progress, leave=False, unit="img")
     for start in range(0, len(paths), chunk):
         part = list(paths[start : start + chunk])
-        store = ImageStore(part, image_size, progress=False, bit_depth=bit_depth)
+        store = _chunk_store(model, part, image_size, bit_depth, decode)
         if strict:
-            store.require_readable()
+            require_readable(store.bad)
         reasons = {b.path: b.reason for b in store.bad}
         good = [i for i, p in enumerate(part) if p not in reasons]
         bad.update({start + i: reasons[p] for i, p in enumerate(part) if p in reasons})

@@ -108,11 +108,14 @@ def classify_chunk(
     threshold: float | None = None,
     batch_size: int = 64,
     tta: str | None = None,
+    decode: str = "auto",
 ) -> list[Prediction]:
     """The predictions of ``paths`` (one chunk; the engine does the chunking), in order. A file that cannot be read
-    becomes a prediction with ``error`` set."""
+    becomes a prediction with ``error`` set. ``decode``: where JPEGs are decoded
+    (:data:`~mieruka.inference.DECODE_CHOICES`)."""
     t = threshold if threshold is not None else info.decision_threshold
     options: dict[str, Any] = {"mean": info.mean, "std": info.std, "tta": tta or info.tta, "batch_size": batch_size}
+    options["decode"] = decode
     part = list(paths)
     probs, _, bad = classify_files(
         model, part, chunk=max(1, len(part)), image_size=info.image_size, bit_depth=info.bit_depth, **options
@@ -145,9 +148,17 @@ class PredictWorker:
     """The model step of ``predict`` on either engine (:class:`mieruka.batch.engine.Worker`): loads the model once
     per replica and answers chunks of images (unreadable ones as predictions with ``error`` set)."""
 
-    def __init__(self, model_path: str, device: str, threshold: float | None, batch_size: int, tta: str | None) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        device: str,
+        threshold: float | None,
+        batch_size: int,
+        tta: str | None,
+        decode: str = "auto",
+    ) -> None:
         self.model_path, self.device, self.threshold = model_path, device, threshold
-        self.batch_size, self.tta = batch_size, tta
+        self.batch_size, self.tta, self.decode = batch_size, tta, decode
         self.model: nn.Module | OnnxModel | None = None
         self.info: ModelInfo | None = None
 
@@ -161,6 +172,7 @@ class PredictWorker:
     def process(self, items: Sequence[Item]) -> list[Prediction]:
         assert self.model is not None and self.info is not None, "setup() first"
         options: dict[str, Any] = {"threshold": self.threshold, "batch_size": self.batch_size, "tta": self.tta}
+        options["decode"] = self.decode
         paths = [it.path for it in items]
         return classify_chunk(self.model, self.info, paths, **options)
 
@@ -187,6 +199,7 @@ def predict(
     resume: bool = False,
     keep: bool = True,
     engine: EngineOptions | None = None,
+    decode: str = "auto",
 ) -> PredictRun:
     """Class, probability and verdict of every image, streamed in chunks (``tta`` default: the model's).
 
@@ -201,12 +214,14 @@ def predict(
         resume: Skip the images ``out`` already holds (from a killed or finished earlier run) and append.
         keep: Return every prediction (off for very long runs that only write ``out``).
         engine: Where the model runs (:class:`~mieruka.batch.engine.EngineOptions`; default: this process).
+        decode: Where JPEGs are decoded (:data:`~mieruka.inference.DECODE_CHOICES`; ``auto``: on the GPU when the
+            model runs on one).
 
     Raises:
         DataError: ``strict`` and an unreadable image; or every image failed.
     """
     engine = engine or EngineOptions()
-    worker = PredictWorker(str(model_path), device, threshold, batch_size, tta)
+    worker = PredictWorker(str(model_path), device, threshold, batch_size, tta, decode)
     paths = collect_images(inputs)
     info = _info(model_path)
     header = ("image", "class", "probability", "verdict", "ng_probability", *(f"p[{c}]" for c in info.classes))

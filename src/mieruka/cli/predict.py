@@ -30,6 +30,13 @@ def register(sub: Any) -> None:
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (default: an error row)")
     p.add_argument("--resume", action="store_true", help="skip the images --out already holds and append the rest")
     p.add_argument("--threshold", type=number_in(0, 1), help="NG-probability threshold (default: the model's)")
+    p.add_argument(
+        "--decode",
+        choices=("auto", "cpu", "device"),
+        default="auto",
+        help="where JPEGs are decoded: on the model's device (GPU) or with Pillow on the CPU (default auto: on the "
+        "GPU when the model runs on one)",
+    )
     add_tta(p)
     add_engine(p)
     add_common(p)
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> None:
         resume=args.resume,
         keep=args.out is None,
         engine=engine_options(args),
+        decode=args.decode,
     )
     if run.threshold is not None:
         source = "--threshold" if args.threshold is not None else "the model's"

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,7 +23,16 @@ from mieruka.data.diskcache import DiskPixels, open_cache
 from mieruka.data.images import read_image
 from mieruka.errors import DataError
 
-__all__ = ["CACHE_CHOICES", "BadFile", "ImageStore", "normalize", "resize_image", "scan_images"]
+__all__ = [
+    "CACHE_CHOICES",
+    "BadFile",
+    "ImageStore",
+    "PixelSource",
+    "normalize",
+    "require_readable",
+    "resize_image",
+    "scan_images",
+]
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,23 @@ class BadFile:
 
     path: Path
     reason: str
+
+
+class PixelSource(Protocol):
+    """What inference reads pixels from: an :class:`ImageStore`, or a
+    :class:`~mieruka.data.device_decode.DeviceStore` that decoded them on the GPU."""
+
+    bad: list[BadFile]
+
+    def get(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor: ...
+
+
+def require_readable(bad: Sequence[BadFile]) -> None:
+    """Raise :class:`DataError` listing (up to 20 of) the unreadable files, if any."""
+    if bad:
+        listing = "\n".join(f"  {b.path}: {b.reason}" for b in bad[:20])
+        more = f"\n  … and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise DataError(f"{len(bad)} image(s) cannot be read:\n{listing}{more}")
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -166,10 +193,7 @@ class ImageStore:
 
     def require_readable(self) -> ImageStore:
         """Raise :class:`DataError` listing (up to 20 of) the unreadable files, if any; return the store."""
-        if self.bad:
-            listing = "\n".join(f"  {b.path}: {b.reason}" for b in self.bad[:20])
-            more = f"\n  … and {len(self.bad) - 20} more" if len(self.bad) > 20 else ""
-            raise DataError(f"{len(self.bad)} image(s) cannot be read:\n{listing}{more}")
+        require_readable(self.bad)
         return self
 
     def get(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:

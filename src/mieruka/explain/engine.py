@@ -4,8 +4,9 @@ Two paths give the same numbers (tested to 1e-5):
 
 * **fast path** — when the explained layer is the model's final feature map and the head is global average pooling
   followed by one linear layer (detected from timm's ``forward_features``/``forward_head`` surface and *checked*
-  numerically on the batch itself), ∂y/∂A = (∂y/∂logits · W) / Z at every position. One forward pass, no backward
-  through the network, and every class's map from a single matrix product.
+  numerically on the first batch of each feature shape, dtype and device of the model), ∂y/∂A = (∂y/∂logits · W) /
+  Z at every position. One forward pass, no backward through the network, every class's map from a single matrix
+  product, and no wait for the device: after the first batch nothing is copied back to the host.
 * **general path** — one forward pass and one backward pass per target, with gradients taken to the hooked layers
   only (``torch.autograd.grad``), never to the parameters.
 
@@ -63,20 +64,40 @@ class Explanation:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode for the block, then restore every module's mode and every parameter's ``.grad``
-    and ``requires_grad`` exactly, whatever happens inside."""
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Every module in eval mode for the block; each module's own mode put back after it, whatever happens."""
     modes = [(m, m.training) for m in model.modules()]
-    params = [(p, p.grad, p.requires_grad) for p in model.parameters()]
     try:
-        model.eval()
+        for m, training in modes:
+            if training:
+                m.training = False
         yield
     finally:
         for m, training in modes:
-            m.training = training
+            if m.training is not training:
+                m.training = training
+
+
+@contextlib.contextmanager
+def _params_kept(model: nn.Module) -> Iterator[None]:
+    """Every parameter's ``.grad`` and ``requires_grad`` put back exactly after the block, whatever happens."""
+    params = [(p, p.grad, p.requires_grad) for p in model.parameters()]
+    try:
+        yield
+    finally:
         for p, grad, requires in params:
-            p.grad = grad
-            p.requires_grad_(requires)
+            if p.grad is not grad:
+                p.grad = grad
+            if p.requires_grad is not requires:
+                p.requires_grad_(requires)
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode for the block, then restore every module's mode and every parameter's ``.grad``
+    and ``requires_grad`` exactly, whatever happens inside."""
+    with _eval_mode(model), _params_kept(model):
+        yield
 
 
 @contextlib.contextmanager
@@ -196,15 +217,18 @@ def explain(
     cam = METHODS[method]() if isinstance(method, str) else method
     final_layer = _feature_layer(model)
     layer_names = tuple(layers) if layers else (final_layer,)
-    with preserved(model):
+    with _eval_mode(model):
         num_classes = _num_classes(model, x)
         tlist = _targets_for(targets, num_classes)
         head = fast_path_head(model) if allow_fast_path and cam.fast_path else None
         if head is not None and layer_names == (final_layer,):
+            # inference mode: no parameter's gradient or flag can change, so none needs saving (on a GPU the
+            # saving would cost more than the maps)
             result = _fast(model, head, cam, x, tlist, layer_names, labels, score_batch_size)
             if result is not None:
                 return result
-        return _general(model, cam, x, tlist, layer_names, labels, score_batch_size, fusion)
+        with _params_kept(model):
+            return _general(model, cam, x, tlist, layer_names, labels, score_batch_size, fusion)
 
 
 _FEATURE_LAYERS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
@@ -258,6 +282,21 @@ def closed_form_holds(feats: torch.Tensor, logits: torch.Tensor, head: nn.Linear
     return bool(torch.allclose(logits.float(), expected.float(), rtol=1e-4, atol=1e-4 * float(expected.abs().max())))
 
 
+_CHECKED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], bool]] = weakref.WeakKeyDictionary()
+
+
+def _closed_form_checked(model: nn.Module, head: nn.Linear, feats: torch.Tensor, logits: torch.Tensor) -> bool:
+    """:func:`closed_form_holds`, computed once per model, head, feature shape, dtype and device and then remembered:
+    the check reads a number back from the device, a wait that on a GPU costs as much as the maps themselves
+    (BENCHMARKS.md §3). Whether the head is average pooling + linear is a property of the architecture, not of the
+    batch or of the weights' values."""
+    key = (id(head), tuple(feats.shape[1:]), feats.dtype, feats.device, torch.is_autocast_enabled(feats.device.type))
+    seen = _CHECKED.setdefault(model, {})
+    if key not in seen:
+        seen[key] = closed_form_holds(feats, logits, head)
+    return seen[key]
+
+
 def _fast(
     model: nn.Module,
     head: nn.Linear,
@@ -271,7 +310,7 @@ def _fast(
     with torch.inference_mode():
         feats = model.forward_features(x)  # type: ignore[operator]  # (B, K, h, w)
         logits = model.forward_head(feats)  # type: ignore[operator]  # (B, C)
-        if not closed_form_holds(feats, logits, head):  # checked on this very batch
+        if not _closed_form_checked(model, head, feats, logits):
             return None
         class_idx = _class_indices(targets, logits, labels)
         grads = None

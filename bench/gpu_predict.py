@@ -1,0 +1,132 @@
+"""`mieruka predict` over a folder of JPEGs against the model's own speed, on one device, in one run.
+
+Writes ``--images`` JPEG files (``--source`` pixels, quality 90, smooth random content so they compress like
+photographs), saves the default architecture with random weights (6 classes), then measures:
+
+  * plain_ips: the model alone on ready-made input tensors at ``--batch`` (bf16 autocast and channels-last on a GPU,
+    as mieruka's predict path runs it), the speed no file-reading path can beat;
+  * predict_ips (``--decode device``: JPEGs decoded and resized on the GPU) and predict_cpu_decode_ips
+    (``--decode cpu``: Pillow on the CPU's cores): ``mieruka.predict.predict`` over the whole folder, loading the
+    model as the command does (a warm-up call first pays the device's own start-up);
+  * how far the two decoders' probabilities are apart (largest absolute difference, share of equal classes).
+
+    python bench/gpu_predict.py [--images 4096] [--source 512x384] [--device auto]
+
+Prints, as its last line, one JSON object with plain_ips, predict_ips, predict_cpu_decode_ips,
+predict_vs_plain (predict_ips / plain_ips), the decoders' agreement and the device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mieruka.checkpoint import ModelInfo, save_checkpoint
+from mieruka.inference import select_device
+from mieruka.models import build_model, feature_layer, normalization_for
+from mieruka.predict import predict
+
+ARCH = "tf_efficientnet_lite0"
+CLASSES = ("blowhole", "break", "crack", "fray", "free", "uneven")
+
+
+def _write_jpeg(path: Path, width: int, height: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    coarse = (rng.random((height // 16, width // 16, 3)) * 255).astype(np.uint8)
+    image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
+    image.save(path, quality=90)
+
+
+def _model(out: Path, size: int) -> Path:
+    torch.manual_seed(0)
+    model = build_model(ARCH, len(CLASSES)).eval()
+    mean, std = normalization_for(ARCH)
+    info = ModelInfo(
+        arch=ARCH,
+        classes=CLASSES,
+        verdicts={c: "OK" if c == "free" else "NG" for c in CLASSES},
+        image_size=size,
+        mean=mean,
+        std=std,
+        target_layer=feature_layer(model),
+    )
+    return save_checkpoint(out, model, info)
+
+
+def _plain_ips(model_path: Path, device: torch.device, batch: int, size: int, repeats: int) -> float:
+    from mieruka.checkpoint import load_checkpoint
+
+    model, _, _ = load_checkpoint(model_path, device)
+    model = model.to(memory_format=torch.channels_last).eval()
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def run() -> None:
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            model(x).float().softmax(1).cpu()
+
+    run()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - t)
+    return batch / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=4096)
+    parser.add_argument("--source", default="512x384", help="JPEG size WxH (default 512x384)")
+    parser.add_argument("--size", type=int, default=224, help="model input size (default 224)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="timed predict runs per decoder (median)")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = select_device(args.device)
+    width, height = (int(v) for v in args.source.split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        folder = root / "images"
+        folder.mkdir()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: _write_jpeg(folder / f"{i:06d}.jpg", width, height, i), range(args.images)))
+        model_path = _model(root / "model.safetensors", args.size)
+        result: dict[str, object] = {"images": args.images, "source": args.source, "size": args.size}
+        result["plain_ips"] = _plain_ips(model_path, device, args.batch, args.size, 20)
+        common = {"device": str(device), "batch_size": args.batch, "progress": False}
+        first = sorted(folder.iterdir())[: args.batch]
+        runs: dict[str, list[float]] = {"device": [], "cpu": []}
+        probs: dict[str, np.ndarray] = {}
+        for decode in runs:
+            predict(model_path, first, decode=decode, **common)  # type: ignore[arg-type]  # warm-up
+        for _ in range(args.repeats):
+            for decode, times in runs.items():  # interleaved, so that machine load hits both alike
+                t = time.perf_counter()
+                out = predict(model_path, [folder], decode=decode, **common)  # type: ignore[arg-type]
+                times.append(time.perf_counter() - t)
+                probs[decode] = np.array([r.probabilities for r in out])
+        result["predict_ips"] = args.images / statistics.median(runs["device"])
+        result["predict_cpu_decode_ips"] = args.images / statistics.median(runs["cpu"])
+        result["predict_vs_plain"] = result["predict_ips"] / result["plain_ips"]  # type: ignore[operator]
+        result["cpu_decode_vs_plain"] = result["predict_cpu_decode_ips"] / result["plain_ips"]  # type: ignore[operator]
+        result["decoders_max_prob_diff"] = float(np.abs(probs["device"] - probs["cpu"]).max())
+        result["decoders_same_class"] = float((probs["device"].argmax(1) == probs["cpu"].argmax(1)).mean())
+        result["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        result["torch"] = torch.__version__
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
+
+
+if __name__ == "__main__":
+    main()

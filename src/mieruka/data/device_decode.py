@@ -1,0 +1,170 @@
+"""JPEG decoding on the GPU for batch inference (``torchvision.io.decode_jpeg(..., device="cuda")``).
+
+On a GPU the model classifies thousands of images a second, more than a few CPU cores decode: the JPEGs are read as
+bytes, decoded on the device, and resized there with the same antialiased bilinear filter as the CPU path
+(:func:`mieruka.data.store.resize_image`). Everything the device decoder does not take — other formats, CMYK or
+EXIF-rotated JPEGs, files it refuses — goes through the CPU path, so that errors read the same and no image is
+lost. Decoders differ in their last bit (the inverse DCT and the chroma upsampling are not specified exactly):
+pixels agree with the CPU path to a few grey levels, probabilities to about 1e-3 (BENCHMARKS.md §3).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from mieruka.data.images import MAX_PIXELS
+from mieruka.data.store import BadFile, ImageStore
+
+__all__ = ["JPEG_SUFFIXES", "DeviceStore", "device_decoder", "resize_on_device"]
+
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+
+Decoder = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+"""Encoded JPEGs (uint8 1-D CPU tensors) → decoded (3, H, W) uint8 images on the device, in order."""
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def device_decoder(device: torch.device) -> Decoder | None:
+    """torchvision's batched JPEG decoder on ``device`` (RGB out), or None when this torchvision cannot decode there
+    (then the CPU path decodes)."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # torchvision without its image extension
+        return None
+    if device.type not in ("cuda", "cpu"):
+        return None
+
+    def decode(data: list[torch.Tensor]) -> list[torch.Tensor]:
+        out = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        return list(out) if isinstance(out, list) else [out]
+
+    return decode
+
+
+def resize_on_device(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (B, 3, H, W) → uint8 (B, 3, size, size): bilinear with antialiasing, rounded, as Pillow's ``BILINEAR``
+    resize of the CPU path does it."""
+    if images.shape[-2:] == (size, size):
+        return images
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _header_ok(data: bytes) -> bool:
+    """Whether the device decoder may take these bytes: a baseline or progressive JPEG in RGB or grey, within the
+    pixel limit, not rotated by EXIF. Reads the header only."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "JPEG" or img.mode not in ("RGB", "L"):
+                return False
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                return False
+            return int(img.getexif().get(_EXIF_ORIENTATION, 1)) == 1
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return False
+
+
+def _read(path: Path) -> bytes | None:
+    """The file's bytes when the device decoder may take them, else None (the CPU path reads it)."""
+    if path.suffix.lower() not in JPEG_SUFFIXES:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if data and _header_ok(data) else None
+
+
+class DeviceStore:
+    """:class:`~mieruka.data.store.ImageStore`'s reading surface (``paths``, ``bad``, ``sizes``, ``get``) with the
+    JPEGs decoded and resized on ``device``; every other file through the CPU path.
+
+    Args:
+        paths: Image files.
+        size: Side of the square the images are resized to.
+        device: Where the pixels are decoded and kept.
+        bit_depth: For the files that take the CPU path (16-bit images are never JPEGs).
+        decoder: The device decoder (default: :func:`device_decoder`).
+        threads: Threads that read the files and their headers.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        size: int,
+        device: torch.device,
+        *,
+        bit_depth: int | None = None,
+        decoder: Decoder | None = None,
+        threads: int = 8,
+    ) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.size = size
+        self.bad: list[BadFile] = []
+        self.sizes: list[tuple[int, int]] = [(0, 0)] * len(self.paths)
+        self._pixels = torch.zeros((len(self.paths), 3, size, size), dtype=torch.uint8, device=device)
+        decode = decoder or device_decoder(device)
+        encoded: list[bytes | None] = [None] * len(self.paths)
+        if decode is not None:
+            with ThreadPoolExecutor(max(1, threads)) as pool:
+                encoded = list(pool.map(_read, self.paths))
+        on_device = [i for i, data in enumerate(encoded) if data is not None]
+        decoded = self._decode(decode, on_device, encoded) if decode is not None and on_device else {}
+        self.on_device = len(decoded)
+        self._place(decoded)
+        rest = [i for i in range(len(self.paths)) if i not in decoded]
+        if rest:
+            self._cpu(rest, bit_depth)
+
+    def _decode(self, decode: Decoder, indices: list[int], encoded: list[bytes | None]) -> dict[int, torch.Tensor]:
+        """Decoded images by index; a batch the decoder refuses is retried one image at a time, and the images it
+        still refuses are left to the CPU path."""
+        data = [torch.frombuffer(bytearray(encoded[i] or b""), dtype=torch.uint8) for i in indices]
+        try:
+            return dict(zip(indices, decode(data), strict=True))
+        except (RuntimeError, ValueError):
+            out = {}
+            for i, d in zip(indices, data, strict=True):
+                try:
+                    out[i] = decode([d])[0]
+                except (RuntimeError, ValueError):
+                    continue
+            return out
+
+    def _place(self, decoded: dict[int, torch.Tensor]) -> None:
+        """Resize the decoded images in groups of one original size and keep them."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in decoded.items():
+            self.sizes[i] = (int(image.shape[1]), int(image.shape[2]))
+            groups.setdefault(self.sizes[i], []).append(i)
+        for members in groups.values():
+            batch = torch.stack([decoded[i] for i in members])
+            self._pixels[torch.tensor(members, device=self._pixels.device)] = resize_on_device(batch, self.size)
+
+    def _cpu(self, indices: list[int], bit_depth: int | None) -> None:
+        store = ImageStore([self.paths[i] for i in indices], self.size, progress=False, bit_depth=bit_depth)
+        self.bad = store.bad
+        broken = {b.path for b in store.bad}
+        good = [j for j, i in enumerate(indices) if self.paths[i] not in broken]
+        for j in good:
+            self.sizes[indices[j]] = store.sizes[j]
+        if good:
+            where = torch.tensor([indices[j] for j in good], device=self._pixels.device)
+            self._pixels[where] = store.get(good).to(self._pixels.device)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def get(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, size, size) pixels of the given images, on the device."""
+        idx = torch.tensor([int(i) for i in indices], dtype=torch.long, device=self._pixels.device)
+        return self._pixels[idx]
