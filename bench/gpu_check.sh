@@ -28,7 +28,7 @@ for i in 1 2; do
   $py bench/cam_speed.py --device "$device" "${cam[@]}" "${ref[@]}" 2>&1 | tee -a "$out/cam_speed.txt"
 done
 $py bench/gpu_predict.py --device "$device" "${pred[@]}" 2>&1 | tee -a "$out/gpu_predict.txt"
-$py bench/gpu_predict.py --device "$device" "${big[@]}" 2>&1 | tee -a "$out/gpu_predict.txt"
+[ "${BIG:-1}" = 1 ] && $py bench/gpu_predict.py --device "$device" "${big[@]}" 2>&1 | tee -a "$out/gpu_predict.txt"
 # the explanation on the GPU against the general (autograd) path, and against the CPU
 $py - "$device" <<'EOF' 2>&1 | tee "$out/agreement.txt"
 import sys, torch

@@ -8,7 +8,10 @@ photographs), saves the default architecture with random weights (6 classes), th
   * predict_ips (``--decode device``: JPEGs decoded and resized on the GPU) and predict_cpu_decode_ips
     (``--decode cpu``: Pillow on the CPU's cores): ``mieruka.predict.predict`` over the whole folder, loading the
     model as the command does (a warm-up call first pays the device's own start-up);
-  * how far the two decoders' probabilities are apart (largest absolute difference, share of equal classes).
+  * how far the two decoders' probabilities are apart (largest absolute difference, share of equal classes);
+  * where the time goes (``stages_ms_per_image``, on the first 1,024 images in chunks of 256): loading the model,
+    reading the files and their headers, the device decoder alone, the whole device store (read, decode, resize),
+    inference on stored pixels, and predict's whole per-chunk step.
 
     python bench/gpu_predict.py [--images 4096] [--source 512x384] [--device auto]
 
@@ -85,6 +88,47 @@ def _plain_ips(model_path: Path, device: torch.device, batch: int, size: int, re
     return batch / statistics.median(times)
 
 
+def _stages(folder: Path, model_path: Path, device: torch.device) -> dict[str, float]:
+    """Milliseconds per image of each step of predict's chunk, one after another, on the first 1,024 images."""
+    from mieruka.data.device_decode import DeviceStore, _read, device_decoder
+    from mieruka.inference import predict_probs
+    from mieruka.predict import _model, classify_chunk
+
+    paths = sorted(folder.iterdir())[:1024]
+    chunks = [paths[i : i + 256] for i in range(0, len(paths), 256)]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    decode = device_decoder(device)
+    assert decode is not None
+    t0 = time.perf_counter()
+    model, info = _model(model_path, str(device))
+    sync()
+    out = {"load_model_total_ms": 1000 * (time.perf_counter() - t0)}
+
+    def timed(name: str, fn) -> None:  # type: ignore[no-untyped-def]
+        fn(chunks[0])  # warm-up
+        sync()
+        t = time.perf_counter()
+        for chunk in chunks:
+            fn(chunk)
+        sync()
+        out[name] = 1000 * (time.perf_counter() - t) / len(paths)
+
+    with ThreadPoolExecutor(8) as pool:
+        timed("read_and_header", lambda c: list(pool.map(_read, c)))
+        encoded = {p: _read(p) for p in paths}
+    timed(
+        "decoder_only", lambda c: decode([torch.frombuffer(bytearray(encoded[p] or b""), dtype=torch.uint8) for p in c])
+    )
+    timed("device_store", lambda c: DeviceStore(c, info.image_size, device))
+    store_of = {id(c): DeviceStore(c, info.image_size, device) for c in chunks}
+    timed(
+        "inference_on_stored_pixels",
+        lambda c: predict_probs(model, store_of[id(c)], range(len(c)), mean=info.mean, std=info.std),  # type: ignore[arg-type]
+    )
+    timed("classify_chunk", lambda c: classify_chunk(model, info, c, decode="device"))
+    return {k: round(v, 4) for k, v in out.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=4096)
@@ -123,6 +167,10 @@ def main() -> None:
         result["cpu_decode_vs_plain"] = result["predict_cpu_decode_ips"] / result["plain_ips"]  # type: ignore[operator]
         result["decoders_max_prob_diff"] = float(np.abs(probs["device"] - probs["cpu"]).max())
         result["decoders_same_class"] = float((probs["device"].argmax(1) == probs["cpu"].argmax(1)).mean())
+        t = time.perf_counter()
+        predict(model_path, [folder], decode="device", **{**common, "batch_size": 256})  # type: ignore[arg-type]
+        result["predict_batch256_ips"] = args.images / (time.perf_counter() - t)
+        result["stages_ms_per_image"] = _stages(folder, model_path, device)
         result["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         result["torch"] = torch.__version__
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))

@@ -158,13 +158,14 @@ def _predict(
             probs = [probs_of(v) for v in views]
         else:
             pooled, first = features_and_probs_of(views[0])
-            feats.append(pooled.cpu())
+            feats.append(pooled)
             probs = [first, *(probs_of(v) for v in views[1:])]
-        outs.append(torch.stack(probs).mean(0).cpu())  # (B, K), averaged over the views
+        outs.append(torch.stack(probs).mean(0))  # (B, K), averaged over the views
     if not outs:
         return np.zeros((0, 0), dtype=np.float32), torch.zeros(0, 0)
-    features = F.normalize(torch.cat(feats), dim=1) if feats else torch.zeros(0, 0)
-    return torch.cat(outs).numpy(), features
+    # one copy to the host per call, not per batch: on a GPU each copy waits for the device
+    features = F.normalize(torch.cat(feats), dim=1).cpu() if feats else torch.zeros(0, 0)
+    return torch.cat(outs).cpu().numpy(), features
 
 
 @torch.inference_mode()

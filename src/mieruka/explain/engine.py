@@ -63,10 +63,21 @@ class Explanation:
     fast_path: bool
 
 
+def _all_modules(root: nn.Module) -> list[nn.Module]:
+    """``root`` and every module below it, breadth first (a shared module may appear twice): what
+    ``model.modules()`` yields, at half its cost, which on a GPU is paid before the first kernel starts."""
+    out = [root]
+    i = 0
+    while i < len(out):
+        out.extend(child for child in out[i]._modules.values() if child is not None)
+        i += 1
+    return out
+
+
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     """Every module in eval mode for the block; each module's own mode put back after it, whatever happens."""
-    modes = [(m, m.training) for m in model.modules()]
+    modes = [(m, m.training) for m in _all_modules(model)]
     try:
         for m, training in modes:
             if training:
@@ -316,8 +327,11 @@ def _fast(
         grads = None
         if cam.uses_gradients:
             z = feats.shape[2] * feats.shape[3]
-            dlogits = _logit_grads(targets, logits, labels)  # (B, T, C)
-            grads = (dlogits @ head.weight.to(dlogits.dtype) / z)[..., None, None]  # (B, T, K, 1, 1)
+            if all(hasattr(t, "indices") for t in targets):  # class targets: ∂y_c/∂logits is one-hot, so G = W[c] / Z
+                grads = (head.weight.to(feats.dtype)[class_idx] / z)[..., None, None]  # (B, T, K, 1, 1)
+            else:
+                dlogits = _logit_grads(targets, logits, labels)  # (B, T, C)
+                grads = (dlogits @ head.weight.to(dlogits.dtype) / z)[..., None, None]
         maps = cam.layer_maps(feats, grads, MapContext(model, x, class_idx, targets, score_batch_size))  # (B, T, h, w)
         return _result(cam, layer_names, logits, _finish(cam, [maps], x), class_idx, fast_path=True)
 
