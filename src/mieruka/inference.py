@@ -22,6 +22,7 @@ __all__ = [
     "batches",
     "classify_files",
     "cpu_chunked",
+    "decode_device",
     "model_input",
     "predict_logits",
     "predict_probs",
@@ -224,15 +225,22 @@ def _chunk_store(
     image_size: int,
     bit_depth: int | None,
     decode: str,
+    encoded: dict[Path, bytes | None] | None = None,
 ) -> PixelSource:
+    device = decode_device(model, decode)
+    if device is not None:
+        from mieruka.data.device_decode import DeviceStore
+
+        return DeviceStore(paths, image_size, device, bit_depth=bit_depth, encoded=encoded)
+    return ImageStore(paths, image_size, progress=False, bit_depth=bit_depth)
+
+
+def decode_device(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], decode: str) -> torch.device | None:
+    """The device JPEGs are decoded on for ``model`` under ``decode`` (:data:`DECODE_CHOICES`); None: Pillow."""
     if decode not in DECODE_CHOICES:
         raise ValueError(f"--decode {decode!r}: choose {', '.join(DECODE_CHOICES)}")
     device = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
-    if decode == "device" or (decode == "auto" and device.type == "cuda"):
-        from mieruka.data.device_decode import DeviceStore
-
-        return DeviceStore(paths, image_size, device, bit_depth=bit_depth)
-    return ImageStore(paths, image_size, progress=False, bit_depth=bit_depth)
+    return device if decode == "device" or (decode == "auto" and device.type == "cuda") else None
 
 
 def classify_files(
@@ -251,17 +259,19 @@ def classify_files(
     desc: str = "predicting",
     chunk: int = FILE_CHUNK,
     decode: str = "auto",
+    encoded: dict[Path, bytes | None] | None = None,
 ) -> tuple[np.ndarray, torch.Tensor | None, dict[int, str]]:
     """Probabilities (N, K) of image files read ``chunk`` at a time, the pooled features with ``with_features``,
     and the files that could not be read (index → reason; their rows are NaN). ``strict`` raises at the first.
-    ``decode`` says where JPEGs are decoded (:data:`DECODE_CHOICES`)."""
+    ``decode`` says where JPEGs are decoded (:data:`DECODE_CHOICES`); ``encoded``: files already read for the
+    device decoder (:func:`mieruka.data.device_decode.read_ahead`)."""
     probs: list[torch.Tensor | int] = []  # per chunk: its rows, or how many rows (all unreadable)
     feats: list[torch.Tensor | int] = []
     bad: dict[int, str] = {}
     bar = tqdm(total=len(paths), desc=desc, disable=not progress, leave=False, unit="img")
     for start in range(0, len(paths), chunk):
         part = list(paths[start : start + chunk])
-        store = _chunk_store(model, part, image_size, bit_depth, decode)
+        store = _chunk_store(model, part, image_size, bit_depth, decode, encoded)
         if strict:
             require_readable(store.bad)
         reasons = {b.path: b.reason for b in store.bad}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from mieruka.checkpoint import ModelInfo, load_checkpoint, read_info
 from mieruka.data.images import IMAGE_EXTENSIONS
 from mieruka.data.sources.folder import MASKS_DIR
 from mieruka.errors import DataError
-from mieruka.inference import classify_files, select_device
+from mieruka.inference import classify_files, decode_device, select_device
 from mieruka.metrics import gate, ng_probability
 from mieruka.runtime import OnnxModel
 
@@ -109,13 +110,14 @@ def classify_chunk(
     batch_size: int = 64,
     tta: str | None = None,
     decode: str = "auto",
+    encoded: dict[Path, bytes | None] | None = None,
 ) -> list[Prediction]:
     """The predictions of ``paths`` (one chunk; the engine does the chunking), in order. A file that cannot be read
     becomes a prediction with ``error`` set. ``decode``: where JPEGs are decoded
-    (:data:`~mieruka.inference.DECODE_CHOICES`)."""
+    (:data:`~mieruka.inference.DECODE_CHOICES`); ``encoded``: files already read for the device decoder."""
     t = threshold if threshold is not None else info.decision_threshold
     options: dict[str, Any] = {"mean": info.mean, "std": info.std, "tta": tta or info.tta, "batch_size": batch_size}
-    options["decode"] = decode
+    options["decode"], options["encoded"] = decode, encoded
     part = list(paths)
     probs, _, bad = classify_files(
         model, part, chunk=max(1, len(part)), image_size=info.image_size, bit_depth=info.bit_depth, **options
@@ -161,9 +163,28 @@ class PredictWorker:
         self.batch_size, self.tta, self.decode = batch_size, tta, decode
         self.model: nn.Module | OnnxModel | None = None
         self.info: ModelInfo | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._ahead: tuple[tuple[Path, ...], Future[dict[Path, bytes | None]]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # replicas load their own model
-        return {**self.__dict__, "model": None, "info": None}
+        return {**self.__dict__, "model": None, "info": None, "_reader": None, "_ahead": None}
+
+    def prefetch(self, items: Sequence[Item]) -> None:
+        """Start reading the next chunk's JPEGs in the background when they will be decoded on the device: the files
+        are read while the GPU classifies this chunk."""
+        if self.model is None or decode_device(self.model, self.decode) is None:
+            return
+        from mieruka.data.device_decode import read_ahead
+
+        self._reader = self._reader or ThreadPoolExecutor(1, thread_name_prefix="mieruka-read-ahead")
+        paths = tuple(Path(it.path) for it in items)
+        self._ahead = (paths, self._reader.submit(read_ahead, paths))
+
+    def _prefetched(self, paths: Sequence[Path]) -> dict[Path, bytes | None] | None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or ahead[0] != tuple(paths):
+            return None
+        return ahead[1].result()
 
     def setup(self) -> None:
         if self.model is None:
@@ -172,8 +193,8 @@ class PredictWorker:
     def process(self, items: Sequence[Item]) -> list[Prediction]:
         assert self.model is not None and self.info is not None, "setup() first"
         options: dict[str, Any] = {"threshold": self.threshold, "batch_size": self.batch_size, "tta": self.tta}
-        options["decode"] = self.decode
-        paths = [it.path for it in items]
+        paths = [Path(it.path) for it in items]
+        options["decode"], options["encoded"] = self.decode, self._prefetched(paths)
         return classify_chunk(self.model, self.info, paths, **options)
 
 

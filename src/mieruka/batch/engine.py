@@ -29,9 +29,13 @@ def run_local(worker: Worker, items: Sequence[Item], *, chunk: int, progress: bo
     if chunk < 1:
         raise ValueError(f"chunk {chunk}: give at least 1")
     worker.setup()
+    prefetch = getattr(worker, "prefetch", None)  # optional: start reading the next chunk while this one runs
     with tqdm(total=len(items), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, len(items), chunk):
             part = items[start : start + chunk]
+            ahead = items[start + chunk : start + 2 * chunk]
+            if prefetch is not None and ahead:
+                prefetch(ahead)
             records = worker.process(part)
             if len(records) != len(part):
                 raise RuntimeError(f"the worker answered {len(records)} of {len(part)} images")

@@ -28,7 +28,10 @@ class Item:
 
 
 class Worker(Protocol):
-    """A picklable job step: ``setup`` once per replica (load the model), then ``process`` chunk after chunk."""
+    """A picklable job step: ``setup`` once per replica (load the model), then ``process`` chunk after chunk.
+
+    A worker may also have ``prefetch(items)``: the local engine calls it with the next chunk just before it calls
+    ``process`` with this one, so that reading files can overlap the model's work (predict's GPU path does)."""
 
     def setup(self) -> None: ...
 
