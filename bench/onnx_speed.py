@@ -1,18 +1,24 @@
-"""ONNX Runtime (probabilities + heatmap, one graph) against eager PyTorch (probabilities only), in one run.
+"""ONNX Runtime graphs (probabilities + heatmap, float32 and int8) against eager PyTorch (probabilities only).
 
-The default model (tf_efficientnet_lite0, 6 classes, offline ImageNet backbone) at 224 × 224, exported by mieruka,
-batch 1 and 16, on the CPU. Timings are interleaved (every repetition times each contender once, in turn) and the
-median is kept, so that the load of a shared machine hits all of them alike.
+A model exported by mieruka (default: tf_efficientnet_lite0 with its offline ImageNet backbone and a 6-class head at
+224 × 224; ``--model`` a trained ``.safetensors``), batch 1 and 16, on the CPU. The int8 graph is the one
+``mieruka export --precision int8`` writes, calibrated on 256 images of the training split of ``--data``; its test
+split measures what int8 costs: accuracy (points) and the heatmap's Pearson correlation with float32, mean over the
+images. Timings are interleaved (every repetition times each contender once, in turn) and the median is kept, so that
+the load of a shared machine hits all of them alike.
 
 Contenders:
   * torch_plain: ``model(x)`` under ``torch.inference_mode()``, default memory format — plain eager inference;
   * torch_channels_last: the same in channels-last memory format, which mieruka's own PyTorch predict path uses;
-  * onnx: ONNX Runtime on the exported file, outputs probabilities *and* the predicted class's heatmap.
+  * onnx: ONNX Runtime on the exported float32 file, outputs probabilities *and* the predicted class's heatmap;
+  * onnx_int8: the same for the int8 file.
 
-    python bench/onnx_speed.py [--model MODEL.onnx] [--batches 1,16] [--repeats 15]
+    python bench/onnx_speed.py [--model MODEL.safetensors] [--data MANIFEST] [--batches 1,16] [--repeats 15]
 
-Prints, as its last line, one JSON object: ``speedup_vs_torch`` (the smallest over the batch sizes of onnx images/s
-over torch_plain images/s), ``speedup_vs_channels_last`` (likewise), and per batch size the images/s of each.
+Prints, as its last line, one JSON object: ``speedup_vs_torch`` (the fastest graph's smallest ratio over the batch
+sizes of its images/s to torch_plain's), ``speedup_vs_channels_last`` (likewise), ``int8_speedup_vs_fp32`` (smallest
+over the batch sizes), ``int8_heatmap_corr``, ``int8_accuracy_delta`` (points, int8 − fp32), ``int8_agreement``, and
+per batch size the images/s of each.
 """
 
 from __future__ import annotations
@@ -31,27 +37,65 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shared import cpu_description, default_model
 
+from mieruka.checkpoint import load_checkpoint
+from mieruka.deploy.precision import calibration_images, compare, convert
 from mieruka.export import export_model
 from mieruka.runtime import OnnxModel
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/magnetic-tile/manifest.csv"
+
+
+def _test_set(info, data: Path) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """The test split of ``data`` as model input, and its labels."""
+    from mieruka.data.store import ImageStore, normalize
+
+    dataset = info.load_dataset(data)
+    samples = dataset.split("test")
+    store = ImageStore([s.image for s in samples], info.image_size, progress=False).require_readable()
+    x = normalize(store.get(range(len(samples))), info.mean, info.std).numpy()
+    return x, np.array([dataset.label_index(s) for s in samples])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="a trained .safetensors (default: the untrained default model)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="calibration (train) and test data")
     parser.add_argument("--batches", default="1,16", help="comma-separated batch sizes (default 1,16)")
     parser.add_argument("--repeats", type=int, default=15, help="timed repetitions per batch size (default 15)")
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=int, default=224, help="input size of the default model")
     args = parser.parse_args()
-    model, info = default_model(args.size)
-    model_cl = default_model(args.size)[0].to(memory_format=torch.channels_last)
+    if args.model is not None:
+        model, info, _ = load_checkpoint(args.model, "cpu")
+    else:
+        model, info = default_model(args.size)
+    size = info.image_size
+    model_cl = load_checkpoint(args.model, "cpu")[0] if args.model is not None else default_model(args.size)[0]
+    model_cl = model_cl.to(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         exported = export_model(model, info, Path(tmp) / "model.onnx")
         export_s = time.perf_counter() - t0
-        runtime = OnnxModel(exported.path)
-        result: dict[str, object] = {"export_s": round(export_s, 1), "outputs": list(runtime.outputs)}
-        speedups, speedups_cl = [], []
+        calib = calibration_images(info, args.data, "train")
+        t0 = time.perf_counter()
+        convert(exported.path, Path(tmp) / "int8.onnx", "int8", calib)
+        result: dict[str, object] = {"export_s": round(export_s, 1), "int8_s": round(time.perf_counter() - t0, 1)}
+        x_test, y_test = _test_set(info, args.data)
+        check = compare(exported.path, Path(tmp) / "int8.onnx", "int8", x_test)
+        graphs = {"onnx": OnnxModel(exported.path), "onnx_int8": OnnxModel(Path(tmp) / "int8.onnx")}
+        acc = {k: float((np.concatenate([g.run(x_test[i : i + 16])[0] for i in range(0, len(x_test), 16)]).argmax(1)
+                         == y_test).mean()) for k, g in graphs.items()}  # fmt: skip
+        result.update(
+            images_test=len(x_test),
+            fp32_accuracy=round(acc["onnx"], 4),
+            int8_accuracy=round(acc["onnx_int8"], 4),
+            int8_accuracy_delta=round(100 * (acc["onnx_int8"] - acc["onnx"]), 2),
+            int8_agreement=round(check.agreement, 4),
+            int8_heatmap_corr=round(check.heatmap_corr or float("nan"), 4),
+            int8_mean_prob_diff=round(check.mean_prob_diff, 5),
+        )
+        ratios: dict[str, list[float]] = {"onnx": [], "onnx_int8": [], "cl": [], "int8_vs_fp32": []}
         for batch in [int(b) for b in args.batches.split(",")]:
-            x = torch.randn(batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(batch))
+            x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(batch))
             x_cl = x.contiguous(memory_format=torch.channels_last)
             x_np = x.numpy()
 
@@ -63,11 +107,19 @@ def main() -> None:
                 with torch.inference_mode():
                     model_cl(x_cl)
 
-            def onnx(x_np: np.ndarray = x_np) -> None:
-                _, heat = runtime.run(x_np)
-                assert heat is not None and heat.shape == (x_np.shape[0], args.size, args.size)
+            def graph(name: str, x_np: np.ndarray = x_np):  # type: ignore[no-untyped-def]
+                def run() -> None:
+                    _, heat = graphs[name].run(x_np)
+                    assert heat is not None and heat.shape == (x_np.shape[0], size, size)
 
-            contenders = {"torch_plain": plain, "torch_channels_last": channels_last, "onnx": onnx}
+                return run
+
+            contenders = {
+                "torch_plain": plain,
+                "torch_channels_last": channels_last,
+                "onnx": graph("onnx"),
+                "onnx_int8": graph("onnx_int8"),
+            }
             times: dict[str, list[float]] = {k: [] for k in contenders}
             for fn in contenders.values():  # warm-up
                 fn()
@@ -78,17 +130,24 @@ def main() -> None:
                     fn()
                     times[name].append(time.perf_counter() - t)
             ips = {name: batch / statistics.median(ts) for name, ts in times.items()}
-            speedups.append(ips["onnx"] / ips["torch_plain"])
-            speedups_cl.append(ips["onnx"] / ips["torch_channels_last"])
+            for name in ("onnx", "onnx_int8"):
+                ratios[name].append(ips[name] / ips["torch_plain"])
+            fastest = max(ips["onnx"], ips["onnx_int8"])
+            ratios["cl"].append(fastest / ips["torch_channels_last"])
+            ratios["int8_vs_fp32"].append(ips["onnx_int8"] / ips["onnx"])
             result[f"batch{batch}"] = {
                 **{f"{k}_ips": round(v, 1) for k, v in ips.items()},
                 "onnx_ms": round(1000 * statistics.median(times["onnx"]), 2),
-                "speedup_vs_torch": round(speedups[-1], 2),
-                "speedup_vs_channels_last": round(speedups_cl[-1], 2),
+                "onnx_int8_ms": round(1000 * statistics.median(times["onnx_int8"]), 2),
+                "int8_vs_fp32": round(ratios["int8_vs_fp32"][-1], 2),
             }
             print(f"batch {batch}: " + json.dumps(result[f"batch{batch}"]), file=sys.stderr)
-    result["speedup_vs_torch"] = round(min(speedups), 2)
-    result["speedup_vs_channels_last"] = round(min(speedups_cl), 2)
+    result["speedup_vs_torch"] = round(max(min(ratios["onnx"]), min(ratios["onnx_int8"])), 2)
+    result["fp32_speedup_vs_torch"] = round(min(ratios["onnx"]), 2)
+    result["speedup_vs_channels_last"] = round(min(ratios["cl"]), 2)
+    result["int8_speedup_vs_fp32"] = round(min(ratios["int8_vs_fp32"]), 2)
+    result["model"] = str(args.model) if args.model else f"{info.arch} (ImageNet backbone, untrained head)"
+    result["size"] = size
     result["device"] = cpu_description()
     print(json.dumps(result))
 

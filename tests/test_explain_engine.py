@@ -217,3 +217,49 @@ def test_every_method_runs_and_is_registered_once() -> None:
     assert list(METHODS) == ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam", "eigencam", "cam"]
     for name, cls in METHODS.items():
         assert cls.name == name and cls.paper and cls.formula
+
+
+def test_closed_form_is_checked_once_per_feature_shape(batch: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check reads a number back from the device, so it runs once per model and feature shape, not per batch;
+    a model whose head breaks the closed form is still caught, and a new shape is checked again."""
+    import mieruka.explain.engine as engine
+
+    calls: list[tuple[int, ...]] = []
+    real = engine.closed_form_holds
+
+    def counted(feats: torch.Tensor, logits: torch.Tensor, head: torch.nn.Linear) -> bool:
+        calls.append(tuple(feats.shape))
+        return real(feats, logits, head)
+
+    monkeypatch.setattr(engine, "closed_form_holds", counted)
+    model = _model("resnet18")
+    for _ in range(3):
+        assert explain(model, batch).fast_path
+    explain(model, batch[:1])  # another batch size: the same feature shape per image
+    assert len(calls) == 1
+    explain(model, torch.randn(2, 3, 96, 96))  # another input size: checked again
+    assert len(calls) == 2
+
+    class Scaled(torch.nn.Module):  # a head that is not W · mean(A) + b: the check must say no
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x) * 2.0
+
+    liar = _model("resnet18", seed=1)
+    liar.forward_head = lambda f, pre_logits=False: Scaled(liar.fc)(liar.global_pool(f))  # type: ignore[method-assign]
+    first, second = explain(liar, batch), explain(liar, batch)
+    assert not first.fast_path and not second.fast_path
+
+
+def test_class_targets_use_the_head_rows_directly(batch: torch.Tensor) -> None:
+    """For class targets the fast path takes G = W[c] / Z; a target that is not one class goes through the logits'
+    gradient; both equal the general path."""
+    model = _model("tf_efficientnet_lite0")
+    for targets in ([ClassTarget(2)], [NGScore((0, 1), (2, 3, 4))]):
+        fast = explain(model, batch, targets=targets)
+        slow = explain(model, batch, targets=targets, allow_fast_path=False)
+        assert fast.fast_path and not slow.fast_path
+        torch.testing.assert_close(fast.maps, slow.maps, rtol=1e-4, atol=1e-6)

@@ -22,6 +22,7 @@ from torch import nn
 
 from mieruka._io import atomic_write
 from mieruka.checkpoint import ModelInfo, load_checkpoint
+from mieruka.deploy.precision import PrecisionCheck
 from mieruka.errors import MierukaError
 from mieruka.explain.graph import ExplainedModel
 from mieruka.runtime import ONNX_FORMAT, ONNX_FORMAT_VERSION, OnnxModel
@@ -63,6 +64,9 @@ class ExportResult:
     max_prob_diff: float
     max_map_diff: float | None
     seconds: float
+    precision: str = "fp32"
+    check: PrecisionCheck | None = None
+    """fp16 / int8: the converted graph against the float32 one (:mod:`mieruka.deploy.precision`)."""
 
 
 def export_onnx(
@@ -73,6 +77,10 @@ def export_onnx(
     all_classes: bool = False,
     opset: int = 18,
     check_batch: int = 3,
+    precision: str = "fp32",
+    calib: str | os.PathLike[str] | None = None,
+    calib_split: str = "train",
+    calib_images: int | None = None,
 ) -> ExportResult:
     """Export a checkpoint to one self-contained ONNX file and check it against PyTorch with ONNX Runtime.
 
@@ -83,12 +91,60 @@ def export_onnx(
         all_classes: Also output every class's heatmap.
         opset: ONNX opset.
         check_batch: Batch size of the random probe used for the check (also proves the batch axis is dynamic).
+        precision: ``fp32``, ``fp16`` or ``int8`` (:mod:`mieruka.deploy.precision`): the float32 graph is written
+            and checked first, then converted and checked against it.
+        calib: The data set whose images calibrate int8 and check fp16/int8 (needed for int8).
+        calib_split: The split they come from (``train`` or ``val``).
+        calib_images: How many (default :data:`~mieruka.deploy.precision.CALIB_IMAGES`).
 
     Raises:
-        MierukaError: The check fails (probabilities differ by more than 1e-4 or maps by more than 1e-3).
+        MierukaError: A check fails (float32: probabilities differ from PyTorch by more than 1e-4 or maps by more
+            than 1e-3; fp16/int8: a tolerance of :data:`~mieruka.deploy.precision.TOLERANCES`); nothing is left at
+            ``out``.
     """
+    from mieruka.deploy import precision as low
+
+    if precision not in low.PRECISIONS:
+        raise MierukaError(f"--precision {precision!r}: choose {', '.join(low.PRECISIONS)}")
+    if precision == "int8" and calib is None:
+        raise MierukaError("--precision int8 needs --calib DATA: images of the training split calibrate it")
     model, info, _ = load_checkpoint(model_path, "cpu")
-    return export_model(model, info, out, method=method, all_classes=all_classes, opset=opset, check_batch=check_batch)
+    x = None
+    if calib is not None:
+        x = low.calibration_images(info, calib, calib_split, calib_images or low.CALIB_IMAGES)
+    options = {"method": method, "all_classes": all_classes, "opset": opset, "check_batch": check_batch}
+    if precision == "fp32":
+        return export_model(model, info, out, **options)  # type: ignore[arg-type]
+    out = Path(out)
+    start = time.perf_counter()
+    reference = export_model(model, info, out.with_name(f".{out.name}.fp32"), **options)  # type: ignore[arg-type]
+    converted = out.with_name(f".{out.name}.{precision}")
+    try:
+        if x is None:  # fp16 without data: a random probe
+            x = np.random.default_rng(0).standard_normal((16, 3, info.image_size, info.image_size)).astype("f4")
+        low.convert(reference.path, converted, precision, x)
+        check = low.compare(reference.path, converted, precision, x)
+        missed = check.failures()
+        if missed:
+            raise MierukaError(
+                f"{out}: the {precision} graph missed its check against float32 on {check.images} images: "
+                + "; ".join(missed)
+                + "; nothing was written"
+            )
+        os.replace(converted, out)
+    finally:
+        reference.path.unlink(missing_ok=True)
+        converted.unlink(missing_ok=True)
+    return ExportResult(
+        path=out,
+        outputs=reference.outputs,
+        method=reference.method,
+        max_prob_diff=reference.max_prob_diff,
+        max_map_diff=reference.max_map_diff,
+        seconds=time.perf_counter() - start,
+        precision=precision,
+        check=check,
+    )
 
 
 def export_model(

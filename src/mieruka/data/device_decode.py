@@ -10,6 +10,7 @@ pixels agree with the CPU path to a few grey levels, probabilities to about 1e-3
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,14 +36,20 @@ def device_decoder(device: torch.device) -> Decoder | None:
     """torchvision's batched JPEG decoder on ``device`` (RGB out), or None when this torchvision cannot decode there
     (then the CPU path decodes)."""
     try:
-        from torchvision.io import ImageReadMode, decode_jpeg
+        with warnings.catch_warnings():
+            # torchvision 0.29 announces that TorchCodec will take over its image decoders; until then they are the
+            # ones that decode on the GPU in every torchvision this package supports
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import ImageReadMode, decode_jpeg
     except ImportError:  # torchvision without its image extension
         return None
     if device.type not in ("cuda", "cpu"):
         return None
 
     def decode(data: list[torch.Tensor]) -> list[torch.Tensor]:
-        out = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            out = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         return list(out) if isinstance(out, list) else [out]
 
     return decode
