@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,7 +155,7 @@ def _quantize(src: Path, dst: Path, calib: np.ndarray, batch: int = 8) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_root_logger():  # type: ignore[no-untyped-def]
+def _quiet_root_logger() -> Iterator[None]:
     import logging
 
     root = logging.getLogger()
