@@ -39,15 +39,27 @@ def _bad_arguments(tmp: Path, model: Path, data: Path) -> dict[str, list[tuple[l
             ([str(model), str(data), "--workers", "2"], "need --engine ray"),
             ([str(model), str(data), "--engine", "ray", "--workers", "0"], "--workers"),
             ([str(model), str(data), "--engine", "spark"], "--engine"),
+            ([str(model), str(data), "--decode", "gpu"], "--decode"),
+            ([str(model), str(data), "--provider", "tpu"], "--provider"),
+            ([str(model), str(data), "--provider", "openvino"], "--provider openvino: runs .onnx files only"),
         ],
         "export": [
             ([str(model), "--out", str(tmp / "m.onnx"), "--opset", "5"], "--opset 5: choose an opset from 18"),
             ([missing, "--out", str(tmp / "m.onnx")], "model file not found"),
+            ([str(model), "--out", str(tmp / "m.onnx"), "--precision", "int8"], "--precision int8 needs --calib"),
+            ([str(model), "--out", str(tmp / "m.onnx"), "--precision", "int4"], "--precision"),
+            ([str(model), "--out", str(tmp / "m.onnx"), "--format", "openvino"], "written as NAME.xml"),
+            ([str(model), "--out", str(tmp / "m.onnx"), "--calib-images", "0"], "--calib-images"),
+            (
+                [str(model), "--out", str(tmp / "m.onnx"), "--precision", "int8", "--calib", str(tmp / "no")],
+                "no: no such folder",
+            ),
         ],
         "serve": [
             ([str(model), "--port", "70000"], "--port"),
             ([str(model), "--max-upload-mb", "-1"], "--max-upload-mb"),
             ([missing], "model file not found"),
+            ([str(model), "--provider", "tpu"], "--provider"),
         ],
         "explain": [
             ([str(model), str(data), "--out", str(tmp / "x"), "--alpha", "3"], "--alpha"),

@@ -66,7 +66,8 @@ class ExportResult:
     seconds: float
     precision: str = "fp32"
     check: PrecisionCheck | None = None
-    """fp16 / int8: the converted graph against the float32 one (:mod:`mieruka.deploy.precision`)."""
+    """fp16 / int8 / OpenVINO: the converted graph against the float32 ONNX one (:mod:`mieruka.deploy.precision`)."""
+    format: str = "onnx"
 
 
 def export_onnx(
@@ -81,6 +82,7 @@ def export_onnx(
     calib: str | os.PathLike[str] | None = None,
     calib_split: str = "train",
     calib_images: int | None = None,
+    fmt: str = "onnx",
 ) -> ExportResult:
     """Export a checkpoint to one self-contained ONNX file and check it against PyTorch with ONNX Runtime.
 
@@ -96,6 +98,8 @@ def export_onnx(
         calib: The data set whose images calibrate int8 and check fp16/int8 (needed for int8).
         calib_split: The split they come from (``train`` or ``val``).
         calib_images: How many (default :data:`~mieruka.deploy.precision.CALIB_IMAGES`).
+        fmt: ``onnx``, or ``openvino`` (OpenVINO IR: ``out`` is ``NAME.xml``, with ``NAME.bin`` beside it), checked
+            against the float32 ONNX graph like the other conversions.
 
     Raises:
         MierukaError: A check fails (float32: probabilities differ from PyTorch by more than 1e-4 or maps by more
@@ -106,6 +110,8 @@ def export_onnx(
 
     if precision not in low.PRECISIONS:
         raise MierukaError(f"--precision {precision!r}: choose {', '.join(low.PRECISIONS)}")
+    if fmt not in ("onnx", "openvino"):
+        raise MierukaError(f"--format {fmt!r}: choose onnx or openvino")
     if precision == "int8" and calib is None:
         raise MierukaError("--precision int8 needs --calib DATA: images of the training split calibrate it")
     model, info, _ = load_checkpoint(model_path, "cpu")
@@ -113,28 +119,31 @@ def export_onnx(
     if calib is not None:
         x = low.calibration_images(info, calib, calib_split, calib_images or low.CALIB_IMAGES)
     options = {"method": method, "all_classes": all_classes, "opset": opset, "check_batch": check_batch}
-    if precision == "fp32":
+    if precision == "fp32" and fmt == "onnx":
         return export_model(model, info, out, **options)  # type: ignore[arg-type]
     out = Path(out)
+    if fmt == "openvino" and out.suffix.lower() != ".xml":
+        raise MierukaError(f"--out {out}: OpenVINO IR is written as NAME.xml (and NAME.bin beside it)")
     start = time.perf_counter()
-    reference = export_model(model, info, out.with_name(f".{out.name}.fp32"), **options)  # type: ignore[arg-type]
-    converted = out.with_name(f".{out.name}.{precision}")
+    reference = export_model(model, info, out.with_name(f".{out.name}.fp32.onnx"), **options)  # type: ignore[arg-type]
+    temps = [reference.path]
     try:
-        if x is None:  # fp16 without data: a random probe
+        if x is None:  # without data: a random probe
             x = np.random.default_rng(0).standard_normal((16, 3, info.image_size, info.image_size)).astype("f4")
-        low.convert(reference.path, converted, precision, x)
-        check = low.compare(reference.path, converted, precision, x)
-        missed = check.failures()
-        if missed:
-            raise MierukaError(
-                f"{out}: the {precision} graph missed its check against float32 on {check.images} images: "
-                + "; ".join(missed)
-                + "; nothing was written"
-            )
-        os.replace(converted, out)
+        candidate = reference.path
+        if precision != "fp32":
+            candidate = out.with_name(f".{out.name}.{precision}.onnx")
+            temps.append(candidate)
+            low.convert(reference.path, candidate, precision, x)
+        if fmt == "openvino":
+            check = _openvino_check(candidate, out, precision, reference.path, x, temps)
+        else:
+            check = low.compare(reference.path, candidate, precision, x)
+            _raise_missed(check, out, precision)
+            os.replace(candidate, out)
     finally:
-        reference.path.unlink(missing_ok=True)
-        converted.unlink(missing_ok=True)
+        for path in temps:
+            path.unlink(missing_ok=True)
     return ExportResult(
         path=out,
         outputs=reference.outputs,
@@ -144,7 +153,39 @@ def export_onnx(
         seconds=time.perf_counter() - start,
         precision=precision,
         check=check,
+        format=fmt,
     )
+
+
+def _raise_missed(check: PrecisionCheck, out: Path, what: str) -> None:
+    missed = check.failures()
+    if missed:
+        raise MierukaError(
+            f"{out}: the {what} graph missed its check against the float32 ONNX graph on {check.images} images: "
+            + "; ".join(missed)
+            + "; nothing was written"
+        )
+
+
+def _openvino_check(
+    candidate: Path, out: Path, precision: str, reference: Path, x: np.ndarray, temps: list[Path]
+) -> PrecisionCheck:
+    """Convert ``candidate`` to IR beside ``out``, check it against the float32 ONNX graph, then move it to
+    ``out`` (the ``.xml`` and its ``.bin``)."""
+    import onnx
+
+    from mieruka.deploy import openvino
+    from mieruka.deploy.precision import compare
+
+    xml = out.with_name(f".{out.stem}.tmp.xml")
+    temps += [xml, xml.with_suffix(".bin")]
+    meta = {p.key: p.value for p in onnx.load(str(candidate), load_external_data=False).metadata_props}
+    openvino.write_ir(candidate, xml, {**meta, "precision": precision})
+    check = compare(reference, openvino.OpenVinoModel(xml), precision, x)
+    _raise_missed(check, out, f"OpenVINO {precision}")
+    os.replace(xml.with_suffix(".bin"), out.with_suffix(".bin"))
+    os.replace(xml, out)
+    return check
 
 
 def export_model(

@@ -27,7 +27,7 @@ from mieruka.data.sources.folder import MASKS_DIR
 from mieruka.errors import DataError
 from mieruka.inference import classify_files, decode_device, select_device
 from mieruka.metrics import gate, ng_probability
-from mieruka.runtime import OnnxModel
+from mieruka.runtime import OnnxModel, check_torch_provider
 
 __all__ = [
     "PREDICT_CHUNK",
@@ -86,19 +86,39 @@ PREDICT_CHUNK = 256
 """Images decoded, classified and written per step: memory stays flat however many images there are."""
 
 
-def _model(model_path: str | os.PathLike[str], device: str) -> tuple[nn.Module | OnnxModel, ModelInfo]:
-    if Path(model_path).suffix.lower() == ".onnx":
-        onnx = OnnxModel(model_path)
-        return onnx, onnx.info
-    model, info, _ = load_checkpoint(model_path, select_device(device))
+def _exported(model_path: str | os.PathLike[str], provider: str) -> OnnxModel | Any | None:
+    """The runtime of an exported file (``.onnx`` on ONNX Runtime's ``provider``, OpenVINO ``.xml``), else None."""
+    suffix = Path(model_path).suffix.lower()
+    if suffix == ".onnx":
+        return OnnxModel(model_path, provider=provider)
+    if suffix == ".xml":
+        from mieruka.deploy.openvino import OpenVinoModel
+
+        return OpenVinoModel(model_path)
+    return None
+
+
+def _torch_device(device: str, provider: str) -> str:
+    check_torch_provider(provider)
+    return provider if device == "auto" and provider in ("cpu", "cuda") else device
+
+
+def _model(
+    model_path: str | os.PathLike[str], device: str, provider: str = "auto"
+) -> tuple[nn.Module | OnnxModel, ModelInfo]:
+    exported = _exported(model_path, provider)
+    if exported is not None:
+        return exported, exported.info
+    model, info, _ = load_checkpoint(model_path, select_device(_torch_device(device, provider)))
     return model.to(memory_format=torch.channels_last), info
 
 
-def _info(model_path: str | os.PathLike[str]) -> ModelInfo:
-    """The model's description, without building a PyTorch model (the replicas do)."""
-    if Path(model_path).suffix.lower() == ".onnx":
-        return OnnxModel(model_path).info
-    return read_info(model_path)
+def _info(model_path: str | os.PathLike[str], device: str, provider: str) -> tuple[ModelInfo, str]:
+    """The model's description and what will run it, without building a PyTorch model (the replicas do)."""
+    exported = _exported(model_path, provider)
+    if exported is not None:
+        return exported.info, f"{exported.backend} ({exported.provider})"
+    return read_info(model_path), f"pytorch ({select_device(_torch_device(device, provider))})"
 
 
 def classify_chunk(
@@ -158,8 +178,9 @@ class PredictWorker:
         batch_size: int,
         tta: str | None,
         decode: str = "auto",
+        provider: str = "auto",
     ) -> None:
-        self.model_path, self.device, self.threshold = model_path, device, threshold
+        self.model_path, self.device, self.threshold, self.provider = model_path, device, threshold, provider
         self.batch_size, self.tta, self.decode = batch_size, tta, decode
         self.model: nn.Module | OnnxModel | None = None
         self.info: ModelInfo | None = None
@@ -188,7 +209,7 @@ class PredictWorker:
 
     def setup(self) -> None:
         if self.model is None:
-            self.model, self.info = _model(self.model_path, self.device)
+            self.model, self.info = _model(self.model_path, self.device, self.provider)
 
     def process(self, items: Sequence[Item]) -> list[Prediction]:
         assert self.model is not None and self.info is not None, "setup() first"
@@ -221,12 +242,13 @@ def predict(
     keep: bool = True,
     engine: EngineOptions | None = None,
     decode: str = "auto",
+    provider: str = "auto",
 ) -> PredictRun:
     """Class, probability and verdict of every image, streamed in chunks (``tta`` default: the model's).
 
-    ``model_path`` is a ``.safetensors`` checkpoint (PyTorch) or a ``.onnx`` file from ``mieruka export`` (ONNX
-    Runtime on the CPU; ``device`` is then ignored). Both get the same preprocessing. The verdict is the gate of
-    :func:`mieruka.metrics.gate` at ``threshold`` (default: the model's
+    ``model_path`` is a ``.safetensors`` checkpoint (PyTorch), or a file from ``mieruka export``: ``.onnx`` (ONNX
+    Runtime on ``provider``) or OpenVINO ``.xml`` (``device`` is then ignored). All get the same preprocessing. The
+    verdict is the gate of :func:`mieruka.metrics.gate` at ``threshold`` (default: the model's
     :attr:`~mieruka.checkpoint.ModelInfo.decision_threshold`).
 
     Args:
@@ -237,19 +259,21 @@ def predict(
         engine: Where the model runs (:class:`~mieruka.batch.engine.EngineOptions`; default: this process).
         decode: Where JPEGs are decoded (:data:`~mieruka.inference.DECODE_CHOICES`; ``auto``: on the GPU when the
             model runs on one).
+        provider: ONNX Runtime's execution provider for an ``.onnx`` model (:mod:`mieruka.deploy.providers`);
+            ``cpu``/``cuda`` also choose the device of a ``.safetensors`` model when ``device`` is ``auto``.
 
     Raises:
         DataError: ``strict`` and an unreadable image; or every image failed.
     """
     engine = engine or EngineOptions()
-    worker = PredictWorker(str(model_path), device, threshold, batch_size, tta, decode)
+    worker = PredictWorker(str(model_path), device, threshold, batch_size, tta, decode, provider)
     paths = collect_images(inputs)
-    info = _info(model_path)
+    info, runtime = _info(model_path, device, provider)
     header = ("image", "class", "probability", "verdict", "ng_probability", *(f"p[{c}]" for c in info.classes))
     sink = open_sink(out, (*header, "error"), resume=resume) if out is not None else None
     done = sink.done() if sink is not None else set()
     todo = [Item(i, str(p)) for i, p in enumerate(p for p in paths if str(p) not in done)]
-    run = PredictRun(images=len(todo), skipped=len(paths) - len(todo))
+    run = PredictRun(images=len(todo), skipped=len(paths) - len(todo), runtime=runtime)
     try:
         chunks = run_items(
             worker,
@@ -287,6 +311,8 @@ class PredictRun:
     threshold: float | None = None
     first_error: str = ""
     results: list[Prediction] = field(default_factory=list)
+    runtime: str = ""
+    """What ran the model: ``onnxruntime (cpu)``, ``openvino (openvino:CPU)``, ``pytorch (cuda)``…"""
 
     def add(self, results: Sequence[Prediction], keep: bool) -> None:
         for r in results:

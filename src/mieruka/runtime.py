@@ -1,4 +1,5 @@
-"""Running a model for prediction with heatmaps, from an ONNX file (ONNX Runtime, CPU) or a checkpoint (PyTorch).
+"""Running a model for prediction with heatmaps: an ONNX file (ONNX Runtime), OpenVINO IR, or a checkpoint
+(PyTorch).
 
 Both backends take the same input — :func:`prepare`, the preprocessing every mieruka command uses
 (:func:`~mieruka.data.store.resize_image` then :func:`~mieruka.data.store.normalize`) — and return the same outputs:
@@ -28,6 +29,7 @@ __all__ = [
     "OnnxModel",
     "Runtime",
     "TorchModel",
+    "check_torch_provider",
     "load_runtime",
     "prepare",
     "run_with_tta",
@@ -50,6 +52,9 @@ class Runtime(Protocol):
     info: ModelInfo
     method: str | None
     backend: str
+    provider: str
+    """What runs it: ONNX Runtime's execution provider (``cpu``, ``cuda``, ``tensorrt``, ``openvino``), OpenVINO's
+    device (``openvino:CPU``), or PyTorch's device (``torch:cpu``, ``torch:cuda``)."""
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities (B, C) and heatmaps (B, S, S) in [0, 1] (``None`` without a heatmap) for input ``x``."""
@@ -57,16 +62,18 @@ class Runtime(Protocol):
 
 
 class OnnxModel:
-    """A file written by ``mieruka export``, run by ONNX Runtime on the CPU.
+    """A file written by ``mieruka export``, run by ONNX Runtime.
 
     Args:
         path: The ``.onnx`` file.
         threads: Threads per inference call (default: ONNX Runtime's choice, one per core).
+        provider: ONNX Runtime's execution provider (:mod:`mieruka.deploy.providers`; default ``cpu``, ``auto``:
+            the best one installed). :attr:`provider` says which one the session really uses.
     """
 
     backend = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None, provider: str = "cpu"):
         try:
             import onnxruntime as ort
         except ImportError:  # pragma: no cover - depends on the installation
@@ -83,10 +90,14 @@ class OnnxModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
+        from mieruka.deploy.providers import provider_list, short_name
+
+        providers = provider_list(provider, ort.get_available_providers())
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:
             raise CheckpointError(f"{self.path}: not an ONNX model that ONNX Runtime can load ({exc})") from None
+        self.provider = short_name(self.session.get_providers()[0])
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("format") != ONNX_FORMAT:
             raise CheckpointError(
@@ -128,6 +139,7 @@ class TorchModel:
         self.module = ExplainedModel(model, method).eval()
         self.method = method if self.module.has_heatmap else None
         self.device = torch.device(device)
+        self.provider = f"torch:{self.device.type}"
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         with torch.inference_mode():
@@ -146,10 +158,31 @@ def run_with_tta(runtime: Runtime, x: np.ndarray, tta: str = "none") -> tuple[np
 
 
 def load_runtime(
-    path: str | os.PathLike[str], *, method: str = "gradcam", device: str = "cpu", threads: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    method: str = "gradcam",
+    device: str = "cpu",
+    threads: int | None = None,
+    provider: str = "auto",
 ) -> Runtime:
-    """An :class:`OnnxModel` for ``.onnx`` files (``threads`` per call), else a :class:`TorchModel` (``method``
-    applies to the latter; an ONNX file carries its own)."""
-    if Path(path).suffix.lower() == ".onnx":
-        return OnnxModel(path, threads=threads)
+    """An :class:`OnnxModel` for ``.onnx`` files (``threads`` per call, on ``provider``), an
+    :class:`~mieruka.deploy.openvino.OpenVinoModel` for OpenVINO IR (``.xml``), else a :class:`TorchModel`
+    (``method`` applies to the latter; exported files carry their own)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".onnx":
+        return OnnxModel(path, threads=threads, provider=provider)
+    if suffix == ".xml":
+        from mieruka.deploy.openvino import OpenVinoModel
+
+        return OpenVinoModel(path, threads=threads)
+    check_torch_provider(provider)
     return TorchModel(path, method=method, device=device)
+
+
+def check_torch_provider(provider: str) -> None:
+    """``--provider`` chooses how exported files run; a ``.safetensors`` model runs on PyTorch (``--device``)."""
+    if provider not in ("auto", "cpu", "cuda"):
+        raise MierukaError(
+            f"--provider {provider}: runs .onnx files only; export the model first (mieruka export), or use "
+            "--device for a .safetensors model"
+        )

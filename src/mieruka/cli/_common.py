@@ -92,6 +92,19 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_provider(p: argparse.ArgumentParser) -> None:
+    """``--provider``: which ONNX Runtime execution provider runs an .onnx model."""
+    from mieruka.deploy.providers import CHOICES
+
+    p.add_argument(
+        "--provider",
+        choices=CHOICES,
+        default="auto",
+        help="ONNX Runtime's execution provider for a .onnx model (default auto: the best one installed; tensorrt "
+        "and cuda need onnxruntime-gpu, openvino onnxruntime-openvino). The one used is printed",
+    )
+
+
 def add_engine(p: argparse.ArgumentParser) -> None:
     """``--engine`` and the Ray options of the batch commands (predict, explain, audit)."""
     g = p.add_argument_group("engine", "where the model runs: this process (local) or a Ray cluster (mieruka[ray])")

@@ -23,8 +23,13 @@ def register(sub: Any) -> None:
         "file's metadata. The file is checked with ONNX Runtime against PyTorch before the command succeeds.",
     )
     p.add_argument("model", type=Path, help="model .safetensors written by mieruka train")
-    p.add_argument("--format", choices=("onnx",), default="onnx", help="output format (onnx)")
-    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument(
+        "--format",
+        choices=("onnx", "openvino"),
+        default="onnx",
+        help="onnx (default), or openvino: OpenVINO IR (--out NAME.xml, NAME.bin beside it; mieruka[openvino])",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the .onnx (or OpenVINO .xml) file to write")
     p.add_argument(
         "--method",
         default="gradcam",
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace) -> None:
         calib=args.calib,
         calib_split=args.calib_split,
         calib_images=args.calib_images,
+        fmt=args.format,
     )
     if r.method is None:
         print(
@@ -72,12 +78,14 @@ def run(args: argparse.Namespace) -> None:
     diffs = f"probabilities {r.max_prob_diff:.1e}" + (
         f", maps {r.max_map_diff:.1e}" if r.max_map_diff is not None else ""
     )
-    print(f"wrote {r.path} ({r.path.stat().st_size / 1e6:.1f} MB, {r.seconds:.0f} s): outputs {', '.join(r.outputs)}")
+    size = r.path.stat().st_size + (r.path.with_suffix(".bin").stat().st_size if r.format == "openvino" else 0)
+    print(f"wrote {r.path} ({size / 1e6:.1f} MB, {r.seconds:.0f} s): outputs {', '.join(r.outputs)}")
     print(f"checked with ONNX Runtime against PyTorch: largest difference {diffs}")
     if r.check is not None:
         c = r.check
         corr = f", heatmap correlation {c.heatmap_corr:.3f}" if c.heatmap_corr is not None else ""
         print(
-            f"{r.precision} against fp32 on {c.images} images: probabilities {c.mean_prob_diff:.4f} apart on average "
+            f"{'OpenVINO ' if r.format == 'openvino' else ''}{r.precision} against the fp32 ONNX graph on "
+            f"{c.images} images: probabilities {c.mean_prob_diff:.4f} apart on average "
             f"(largest {c.max_prob_diff:.3f}), same class on {c.agreement:.1%}{corr}"
         )

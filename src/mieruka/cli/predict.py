@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_common, add_engine, add_tta, engine_options, number_in
+from mieruka.cli._common import add_common, add_engine, add_provider, add_tta, engine_options, number_in
 
 __all__ = ["register", "run"]
 
@@ -17,10 +17,10 @@ def register(sub: Any) -> None:
         "predict",
         help="class, probability and verdict of images",
         description="Classify images (files or folders, searched recursively) with a .safetensors model (PyTorch) "
-        "or a .onnx file from 'mieruka export' (ONNX Runtime on the CPU, same preprocessing). "
+        "or a file from 'mieruka export': .onnx (ONNX Runtime, --provider) or OpenVINO .xml; same preprocessing. "
         "Usage: mieruka predict MODEL IMAGE_OR_DIR... or mieruka predict --model MODEL IMAGE_OR_DIR...",
     )
-    p.add_argument("--model", type=Path, help="the model (.safetensors or .onnx), instead of the first argument")
+    p.add_argument("--model", type=Path, help="the model (.safetensors, .onnx or .xml), instead of the first argument")
     p.add_argument("paths", nargs="+", type=Path, metavar="[MODEL] IMAGE_OR_DIR")
     p.add_argument(
         "--out",
@@ -37,6 +37,7 @@ def register(sub: Any) -> None:
         help="where JPEGs are decoded: on the model's device (GPU) or with Pillow on the CPU (default auto: on the "
         "GPU when the model runs on one)",
     )
+    add_provider(p)
     add_tta(p)
     add_engine(p)
     add_common(p)
@@ -64,7 +65,10 @@ def run(args: argparse.Namespace) -> None:
         keep=args.out is None,
         engine=engine_options(args),
         decode=args.decode,
+        provider=args.provider,
     )
+    if run.runtime:
+        print(f"runtime: {run.runtime}", file=sys.stderr)
     if run.threshold is not None:
         source = "--threshold" if args.threshold is not None else "the model's"
         rule = f"NG when the predicted class is NG or P(NG) >= {run.threshold:.4f} ({source})"

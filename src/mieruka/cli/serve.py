@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import int_at_least, number_in, port
+from mieruka.cli._common import add_provider, int_at_least, number_in, port
 
 __all__ = ["register", "run"]
 
@@ -56,6 +56,7 @@ def register(sub: Any) -> None:
         "concurrent clients faster)",
     )
     p.add_argument("--device", default="auto", help="cpu or cuda for a .safetensors model (default cpu)")
+    add_provider(p)
     p.set_defaults(func=run)
 
 
@@ -73,4 +74,5 @@ def run(args: argparse.Namespace) -> None:
         max_images=args.max_images,
         threads=args.threads,
         workers=args.workers,
+        provider=args.provider,
     )

@@ -19,11 +19,15 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mieruka.checkpoint import ModelInfo
 from mieruka.errors import DataError, MierukaError
+
+if TYPE_CHECKING:
+    from mieruka.runtime import Runtime
 
 __all__ = [
     "CALIB_IMAGES",
@@ -58,6 +62,8 @@ class Tolerance:
 
 
 TOLERANCES = {
+    # float32 in another runtime (OpenVINO IR against the ONNX graph): the same numbers but for rounding
+    "fp32": Tolerance(mean_prob=1e-4, agreement=0.99, heatmap_corr=0.999),
     "fp16": Tolerance(mean_prob=1e-3, agreement=0.99, heatmap_corr=0.99),
     "int8": Tolerance(mean_prob=0.02, agreement=0.97, heatmap_corr=0.95),
 }
@@ -174,18 +180,21 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / denom) if denom > 0 else float(np.array_equal(a, b))
 
 
-def compare(reference: Path, converted: Path, precision: str, x: np.ndarray, batch: int = 16) -> PrecisionCheck:
-    """Run both graphs on ``x`` and measure what :class:`Tolerance` bounds."""
+def compare(
+    reference: Path | Runtime, converted: Path | Runtime, precision: str, x: np.ndarray, batch: int = 16
+) -> PrecisionCheck:
+    """Run both graphs (``.onnx`` paths, or loaded runtimes) on ``x`` and measure what :class:`Tolerance` bounds."""
     from mieruka.runtime import OnnxModel
 
-    ref, low = OnnxModel(reference), OnnxModel(converted)
+    ref = OnnxModel(reference) if isinstance(reference, Path) else reference
+    low = OnnxModel(converted) if isinstance(converted, Path) else converted
     outs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]] = []
     for i in range(0, len(x), batch):
         outs.append((*ref.run(x[i : i + batch]), *low.run(x[i : i + batch])))
     p_ref = np.concatenate([o[0] for o in outs])
     p_low = np.concatenate([o[2] for o in outs])
     corr = None
-    if ref.has_heatmap:
+    if outs and outs[0][1] is not None and outs[0][3] is not None:
         maps: Sequence[tuple[np.ndarray, np.ndarray]] = [
             (a, b)
             for o in outs

@@ -38,9 +38,13 @@ def _build(settings: dict[str, Any]) -> tuple[FastAPI, Runtime]:
     from mieruka.runtime import load_runtime
 
     runtime = load_runtime(
-        settings["model"], method=settings["method"], device=settings["device"], threads=settings["threads"]
+        settings["model"],
+        method=settings["method"],
+        device=settings["device"],
+        threads=settings["threads"],
+        provider=settings.get("provider", "auto"),
     )
-    if runtime.backend == "onnxruntime":
+    if runtime.backend in ("onnxruntime", "openvino"):
         import torch
 
         # ONNX Runtime does the heavy work with its own threads; the small tensor step around it (normalization)
@@ -90,8 +94,10 @@ def serve(
     threads: int | None = None,
     workers: int = 1,
     log_level: str = "info",
+    provider: str = "auto",
 ) -> None:
-    """Load ``model`` (``.onnx`` or ``.safetensors``) and serve it until interrupted.
+    """Load ``model`` (``.onnx``, OpenVINO ``.xml`` or ``.safetensors``) and serve it until interrupted; an ``.onnx``
+    runs on ONNX Runtime's ``provider`` (:mod:`mieruka.deploy.providers`).
 
     With ``workers`` > 1, uvicorn runs that many processes, each with its own copy of the model, which share the
     port: on a CPU box one per core serves concurrent clients faster than one process does (its request threads
@@ -108,6 +114,7 @@ def serve(
         "method": method,
         "device": device,
         "threads": threads,
+        "provider": provider,
         "api_key": api_key,
         "max_upload_mb": max_upload_mb,
         "max_images": max_images,
@@ -120,7 +127,10 @@ def serve(
             file=sys.stderr,
         )
     heat = f"heatmap by {runtime.method}" if runtime.method else "no heatmap (the model's head does not allow one)"
-    print(f"mieruka: {runtime.info.arch}, {len(runtime.info.classes)} classes, {runtime.backend}, {heat}")
+    print(
+        f"mieruka: {runtime.info.arch}, {len(runtime.info.classes)} classes, {runtime.backend} "
+        f"({runtime.provider}), {heat}"
+    )
     print(f"mieruka: page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs")
     if workers == 1:
         uvicorn.run(app, host=host, port=port, log_level=log_level)
