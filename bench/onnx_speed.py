@@ -11,14 +11,16 @@ Contenders:
   * torch_plain: ``model(x)`` under ``torch.inference_mode()``, default memory format — plain eager inference;
   * torch_channels_last: the same in channels-last memory format, which mieruka's own PyTorch predict path uses;
   * onnx: ONNX Runtime on the exported float32 file, outputs probabilities *and* the predicted class's heatmap;
-  * onnx_int8: the same for the int8 file.
+  * onnx_int8: the same for the int8 file;
+  * openvino, openvino_int8: the two graphs as OpenVINO IR (when ``openvino`` is installed), float32 arithmetic for
+    the first.
 
     python bench/onnx_speed.py [--model MODEL.safetensors] [--data MANIFEST] [--batches 1,16] [--repeats 15]
 
 Prints, as its last line, one JSON object: ``speedup_vs_torch`` (the fastest graph's smallest ratio over the batch
-sizes of its images/s to torch_plain's), ``speedup_vs_channels_last`` (likewise), ``int8_speedup_vs_fp32`` (smallest
-over the batch sizes), ``int8_heatmap_corr``, ``int8_accuracy_delta`` (points, int8 − fp32), ``int8_agreement``, and
-per batch size the images/s of each.
+sizes of its images/s to torch_plain's; ``fastest_graph`` names it), ``speedup_vs_channels_last`` (likewise),
+``int8_speedup_vs_fp32`` (smallest over the batch sizes), ``int8_heatmap_corr``, ``int8_accuracy_delta`` (points,
+int8 − fp32), ``int8_agreement``, and per batch size the images/s of each.
 """
 
 from __future__ import annotations
@@ -56,6 +58,24 @@ def _test_set(info, data: Path) -> tuple[np.ndarray, np.ndarray]:  # type: ignor
     return x, np.array([dataset.label_index(s) for s in samples])
 
 
+def _openvino_graphs(fp32: Path, int8: Path, tmp: Path) -> dict[str, object]:
+    """The same two graphs as OpenVINO IR (float32 arithmetic for fp32), when openvino is installed."""
+    try:
+        from mieruka.deploy.openvino import OpenVinoModel, write_ir
+    except ImportError:  # pragma: no cover
+        return {}
+    try:
+        import onnx
+        import openvino  # noqa: F401
+    except ImportError:
+        return {}
+    out = {}
+    for name, path in (("openvino", fp32), ("openvino_int8", int8)):
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        out[name] = OpenVinoModel(write_ir(path, tmp / f"{name}.xml", meta))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="a trained .safetensors (default: the untrained default model)")
@@ -82,6 +102,7 @@ def main() -> None:
         x_test, y_test = _test_set(info, args.data)
         check = compare(exported.path, Path(tmp) / "int8.onnx", "int8", x_test)
         graphs = {"onnx": OnnxModel(exported.path), "onnx_int8": OnnxModel(Path(tmp) / "int8.onnx")}
+        graphs.update(_openvino_graphs(exported.path, Path(tmp) / "int8.onnx", Path(tmp)))
         acc = {k: float((np.concatenate([g.run(x_test[i : i + 16])[0] for i in range(0, len(x_test), 16)]).argmax(1)
                          == y_test).mean()) for k, g in graphs.items()}  # fmt: skip
         result.update(
@@ -114,12 +135,8 @@ def main() -> None:
 
                 return run
 
-            contenders = {
-                "torch_plain": plain,
-                "torch_channels_last": channels_last,
-                "onnx": graph("onnx"),
-                "onnx_int8": graph("onnx_int8"),
-            }
+            contenders = {"torch_plain": plain, "torch_channels_last": channels_last}
+            contenders.update({name: graph(name) for name in graphs})
             times: dict[str, list[float]] = {k: [] for k in contenders}
             for fn in contenders.values():  # warm-up
                 fn()
@@ -130,20 +147,24 @@ def main() -> None:
                     fn()
                     times[name].append(time.perf_counter() - t)
             ips = {name: batch / statistics.median(ts) for name, ts in times.items()}
-            for name in ("onnx", "onnx_int8"):
-                ratios[name].append(ips[name] / ips["torch_plain"])
-            fastest = max(ips["onnx"], ips["onnx_int8"])
+            for name in graphs:
+                ratios.setdefault(name, []).append(ips[name] / ips["torch_plain"])
+            fastest = max(ips[name] for name in graphs)
             ratios["cl"].append(fastest / ips["torch_channels_last"])
             ratios["int8_vs_fp32"].append(ips["onnx_int8"] / ips["onnx"])
             result[f"batch{batch}"] = {
                 **{f"{k}_ips": round(v, 1) for k, v in ips.items()},
                 "onnx_ms": round(1000 * statistics.median(times["onnx"]), 2),
-                "onnx_int8_ms": round(1000 * statistics.median(times["onnx_int8"]), 2),
+                **{f"{k}_ms": round(1000 * statistics.median(times[k]), 2) for k in graphs if k != "onnx"},
                 "int8_vs_fp32": round(ratios["int8_vs_fp32"][-1], 2),
             }
             print(f"batch {batch}: " + json.dumps(result[f"batch{batch}"]), file=sys.stderr)
-    result["speedup_vs_torch"] = round(max(min(ratios["onnx"]), min(ratios["onnx_int8"])), 2)
+    fastest_graph = max(graphs, key=lambda name: min(ratios[name]))
+    result["speedup_vs_torch"] = round(min(ratios[fastest_graph]), 2)
+    result["fastest_graph"] = fastest_graph
     result["fp32_speedup_vs_torch"] = round(min(ratios["onnx"]), 2)
+    for name in graphs:
+        result[f"{name}_speedup_vs_torch"] = round(min(ratios[name]), 2)
     result["speedup_vs_channels_last"] = round(min(ratios["cl"]), 2)
     result["int8_speedup_vs_fp32"] = round(min(ratios["int8_vs_fp32"]), 2)
     result["model"] = str(args.model) if args.model else f"{info.arch} (ImageNet backbone, untrained head)"
