@@ -388,6 +388,7 @@ class _Broken:
     """A runtime that loads but cannot answer (e.g. a model whose input does not fit its graph)."""
 
     backend = "test"
+    provider = "test"
     method = None
 
     def __init__(self, info) -> None:

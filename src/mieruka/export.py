@@ -121,7 +121,22 @@ def export_onnx(
     options = {"method": method, "all_classes": all_classes, "opset": opset, "check_batch": check_batch}
     if precision == "fp32" and fmt == "onnx":
         return export_model(model, info, out, **options)  # type: ignore[arg-type]
-    out = Path(out)
+    return _export_converted(model, info, Path(out), options, precision, fmt, x)
+
+
+def _export_converted(
+    model: nn.Module,
+    info: ModelInfo,
+    out: Path,
+    options: dict[str, object],
+    precision: str,
+    fmt: str,
+    x: np.ndarray | None,
+) -> ExportResult:
+    """The float32 graph written and checked beside ``out``, converted to ``precision`` and/or OpenVINO IR,
+    checked against it, and moved to ``out`` only when every check holds."""
+    from mieruka.deploy import precision as low
+
     if fmt == "openvino" and out.suffix.lower() != ".xml":
         raise MierukaError(f"--out {out}: OpenVINO IR is written as NAME.xml (and NAME.bin beside it)")
     start = time.perf_counter()
