@@ -90,7 +90,8 @@ def _plain_ips(model_path: Path, device: torch.device, batch: int, size: int, re
 
 def _stages(folder: Path, model_path: Path, device: torch.device) -> dict[str, float]:
     """Milliseconds per image of each step of predict's chunk, one after another, on the first 1,024 images."""
-    from mieruka.data.device_decode import DeviceStore, _read, device_decoder
+    from mieruka.data.device_decode import DeviceStore, device_decoder
+    from mieruka.data.jpeg import read_for_device as _read
     from mieruka.inference import predict_probs
     from mieruka.predict import _model, classify_chunk
 

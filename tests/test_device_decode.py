@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mieruka.data.device_decode import DeviceStore, jpeg_header, read_ahead, resize_on_device
+from mieruka.data.device_decode import DeviceStore, resize_on_device
+from mieruka.data.jpeg import jpeg_header, read_ahead
 from mieruka.data.store import ImageStore, resize_image
 from mieruka.predict import PredictWorker, predict
 

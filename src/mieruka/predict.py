@@ -195,11 +195,19 @@ class PredictWorker:
         are read while the GPU classifies this chunk."""
         if self.model is None or decode_device(self.model, self.decode) is None:
             return
-        from mieruka.data.device_decode import read_ahead
+        from mieruka.data.jpeg import read_ahead
 
+        # a thread (a process per run measured 2.6× slower on an H200: its start and the bytes' trip back cost more
+        # than the lock the reader threads compete for; BENCHMARKS.md §3a)
         self._reader = self._reader or ThreadPoolExecutor(1, thread_name_prefix="mieruka-read-ahead")
         paths = tuple(Path(it.path) for it in items)
         self._ahead = (paths, self._reader.submit(read_ahead, paths))
+
+    def close(self) -> None:
+        """Stop the read-ahead thread, if one was started."""
+        if self._reader is not None:
+            self._reader.shutdown(cancel_futures=True)
+            self._reader, self._ahead = None, None
 
     def _prefetched(self, paths: Sequence[Path]) -> dict[Path, bytes | None] | None:
         ahead, self._ahead = self._ahead, None
@@ -292,6 +300,7 @@ def predict(
                 sink.write([_row(r, info.classes) for r in results])
             run.add(results, keep)
     finally:
+        worker.close()
         if sink is not None:
             sink.close()
     if todo and run.errors == len(todo):
