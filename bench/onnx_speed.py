@@ -15,7 +15,7 @@ Contenders:
   * openvino, openvino_int8: the two graphs as OpenVINO IR (when ``openvino`` is installed), float32 arithmetic for
     the first.
 
-    python bench/onnx_speed.py [--model MODEL.safetensors] [--data MANIFEST] [--batches 1,16] [--repeats 15]
+    python bench/onnx_speed.py [--model MODEL.safetensors] [--data MANIFEST] [--batches 1,16] [--repeats 15] [--block 1]
 
 Prints, as its last line, one JSON object: ``speedup_vs_torch`` (the fastest graph's smallest ratio over the batch
 sizes of its images/s to torch_plain's; ``fastest_graph`` names it), ``speedup_vs_channels_last`` (likewise),
@@ -82,6 +82,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="calibration (train) and test data")
     parser.add_argument("--batches", default="1,16", help="comma-separated batch sizes (default 1,16)")
     parser.add_argument("--repeats", type=int, default=15, help="timed repetitions per batch size (default 15)")
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=1,
+        help="timed calls of one contender in a row, after one untimed call (default 1: contenders alternate every "
+        "call, each starting cold after another; 5: the steady state of a process that runs one model)",
+    )
     parser.add_argument("--size", type=int, default=224, help="input size of the default model")
     args = parser.parse_args()
     if args.model is not None:
@@ -141,11 +148,14 @@ def main() -> None:
             for fn in contenders.values():  # warm-up
                 fn()
                 fn()
-            for _ in range(args.repeats):
+            for _ in range(max(1, args.repeats // args.block)):
                 for name, fn in contenders.items():
-                    t = time.perf_counter()
-                    fn()
-                    times[name].append(time.perf_counter() - t)
+                    if args.block > 1:
+                        fn()  # after another contender: caches and thread pools are the other's; not timed
+                    for _ in range(args.block):
+                        t = time.perf_counter()
+                        fn()
+                        times[name].append(time.perf_counter() - t)
             ips = {name: batch / statistics.median(ts) for name, ts in times.items()}
             for name in graphs:
                 ratios.setdefault(name, []).append(ips[name] / ips["torch_plain"])
@@ -167,6 +177,7 @@ def main() -> None:
         result[f"{name}_speedup_vs_torch"] = round(min(ratios[name]), 2)
     result["speedup_vs_channels_last"] = round(min(ratios["cl"]), 2)
     result["int8_speedup_vs_fp32"] = round(min(ratios["int8_vs_fp32"]), 2)
+    result["block"] = args.block
     result["model"] = str(args.model) if args.model else f"{info.arch} (ImageNet backbone, untrained head)"
     result["size"] = size
     result["device"] = cpu_description()
