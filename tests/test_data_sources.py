@@ -83,3 +83,116 @@ def test_manifest_and_folder_give_the_same_samples(synth_dir: Path, tmp_path: Pa
     assert [(s.image.resolve(), s.label, s.split) for s in from_csv.samples] == [
         (s.image.resolve(), s.label, s.split) for s in from_tree.samples
     ]
+
+
+def _split_first(root: Path, per: int = 3, classes: tuple[str, ...] = ("good", "crack")) -> Path:
+    for split, folder in (("train", "train"), ("val", "valid"), ("test", "test")):
+        for c in classes:
+            for i in range(per):
+                _image(root / folder / c / f"{split}_{c}_{i}.png")
+    _image(root / "masks" / "train" / "crack" / "train_crack_0.png")
+    return root
+
+
+def test_split_first_tree_gives_classes_and_splits_from_its_folders(tmp_path: Path) -> None:
+    """ROOT/{train,valid,test}/<class>: classes from the second level, splits from the first (valid → val), masks
+    mirrored under masks/<split>/; the dataset says what layout it read."""
+    root = _split_first(tmp_path / "d")
+    assert read_source(root)[0].name == "split-first"
+    ds = load_dataset(root)
+    assert ds.classes == ("crack", "good")
+    assert {s.split for s in ds.samples} == {"train", "val", "test"}
+    assert all(s.image.name.startswith(s.split) for s in ds.samples)
+    assert all(s.image.name.split("_")[1] == s.label for s in ds.samples)
+    masked = [s for s in ds.samples if s.mask is not None]
+    assert [s.image.name for s in masked] == ["train_crack_0.png"]
+    assert ds.layout.startswith("a split-first tree") and "splits from the data set" in ds.layout
+    assert load_dataset(tmp_path / "d", split_seed=5).samples == ds.samples  # the folders decide, not the seed
+
+
+def test_split_first_needs_every_split_and_warns_of_missing_classes(tmp_path: Path) -> None:
+    root = _split_first(tmp_path / "d")
+    shutil.rmtree(root / "test" / "crack")
+    ds = load_dataset(root)
+    assert any("no images of crack in the test split" in w for w in ds.warnings)
+    shutil.rmtree(root / "test")
+    with pytest.raises(DataError, match="test missing"):
+        load_dataset(root)
+
+
+def test_mixed_split_and_class_folders_are_ambiguous_until_named(tmp_path: Path) -> None:
+    """train/ and test/ beside crack/: the error shows what was seen and how to say which layout is meant."""
+    root = tmp_path / "d"
+    for name in ("train", "test", "crack"):
+        _image(root / name / "a.png")
+    with pytest.raises(DataError, match=r"test, train look like splits, but crack look like classes.*--layout folder"):
+        read_source(root)
+    assert read_source(root, "folder")[0].name == "folder"
+    assert load_dataset(root, layout="folder", fractions=(0.0, 0.0, 1.0)).classes == ("crack", "test", "train")
+    with pytest.raises(DataError, match="--layout 'csv'"):
+        read_source(root, "csv")
+
+
+def test_mvtec_tree(tmp_path: Path) -> None:
+    """train/good is OK training data; test/<type> becomes val and test by a seeded half-and-half split per class;
+    ground_truth/<type>/<stem>_mask.png is attached to its image."""
+    root = tmp_path / "bottle"
+    for i in range(4):
+        _image(root / "train" / "good" / f"{i:03d}.png")
+    for kind in ("good", "broken_large", "contamination"):
+        for i in range(4):
+            _image(root / "test" / kind / f"{i:03d}.png")
+            if kind != "good" and i != 3:
+                _image(root / "ground_truth" / kind / f"{i:03d}_mask.png")
+    (root / "license.txt").write_text("CC BY-NC-SA 4.0")
+    assert read_source(root)[0].name == "mvtec"
+    ds = load_dataset(root)
+    assert ds.classes == ("broken_large", "contamination", "good")
+    assert ds.verdicts == {"broken_large": "NG", "contamination": "NG", "good": "OK"}
+    train = ds.split("train")
+    assert len(train) == 4 and {s.label for s in train} == {"good"}
+    for kind in ("good", "broken_large", "contamination"):
+        assert (
+            sorted(s.split for s in ds.samples if s.label == kind and s.split != "train") == ["test"] * 2 + ["val"] * 2
+        )
+    masks = {(s.label, s.image.stem): s.mask for s in ds.samples if s.label != "good"}
+    assert masks[("broken_large", "000")] == root / "ground_truth" / "broken_large" / "000_mask.png"
+    assert masks[("contamination", "003")] is None
+    assert any("1 defect image(s) have no" in w or "2 defect image(s) have no" in w for w in ds.warnings)
+    assert load_dataset(root).samples == ds.samples  # seeded: the same split every time
+
+
+@pytest.mark.slow
+def test_split_first_tree_trains_with_its_folders(
+    synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The interface: ROOT/{train,val,test}/<class>/ trains with the classes and splits of its folders, says what
+    it detected, and evaluate reads the same splits."""
+    import csv
+
+    from conftest import TINY
+
+    from mieruka.cli import main
+
+    root = tmp_path / "tree"
+    for i, image in enumerate(sorted(p for p in synth_dir.glob("*/*.png") if p.parent.name != "masks")):
+        split = ("train", "train", "val", "test")[i % 4]
+        target = root / split / image.parent.name / image.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, target)
+    run = tmp_path / "run"
+    args = ["train", str(root), "--out", str(run), "--arch", TINY.arch, "--pretrained", "none"]
+    args += ["--image-size", str(TINY.image_size), "--epochs", "1", "--batch-size", "16"]
+    assert main(args) == 0
+    rows = list(csv.DictReader(open(run / "split.csv", encoding="utf-8")))
+    assert len(rows) == 48 and all(Path(r["image"]).parts[-3] == r["split"] for r in rows)  # 6 classes × 8
+    assert all(Path(r["image"]).parts[-2] == r["label"] for r in rows)
+    assert "data: a split-first tree" in capsys.readouterr().out
+    assert (
+        main(["evaluate", str(run / "model.safetensors"), str(root), "--split", "test", "--out", str(tmp_path / "e")])
+        == 0
+    )
+    test_count = sum(1 for _ in (root / "test").rglob("*.png"))
+    import json
+
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["images"] == test_count

@@ -83,12 +83,17 @@ class ModelInfo:
         """Indices of the classes whose verdict is NG."""
         return [i for i, c in enumerate(self.classes) if self.verdicts[c] == "NG"]
 
-    def load_dataset(self, source: str | os.PathLike[str]) -> Dataset:
-        """Index a data set as this model sees it: its class order, its verdicts, its split seed."""
+    def load_dataset(self, source: str | os.PathLike[str], layout: str | None = None) -> Dataset:
+        """Index a data set as this model sees it: its class order, its verdicts, its split seed, and (unless
+        ``layout`` says otherwise) the layout it was trained with when one was named."""
         from mieruka.data.dataset import load_dataset
 
         return load_dataset(
-            source, classes=self.classes, verdicts=self.verdicts, split_seed=int(self.config.get("split_seed", 0))
+            source,
+            classes=self.classes,
+            verdicts=self.verdicts,
+            split_seed=int(self.config.get("split_seed", 0)),
+            layout=layout or str(self.config.get("layout", "auto")),
         )
 
     def to_json(self) -> str:

@@ -55,6 +55,7 @@ class TrainConfig:
             with the best validation balanced accuracy (ties go to fewer views).
         seed: Seed of weights, sampling and augmentation.
         split_seed: Seed of the stratified split when the data gives none.
+        layout: How DATA is laid out (:data:`mieruka.data.sources.LAYOUTS`; ``auto`` detects it).
         ok_classes: Classes that pass; empty means the default naming rule.
         skip_bad: Skip unreadable images (listing them) instead of stopping.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -85,6 +86,7 @@ class TrainConfig:
     tta: str = "none"
     seed: int = 0
     split_seed: int = 0
+    layout: str = "auto"
     ok_classes: tuple[str, ...] = ()
     skip_bad: bool = False
     device: str = "auto"
@@ -110,6 +112,10 @@ class TrainConfig:
             (self.tta in TRAIN_TTA_CHOICES, f"--tta must be one of {', '.join(TRAIN_TTA_CHOICES)}"),
             (self.cache_gb >= 0, "--cache-gb must not be negative"),
             (self.cache in ("auto", "ram", "disk"), "--cache must be one of auto, ram, disk"),
+            (
+                self.layout in ("auto", "manifest", "mvtec", "split-first", "folder"),
+                "--layout must be one of auto, manifest, mvtec, split-first, folder",
+            ),
             (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),
             (self.bit_depth in (None, *BIT_DEPTHS), f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}"),
         ]

@@ -92,6 +92,17 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_layout(p: argparse.ArgumentParser) -> None:
+    """``--layout``: how DATA is laid out, when detection cannot tell (default auto)."""
+    p.add_argument(
+        "--layout",
+        choices=("auto", "manifest", "mvtec", "split-first", "folder"),
+        default=None,
+        help="how DATA is laid out: auto (default: detected and said), manifest (CSV), mvtec (MVTec AD category), "
+        "split-first (ROOT/{train,val,test}/<class>), folder (ROOT/<class>)",
+    )
+
+
 def add_provider(p: argparse.ArgumentParser) -> None:
     """``--provider``: which ONNX Runtime execution provider runs an .onnx model."""
     from mieruka.deploy.providers import CHOICES

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mieruka.cli._common import add_layout
 from mieruka.tta import TRAIN_TTA_CHOICES
 
 __all__ = ["register", "run"]
@@ -26,6 +27,7 @@ _TRAIN_OPTIONS = [
     "tta",
     "seed",
     "split_seed",
+    "layout",
     "device",
     "cache_gb",
     "cache",
@@ -41,7 +43,8 @@ def register(sub: Any) -> None:
         "train",
         help="fine-tune a classifier on a data set",
         description="Fine-tune an ImageNet-pretrained classifier on DATA (a class-per-folder tree "
-        "ROOT/<class>/**/<image> or a manifest CSV image,label[,mask][,split]). Writes RUN/model."
+        "ROOT/<class>/**/<image>, a split-first tree ROOT/{train,val,test}/<class>/<image>, an MVTec AD category, "
+        "or a manifest CSV image,label[,mask][,split]). Writes RUN/model."
         "safetensors (best epoch by validation balanced accuracy), logs, the split and a curve.",
     )
     p.add_argument("data", type=Path, help="class-per-folder tree or manifest CSV")
@@ -74,6 +77,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, help="seed of training (default 0)")
     p.add_argument("--split-seed", type=int, help="seed of the split when the data gives none (default 0)")
+    add_layout(p)
     p.add_argument(
         "--ok",
         action="append",

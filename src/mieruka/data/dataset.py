@@ -62,6 +62,8 @@ class Dataset:
     samples: tuple[Sample, ...]
     ignored: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()
+    layout: str = ""
+    """How the source was read: a line naming the layout (``split-first tree (splits from its folders)``…)."""
 
     def split(self, name: str) -> tuple[Sample, ...]:
         """Samples of one split (``train``, ``val``, ``test``) or ``all``."""
@@ -127,8 +129,11 @@ def load_dataset(
     verdicts: Mapping[str, str] | None = None,
     split_seed: int = 0,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    layout: str = "auto",
 ) -> Dataset:
-    """Index a data set from a class-per-folder tree or a manifest CSV (no image is decoded here).
+    """Index a data set (no image is decoded here): a manifest CSV, a class-per-folder tree, a split-first tree
+    (``train|val|test/<class>``) or an MVTec AD category, detected or named by ``layout``
+    (:data:`~mieruka.data.sources.LAYOUTS`).
 
     Args:
         source: A folder (class-per-folder tree) or a ``.csv`` manifest.
@@ -142,7 +147,7 @@ def load_dataset(
         DataError: The source is missing, empty, malformed, or a class is too small to split.
     """
     path = Path(source)
-    _, contents = read_source(path)
+    reader, contents = read_source(path, layout)
     samples, ignored = contents.samples, contents.ignored
     if not samples:
         raise DataError(f"{path}: no images found (image endings: {', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -180,7 +185,13 @@ def load_dataset(
         samples=tuple(samples),
         ignored=tuple(ignored),
         warnings=tuple(contents.warnings),
+        layout=_layout_line(reader.description, given=all(g is not None for g in given)),
     )
+
+
+def _layout_line(description: str, *, given: bool) -> str:
+    splits = "splits from the data set" if given else "split by mieruka (stratified, seeded)"
+    return f"{description}; {splits}"
 
 
 def describe(dataset: Dataset) -> str:

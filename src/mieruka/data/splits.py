@@ -42,6 +42,9 @@ def stratified_split(
         n = len(order)
         n_val = max(1, round(fractions[1] * n)) if fractions[1] > 0 else 0
         n_test = max(1, round(fractions[2] * n)) if fractions[2] > 0 else 0
+        if fractions[0] == 0:  # no training share: val and test divide the class (rounding may not overshoot)
+            n_val = min(n_val, n - (1 if fractions[2] > 0 else 0))
+            n_test = n - n_val
         n_train = n - n_val - n_test
         if fractions[0] > 0 and n_train < 1:
             n_train, n_val = 1, n_val - 1 if n_val > 1 else n_val

@@ -41,7 +41,8 @@ def load_training_data(
 ) -> TrainingData:
     """Index the data set, decode every image once, stop on bad files (or skip them), check every class can be
     trained and validated, and (``write``) write the run's config and split."""
-    dataset = load_dataset(data, ok_classes=cfg.ok_classes or None, split_seed=cfg.split_seed)
+    dataset = load_dataset(data, ok_classes=cfg.ok_classes or None, split_seed=cfg.split_seed, layout=cfg.layout)
+    print(f"data: {dataset.layout}")
     if expected_classes is not None and tuple(dataset.classes) != tuple(expected_classes):
         raise DataError(
             f"--resume: {run} was trained on the classes {', '.join(expected_classes)}, but {data} has "

@@ -16,7 +16,7 @@ from mieruka.data.sample import NG, Sample, nfc
 from mieruka.data.sources.base import SourceContents
 from mieruka.errors import DataError
 
-__all__ = ["MASKS_DIR", "FolderSource"]
+__all__ = ["MASKS_DIR", "FolderSource", "read_class_folders"]
 
 MASKS_DIR = "masks"
 """The folder beside the class folders that mirrors them with masks (never read as a class or as images)."""
@@ -32,30 +32,32 @@ class FolderSource:
         return path.is_dir()
 
     def read(self, path: Path) -> SourceContents:
-        class_dirs = sorted(
-            p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != MASKS_DIR
-        )
-        if not class_dirs:
-            raise DataError(f"{path}: no class folders found (expected ROOT/<class>/<image> or a manifest CSV)")
-        mask_root = path / MASKS_DIR
-        samples: list[Sample] = []
-        ignored: list[Path] = []
-        warnings: list[str] = []
-        for class_dir in class_dirs:
-            label = nfc(class_dir.name)
-            before = len(samples)
-            for dirpath, dirnames, filenames in os.walk(class_dir):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if name.startswith("."):
-                        continue
-                    image = Path(dirpath) / name
-                    if image.suffix.lower() not in IMAGE_EXTENSIONS:
-                        ignored.append(image)
-                        continue
-                    rel = image.relative_to(path)
-                    mask = find_region_file(mask_root / rel.parent, rel.stem) if mask_root.is_dir() else None
-                    samples.append(Sample(image=image, label=label, verdict=NG, mask=mask))
-            if len(samples) == before:
-                warnings.append(f"{class_dir}: the class folder holds no images, so {label!r} is not a class here")
-        return SourceContents(samples, ignored, warnings)
+        return read_class_folders(path, path / MASKS_DIR)
+
+
+def read_class_folders(path: Path, mask_root: Path, split: str | None = None) -> SourceContents:
+    """The samples of ``path/<class>/**/<image>``, masks from the mirror tree ``mask_root``, with ``split``."""
+    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != MASKS_DIR)
+    if not class_dirs:
+        raise DataError(f"{path}: no class folders found (expected ROOT/<class>/<image> or a manifest CSV)")
+    samples: list[Sample] = []
+    ignored: list[Path] = []
+    warnings: list[str] = []
+    for class_dir in class_dirs:
+        label = nfc(class_dir.name)
+        before = len(samples)
+        for dirpath, dirnames, filenames in os.walk(class_dir):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                image = Path(dirpath) / name
+                if image.suffix.lower() not in IMAGE_EXTENSIONS:
+                    ignored.append(image)
+                    continue
+                rel = image.relative_to(path)
+                mask = find_region_file(mask_root / rel.parent, rel.stem) if mask_root.is_dir() else None
+                samples.append(Sample(image=image, label=label, verdict=NG, mask=mask, split=split))
+        if len(samples) == before:
+            warnings.append(f"{class_dir}: the class folder holds no images, so {label!r} is not a class here")
+    return SourceContents(samples, ignored, warnings)
