@@ -184,7 +184,7 @@ def test_split_first_tree_trains_with_its_folders(
     args = ["train", str(root), "--out", str(run), "--arch", TINY.arch, "--pretrained", "none"]
     args += ["--image-size", str(TINY.image_size), "--epochs", "1", "--batch-size", "16"]
     assert main(args) == 0
-    rows = list(csv.DictReader(open(run / "split.csv", encoding="utf-8")))
+    rows = list(csv.DictReader((run / "split.csv").read_text(encoding="utf-8").splitlines()))
     assert len(rows) == 48 and all(Path(r["image"]).parts[-3] == r["split"] for r in rows)  # 6 classes × 8
     assert all(Path(r["image"]).parts[-2] == r["label"] for r in rows)
     assert "data: a split-first tree" in capsys.readouterr().out
