@@ -18,6 +18,12 @@ def _bad_arguments(tmp: Path, model: Path, data: Path) -> dict[str, list[tuple[l
     missing = str(tmp / "missing.safetensors")
     return {
         "synth": [([str(tmp / "s"), "--per-class", "0"], "--per-class"), ([str(tmp / "s"), "--size", "x"], "--size")],
+        "check": [
+            ([str(tmp / "nothing")], "nothing: no such folder"),
+            ([str(data), "--near-threshold", "2"], "--near-threshold"),
+            ([str(data), "--layout", "weird"], "--layout"),
+            ([str(data), "--layout", "mvtec"], "an MVTec AD category has train/good/"),
+        ],
         "train": [
             ([str(tmp / "nodata"), "--out", str(tmp / "r")], "nodata: no such folder"),
             ([str(data), "--out", str(tmp / "r"), "--epochs", "0"], "--epochs must be at least 1"),
@@ -26,6 +32,7 @@ def _bad_arguments(tmp: Path, model: Path, data: Path) -> dict[str, list[tuple[l
             ([str(data), "--out", str(tmp / "r"), "--bit-depth", "11"], "--bit-depth"),
             ([str(data), "--out", str(tmp / "r"), "--resume"], "holds no interrupted run"),
             ([str(data), "--out", str(tmp / "r"), "--cache", "swap"], "--cache"),
+            ([str(data), "--out", str(tmp / "r"), "--layout", "split-first"], "not a split folder"),
         ],
         "evaluate": [
             ([missing, str(data), "--out", str(tmp / "e")], "missing.safetensors: model file not found"),

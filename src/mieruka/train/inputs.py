@@ -13,6 +13,7 @@ import numpy as np
 from mieruka._io import write_json
 from mieruka.config import TrainConfig
 from mieruka.data.dataset import Dataset, describe, load_dataset
+from mieruka.data.doctor import cheap_warnings
 from mieruka.data.store import ImageStore, scan_images
 from mieruka.errors import DataError
 from mieruka.train.checks import preflight
@@ -89,6 +90,8 @@ def load_training_data(
     if write:
         usable.save_split(run / "split.csv")
     print(describe(usable))
+    for warning in cheap_warnings(usable):  # the data doctor's quick checks (mieruka check runs them all)
+        print(f"warning: {warning}", file=sys.stderr)
     no_val = [c for c in usable.classes if not any(s.label == c for s in usable.split("val"))]
     if no_val:
         print(

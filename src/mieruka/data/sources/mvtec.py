@@ -49,6 +49,9 @@ class MVTecSource:
         return train == [GOOD] and not any((path / v).is_dir() for v in ("val", "valid", "validation"))
 
     def read(self, path: Path) -> SourceContents:
+        for needed in (path / "train" / GOOD, path / "test"):
+            if not needed.is_dir():
+                raise DataError(f"{needed}: no such folder; an MVTec AD category has train/good/ and test/<type>/")
         train, ignored = _images(path / "train" / GOOD)
         samples = [Sample(image=p, label=GOOD, verdict=NG, split="train") for p in train]
         others = sorted(d for d in (path / "train").iterdir() if d.is_dir() and d.name != GOOD)
