@@ -292,7 +292,7 @@ def load_checkpoint(
     extra = {k: v for k, v in tensors.items() if k.startswith("_")}
     state = {k: v for k, v in tensors.items() if not k.startswith("_")}
     _check_arch(path, info.arch)
-    model = build_model(info.arch, len(info.classes))
+    model = build_model(info.arch, len(info.classes), image_size=info.image_size)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

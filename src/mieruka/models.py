@@ -11,6 +11,7 @@ import difflib
 import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -24,6 +25,7 @@ __all__ = [
     "build_model",
     "check_arch",
     "feature_layer",
+    "input_size",
     "load_pretrained",
     "normalization_for",
 ]
@@ -54,16 +56,38 @@ def check_arch(arch: str) -> None:
 
 
 def normalization_for(arch: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """(mean, std) that the architecture's pretrained weights expect."""
+    """(mean, std) that the architecture's pretrained weights expect: its timm pretrained configuration (what
+    ``timm.data.resolve_model_data_config`` reads), except the offline EfficientNet-Lite weights (0.5, 0.5)."""
     if arch.startswith("tf_efficientnet_lite"):
         return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-    return IMAGENET_MEAN, IMAGENET_STD
+    cfg = timm.get_pretrained_cfg(arch)
+    mean, std = getattr(cfg, "mean", None), getattr(cfg, "std", None)
+    if mean is None or std is None or len(mean) != 3 or len(std) != 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)  # type: ignore[return-value]
 
 
-def build_model(arch: str, num_classes: int, *, drop_rate: float = 0.2) -> nn.Module:
-    """A timm model with random weights and a ``num_classes`` head after global average pooling."""
+def build_model(arch: str, num_classes: int, *, drop_rate: float = 0.2, image_size: int | None = None) -> nn.Module:
+    """A timm model with random weights and a ``num_classes`` head after global average pooling.
+
+    ``image_size`` is passed to the architectures built for one input size (vision transformers: ViT, DeiT, Swin),
+    whose patch grid depends on it; convolutional networks take any size and ignore it."""
     check_arch(arch)
-    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, global_pool="avg", drop_rate=drop_rate)
+    options: dict[str, Any] = {
+        "pretrained": False,
+        "num_classes": num_classes,
+        "global_pool": "avg",
+        "drop_rate": drop_rate,
+    }
+    sized: dict[str, Any] = {**options, "img_size": image_size} if image_size else options
+    try:
+        model = timm.create_model(arch, **sized)
+    except TypeError:  # no img_size argument: a network of any input size
+        model = timm.create_model(arch, **options)
+    except (AssertionError, ValueError, RuntimeError) as exc:
+        raise MierukaError(
+            f"--arch {arch} at --image-size {image_size}: timm cannot build it at that size ({exc})"
+        ) from None
     head = model.get_classifier()  # type: ignore[operator]
     if isinstance(head, nn.Linear):
         # Some timm inits scale the head by 1/sqrt(num_classes); with few classes on 1280 pretrained features that
@@ -133,7 +157,16 @@ def load_pretrained(model: nn.Module, arch: str, source: str | os.PathLike[str])
     return model
 
 
-def feature_layer(model: nn.Module, image_size: int = 64) -> str:
+def input_size(model: nn.Module, default: int = 64) -> int:
+    """A size the model accepts: its patch grid's image size for transformers built for one size, else
+    ``default``."""
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if isinstance(size, (tuple, list)) and size:
+        return int(size[0])
+    return int(size) if isinstance(size, int) else default
+
+
+def feature_layer(model: nn.Module, image_size: int | None = None) -> str:
     """Name of the module whose output is ``model.forward_features`` (the last convolutional block).
 
     Found by tracing, not by per-architecture rules: the last module to finish whose output *is* the feature tensor.
@@ -149,7 +182,8 @@ def feature_layer(model: nn.Module, image_size: int = 64) -> str:
         model.eval()
         with torch.no_grad():
             param = next(model.parameters())
-            x = torch.zeros(1, 3, image_size, image_size, device=param.device)
+            size = image_size or input_size(model)
+            x = torch.zeros(1, 3, size, size, device=param.device)
             features = model.forward_features(x)  # type: ignore[operator]
     finally:
         for h in handles:

@@ -17,6 +17,7 @@ an exception is raised.
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mieruka.errors import MierukaError
 from mieruka.explain.methods import METHODS, CAMMethod, MapContext
 from mieruka.explain.scaling import minmax
 from mieruka.explain.targets import ClassTarget, PredictedClass, Target
@@ -32,6 +34,7 @@ from mieruka.explain.targets import ClassTarget, PredictedClass, Target
 __all__ = [
     "FUSIONS",
     "Explanation",
+    "as_map",
     "closed_form_holds",
     "explain",
     "fast_path_head",
@@ -138,6 +141,26 @@ def _capture(model: nn.Module, layers: Sequence[str], differentiable: bool) -> I
     finally:
         for h in handles:
             h.remove()
+
+
+def as_map(model: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """A layer's output as a (B, K, h, w) map: channels-last feature maps (Swin's ``NHWC``) are permuted, and token
+    sequences (ViT, DeiT: (B, prefix + h·w, K)) lose their class / register tokens and are laid out on the patch
+    grid. Convolutional maps pass through unchanged."""
+    if t.dim() == 4 and getattr(model, "output_fmt", "NCHW") == "NHWC":
+        return t.permute(0, 3, 1, 2)
+    if t.dim() != 3:
+        return t
+    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    tokens = t[:, prefix:]
+    n = tokens.shape[1]
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    h, w = (int(grid[0]), int(grid[1])) if grid else (math.isqrt(n), math.isqrt(n))
+    if h * w != n:
+        raise MierukaError(
+            f"{type(model).__name__}: {n} tokens do not fill a {h}×{w} patch grid, so they cannot be drawn as a map"
+        )
+    return tokens.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
 
 
 def fast_path_head(model: nn.Module) -> nn.Linear | None:
@@ -289,6 +312,8 @@ def _finish(cam: CAMMethod, per_layer: list[torch.Tensor], x: torch.Tensor, fusi
 def closed_form_holds(feats: torch.Tensor, logits: torch.Tensor, head: nn.Linear) -> bool:
     """Whether ``logits == W · mean(A) + b`` for features ``feats`` (B, K, h, w): the shape the closed-form
     gradient ∂y/∂A = W / Z needs."""
+    if feats.dim() != 4 or feats.shape[1] != head.in_features:  # e.g. MobileNetV3's convolution after the pooling
+        return False
     expected = F.linear(feats.mean(dim=(2, 3)), head.weight, head.bias)
     return bool(torch.allclose(logits.float(), expected.float(), rtol=1e-4, atol=1e-4 * float(expected.abs().max())))
 
@@ -319,8 +344,11 @@ def _fast(
     score_batch_size: int,
 ) -> Explanation | None:
     with torch.inference_mode():
-        feats = model.forward_features(x)  # type: ignore[operator]  # (B, K, h, w)
-        logits = model.forward_head(feats)  # type: ignore[operator]  # (B, C)
+        raw = model.forward_features(x)  # type: ignore[operator]
+        logits = model.forward_head(raw)  # type: ignore[operator]  # (B, C)
+        feats = as_map(model, raw)  # (B, K, h, w)
+        if feats.dim() != 4:
+            return None
         if not _closed_form_checked(model, head, feats, logits):
             return None
         class_idx = _class_indices(targets, logits, labels)
@@ -361,7 +389,11 @@ def _general(
                     grads_by_layer[n].append(g)
         ctx = MapContext(model, x_in.detach(), class_idx, targets, score_batch_size)
         per_layer = [
-            cam.layer_maps(acts[n].detach(), torch.stack(grads_by_layer[n], 1) if needs_grad else None, ctx)
+            cam.layer_maps(
+                as_map(model, acts[n].detach()),
+                torch.stack([as_map(model, g) for g in grads_by_layer[n]], 1) if needs_grad else None,
+                ctx,
+            )
             for n in layer_names
         ]  # each (B, T, h, w); gradients (B, T, K, h, w)
         logits = logits.detach()

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mieruka.errors import MierukaError
-from mieruka.explain.engine import closed_form_holds, fast_path_head
+from mieruka.explain.engine import as_map, closed_form_holds, fast_path_head
 from mieruka.explain.methods import METHODS
 from mieruka.explain.scaling import minmax
 
@@ -66,8 +66,9 @@ class ExplainedModel(nn.Module):
         return ("probabilities", "heatmap", "heatmaps") if self.all_classes else ("probabilities", "heatmap")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        feats = self.model.forward_features(x)  # type: ignore[operator]  # (B, K, h, w)
-        probs = self.model.forward_head(feats).softmax(1)  # type: ignore[operator]  # (B, C)
+        raw = self.model.forward_features(x)  # type: ignore[operator]
+        probs = self.model.forward_head(raw).softmax(1)  # type: ignore[operator]  # (B, C)
+        feats = as_map(self.model, raw)  # (B, K, h, w)
         if self.head is None:
             return (probs,)
         weight = self.head.weight  # (C, K)
@@ -85,10 +86,14 @@ class ExplainedModel(nn.Module):
         return probs, predicted, maps
 
 
-def _closed_form_holds(model: nn.Module, head: nn.Linear, size: int = 64) -> bool:
-    """The engine's closed-form check on a probe batch (the engine checks every batch; a graph cannot)."""
+def _closed_form_holds(model: nn.Module, head: nn.Linear) -> bool:
+    """The engine's closed-form check on a probe batch (a graph cannot check the batches it will see)."""
+    from mieruka.models import input_size
+
+    size = input_size(model)
     param = next(model.parameters())
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(param.device)
     with torch.inference_mode():
-        feats = model.forward_features(x)  # type: ignore[operator]
-        return closed_form_holds(feats, model.forward_head(feats), head)  # type: ignore[operator]
+        raw = model.forward_features(x)  # type: ignore[operator]
+        feats = as_map(model, raw)
+        return feats.dim() == 4 and closed_form_holds(feats, model.forward_head(raw), head)  # type: ignore[operator]

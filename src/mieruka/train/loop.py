@@ -57,7 +57,7 @@ class _Trainer:
         self.cfg, self.data, self.run, self.device, self.ranks = cfg, data, run, device, ranks
         num_classes = len(data.dataset.classes)
         self.mean, self.std = normalization_for(cfg.arch)
-        model = build_model(cfg.arch, num_classes)
+        model = build_model(cfg.arch, num_classes, image_size=cfg.image_size)
         if cfg.pretrained != "none":
             load_pretrained(model, cfg.arch, cfg.pretrained)
         self.frozen_bn = frozen_batchnorms(model, set(freeze_stages(model, cfg.freeze_stages)))
