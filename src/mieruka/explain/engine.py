@@ -17,7 +17,6 @@ an exception is raised.
 from __future__ import annotations
 
 import contextlib
-import math
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mieruka.errors import MierukaError
+from mieruka.explain.maps import as_map
 from mieruka.explain.methods import METHODS, CAMMethod, MapContext
 from mieruka.explain.scaling import minmax
+from mieruka.explain.state import eval_mode, params_kept, preserved
 from mieruka.explain.targets import ClassTarget, PredictedClass, Target
 
 __all__ = [
@@ -66,54 +66,6 @@ class Explanation:
     fast_path: bool
 
 
-def _all_modules(root: nn.Module) -> list[nn.Module]:
-    """``root`` and every module below it, breadth first (a shared module may appear twice): what
-    ``model.modules()`` yields, at half its cost, which on a GPU is paid before the first kernel starts."""
-    out = [root]
-    i = 0
-    while i < len(out):
-        out.extend(child for child in out[i]._modules.values() if child is not None)
-        i += 1
-    return out
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Every module in eval mode for the block; each module's own mode put back after it, whatever happens."""
-    modes = [(m, m.training) for m in _all_modules(model)]
-    try:
-        for m, training in modes:
-            if training:
-                m.training = False
-        yield
-    finally:
-        for m, training in modes:
-            if m.training is not training:
-                m.training = training
-
-
-@contextlib.contextmanager
-def _params_kept(model: nn.Module) -> Iterator[None]:
-    """Every parameter's ``.grad`` and ``requires_grad`` put back exactly after the block, whatever happens."""
-    params = [(p, p.grad, p.requires_grad) for p in model.parameters()]
-    try:
-        yield
-    finally:
-        for p, grad, requires in params:
-            if p.grad is not grad:
-                p.grad = grad
-            if p.requires_grad is not requires:
-                p.requires_grad_(requires)
-
-
-@contextlib.contextmanager
-def preserved(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode for the block, then restore every module's mode and every parameter's ``.grad``
-    and ``requires_grad`` exactly, whatever happens inside."""
-    with _eval_mode(model), _params_kept(model):
-        yield
-
-
 @contextlib.contextmanager
 def _capture(model: nn.Module, layers: Sequence[str], differentiable: bool) -> Iterator[dict[str, torch.Tensor]]:
     """Forward hooks that keep each layer's output; removed on exit, exceptions included."""
@@ -141,26 +93,6 @@ def _capture(model: nn.Module, layers: Sequence[str], differentiable: bool) -> I
     finally:
         for h in handles:
             h.remove()
-
-
-def as_map(model: nn.Module, t: torch.Tensor) -> torch.Tensor:
-    """A layer's output as a (B, K, h, w) map: channels-last feature maps (Swin's ``NHWC``) are permuted, and token
-    sequences (ViT, DeiT: (B, prefix + h·w, K)) lose their class / register tokens and are laid out on the patch
-    grid. Convolutional maps pass through unchanged."""
-    if t.dim() == 4 and getattr(model, "output_fmt", "NCHW") == "NHWC":
-        return t.permute(0, 3, 1, 2)
-    if t.dim() != 3:
-        return t
-    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
-    tokens = t[:, prefix:]
-    n = tokens.shape[1]
-    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
-    h, w = (int(grid[0]), int(grid[1])) if grid else (math.isqrt(n), math.isqrt(n))
-    if h * w != n:
-        raise MierukaError(
-            f"{type(model).__name__}: {n} tokens do not fill a {h}×{w} patch grid, so they cannot be drawn as a map"
-        )
-    return tokens.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
 
 
 def fast_path_head(model: nn.Module) -> nn.Linear | None:
@@ -251,7 +183,7 @@ def explain(
     cam = METHODS[method]() if isinstance(method, str) else method
     final_layer = _feature_layer(model)
     layer_names = tuple(layers) if layers else (final_layer,)
-    with _eval_mode(model):
+    with eval_mode(model):
         num_classes = _num_classes(model, x)
         tlist = _targets_for(targets, num_classes)
         head = fast_path_head(model) if allow_fast_path and cam.fast_path else None
@@ -261,7 +193,7 @@ def explain(
             result = _fast(model, head, cam, x, tlist, layer_names, labels, score_batch_size)
             if result is not None:
                 return result
-        with _params_kept(model):
+        with params_kept(model):
             return _general(model, cam, x, tlist, layer_names, labels, score_batch_size, fusion)
 
 
