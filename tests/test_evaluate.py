@@ -144,3 +144,25 @@ def test_an_unreadable_image_is_listed_and_left_out_of_the_figures(
     assert all(r["error"] == "" and r["predicted"] for r in rows[:-1])
     with pytest.raises(DataError, match="0 bytes"):
         evaluate(tiny_run / "model.safetensors", data, tmp_path / "e2", strict=True, progress=False)
+
+
+def test_the_exported_file_evaluates_like_the_checkpoint(
+    tiny_run: Path, tiny_onnx: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    """The interface: evaluate MODEL.onnx writes the same metrics.json keys, and the same figures within 1e-4 on
+    probabilities, as the .safetensors it came from; --neighbors needs the checkpoint's features."""
+    from mieruka.cli import main
+    from mieruka.errors import MierukaError
+
+    for name, model in (("st", tiny_run / "model.safetensors"), ("onnx", tiny_onnx)):
+        assert main(["evaluate", str(model), str(synth_dir), "--split", "test", "--out", str(tmp_path / name),
+                     "--device", "cpu", "--quiet"]) == 0  # fmt: skip
+    st = json.loads((tmp_path / "st" / "metrics.json").read_text())
+    ox = json.loads((tmp_path / "onnx" / "metrics.json").read_text())
+    assert sorted(st) == sorted(ox)
+    assert {k: v for k, v in st.items() if k != "model"} == {k: v for k, v in ox.items() if k != "model"}
+    rows = [list(csv.DictReader((tmp_path / n / "predictions.csv").open(encoding="utf-8"))) for n in ("st", "onnx")]
+    cols = [c for c in rows[0][0] if c.startswith("p[")]
+    assert cols and max(abs(float(a[c]) - float(b[c])) for a, b in zip(*rows, strict=True) for c in cols) <= 1e-4
+    with pytest.raises(MierukaError, match="--neighbors needs"):
+        evaluate(tiny_onnx, synth_dir, tmp_path / "nn", neighbors=2, progress=False)

@@ -96,11 +96,13 @@ def evaluate(
     neighbors: int = 0,
     strict: bool = False,
     progress: bool = True,
+    provider: str = "auto",
 ) -> Evaluation:
     """Evaluate a trained model on one split of a data set.
 
     Args:
-        model_path: The ``.safetensors`` model.
+        model_path: The ``.safetensors`` model, or a file from ``mieruka export`` (``.onnx`` on ONNX Runtime's
+            ``provider``, OpenVINO ``.xml``): the shipped artefact checked on the same images, with the same figures.
         data: The data set (folder tree or manifest); folder trees are split with the model's split seed.
         out: Output folder.
         split: ``train``, ``val``, ``test`` or ``all``.
@@ -118,8 +120,12 @@ def evaluate(
     """
     if neighbors < 0:
         raise MierukaError("--neighbors must not be negative")
-    model, info, _ = load_checkpoint(model_path, select_device(device))
-    model = model.to(memory_format=torch.channels_last)
+    model, info = _load(model_path, device, provider)
+    if neighbors and not isinstance(model, torch.nn.Module):
+        raise MierukaError(
+            f"--neighbors needs the model's pooled features, which an exported file ({Path(model_path).name}) does "
+            "not output; evaluate the .safetensors for neighbours"
+        )
     dataset: Dataset = info.load_dataset(data)
     samples = dataset.split(split)
     if not samples:
@@ -160,6 +166,18 @@ def evaluate(
         title=f"{split}: accuracy {metrics['accuracy']:.3f}, balanced {metrics['balanced_accuracy']:.3f}",
     )
     return Evaluation(metrics=metrics, out_dir=out_dir)
+
+
+def _load(model_path: str | os.PathLike[str], device: str, provider: str) -> tuple[Any, ModelInfo]:
+    """A PyTorch model (channels-last) for a checkpoint, the runtime of an exported file."""
+    suffix = Path(model_path).suffix.lower()
+    if suffix in (".onnx", ".xml"):
+        from mieruka.runtime import load_runtime
+
+        runtime = load_runtime(model_path, provider=provider)
+        return runtime, runtime.info
+    model, info, _ = load_checkpoint(model_path, select_device(device))
+    return model.to(memory_format=torch.channels_last), info
 
 
 def _classify(

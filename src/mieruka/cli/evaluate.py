@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from mieruka._text import display_width, ljust
-from mieruka.cli._common import add_common, add_model, add_split, add_tta, fmt_rate, int_at_least, number_in
+from mieruka.cli._common import (
+    add_common,
+    add_model,
+    add_provider,
+    add_split,
+    add_tta,
+    fmt_rate,
+    int_at_least,
+    number_in,
+)
 
 __all__ = ["register", "run"]
 
@@ -21,7 +30,7 @@ def register(sub: Any) -> None:
         "precision/recall/F1, confusion matrix, escape and overkill rates, and an NG threshold chosen "
         "on the validation split. Writes DIR/metrics.json, predictions.csv, confusion_matrix.png.",
     )
-    add_model(p)
+    add_model(p, "model: .safetensors, or a .onnx / OpenVINO .xml from mieruka export (the shipped file, checked)")
     p.add_argument("data", type=Path, help="class-per-folder tree or manifest CSV")
     add_split(p, "test")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -39,6 +48,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--strict", action="store_true", help="stop at the first unreadable image (default: list it and go on)"
     )
+    add_provider(p)
     add_tta(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -58,6 +68,7 @@ def run(args: argparse.Namespace) -> None:
         neighbors=args.neighbors,
         strict=args.strict,
         progress=not args.quiet,
+        provider=args.provider,
     )
     m = ev.metrics
     print(
