@@ -202,8 +202,6 @@ def load(path: str | os.PathLike[str], *, device: str = "cpu", provider: str = "
 def train(data: str | os.PathLike[str], *, out: str | os.PathLike[str], progress: bool = False, **options: Any) -> Any:
     """Train as ``mieruka train DATA --out OUT`` does; ``options`` are :class:`~mieruka.config.TrainConfig`'s
     fields (``epochs=…``, ``arch=…``, ``image_size=…``…). Returns the run's result (``.model_path`` and more)."""
-    from mieruka.config import TrainConfig
-    from mieruka.train import train as run_training
+    from mieruka.train import train_with_options
 
-    resume, overwrite = bool(options.pop("resume", False)), bool(options.pop("overwrite", False))
-    return run_training(data, out, TrainConfig(**options), resume=resume, overwrite=overwrite, progress=progress)
+    return train_with_options(data, out=out, progress=progress, **options)

@@ -120,12 +120,7 @@ def evaluate(
     """
     if neighbors < 0:
         raise MierukaError("--neighbors must not be negative")
-    model, info = _load(model_path, device, provider)
-    if neighbors and not isinstance(model, torch.nn.Module):
-        raise MierukaError(
-            f"--neighbors needs the model's pooled features, which an exported file ({Path(model_path).name}) does "
-            "not output; evaluate the .safetensors for neighbours"
-        )
+    model, info = _load(model_path, device, provider, neighbors)
     dataset: Dataset = info.load_dataset(data)
     samples = dataset.split(split)
     if not samples:
@@ -168,11 +163,17 @@ def evaluate(
     return Evaluation(metrics=metrics, out_dir=out_dir)
 
 
-def _load(model_path: str | os.PathLike[str], device: str, provider: str) -> tuple[Any, ModelInfo]:
+def _load(model_path: str | os.PathLike[str], device: str, provider: str, neighbors: int) -> tuple[Any, ModelInfo]:
     """A PyTorch model (channels-last) for a checkpoint, the runtime of an exported file."""
     suffix = Path(model_path).suffix.lower()
     if suffix in (".onnx", ".xml"):
         from mieruka.runtime import load_runtime
+
+        if neighbors:
+            raise MierukaError(
+                f"--neighbors needs the model's pooled features, which an exported file ({Path(model_path).name}) "
+                "does not output; evaluate the .safetensors for neighbours"
+            )
 
         runtime = load_runtime(model_path, provider=provider)
         return runtime, runtime.info

@@ -14,14 +14,21 @@ from typing import Any
 
 from mieruka.train.loop import TrainResult, train
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "train", "train_with_options"]
+
+
+def train_with_options(data: Any, *, out: Any, progress: bool = False, **options: Any) -> TrainResult:
+    """:func:`train` with :class:`~mieruka.config.TrainConfig`'s fields as keywords (and ``resume``,
+    ``overwrite``): what ``mieruka.train(data, out=…, epochs=…)`` runs."""
+    from mieruka.config import TrainConfig
+
+    resume, overwrite = bool(options.pop("resume", False)), bool(options.pop("overwrite", False))
+    return train(data, out, TrainConfig(**options), resume=resume, overwrite=overwrite, progress=progress)
 
 
 class _CallableModule(types.ModuleType):
-    def __call__(self, data: Any, *, out: Any, **options: Any) -> Any:
-        from mieruka.api import train as api_train
-
-        return api_train(data, out=out, **options)
+    def __call__(self, data: Any, *, out: Any, **options: Any) -> TrainResult:
+        return train_with_options(data, out=out, **options)
 
 
 sys.modules[__name__].__class__ = _CallableModule
