@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ class Evaluation:
 
     metrics: dict[str, Any]
     out_dir: Path
+    model_summary: dict[str, Any] = field(default_factory=dict)
+    """The evaluated model's training summary (the MLflow run it came from, among others)."""
 
 
 def _store(info: ModelInfo, samples: Sequence[Sample], progress: bool) -> ImageStore:
@@ -160,7 +162,7 @@ def evaluate(
         out_dir / "confusion_matrix.png",
         title=f"{split}: accuracy {metrics['accuracy']:.3f}, balanced {metrics['balanced_accuracy']:.3f}",
     )
-    return Evaluation(metrics=metrics, out_dir=out_dir)
+    return Evaluation(metrics=metrics, out_dir=out_dir, model_summary=dict(info.summary))
 
 
 def _load(model_path: str | os.PathLike[str], device: str, provider: str, neighbors: int) -> tuple[Any, ModelInfo]:

@@ -92,6 +92,21 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_tracker(p: argparse.ArgumentParser, *, run_id: bool) -> None:
+    """``--tracker`` (and ``--run-id`` for the commands that log to a training's run)."""
+    choices = ("none", "mlflow", "tensorboard") if not run_id else ("none", "mlflow")
+    p.add_argument(
+        "--tracker",
+        choices=choices,
+        default="none",
+        help="record the figures: mlflow (mieruka[mlflow]; MLFLOW_TRACKING_URI, else ./mlruns)"
+        + (", tensorboard (RUN/tb/)" if not run_id else "; logged to the training's run")
+        + " (default none)",
+    )
+    if run_id:
+        p.add_argument("--run-id", help="the MLflow run to log to (default: the one stored in the model)")
+
+
 def add_layout(p: argparse.ArgumentParser) -> None:
     """``--layout``: how DATA is laid out, when detection cannot tell (default auto)."""
     p.add_argument(

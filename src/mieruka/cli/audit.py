@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_common, add_engine, add_split, engine_options, int_at_least, number_in
+from mieruka.cli._common import (
+    add_common,
+    add_engine,
+    add_split,
+    add_tracker,
+    engine_options,
+    int_at_least,
+    number_in,
+)
 
 __all__ = ["register", "run"]
 
@@ -52,6 +60,7 @@ def register(sub: Any) -> None:
     _add_faithfulness(p)
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (default: error rows)")
     add_engine(p)
+    add_tracker(p, run_id=True)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -101,6 +110,12 @@ def run(args: argparse.Namespace) -> None:
         engine=engine_options(args),
     )
     _print_summary(result.summary)
+    if args.tracker != "none":
+        from mieruka.checkpoint import read_info
+        from mieruka.cli.evaluate import _track
+
+        files = [result.out_dir / "summary.json", result.out_dir / "audit.csv", result.out_dir / "review.csv"]
+        _track(args, read_info(args.model).summary, result.summary["methods"], files, f"audit_{args.split}")
     out = result.out_dir
     print(
         f"results: {out / 'audit.csv'}, {out / 'summary.json'}, {out / 'review.csv'}; "

@@ -13,6 +13,7 @@ from mieruka.cli._common import (
     add_model,
     add_provider,
     add_split,
+    add_tracker,
     add_tta,
     fmt_rate,
     int_at_least,
@@ -49,6 +50,7 @@ def register(sub: Any) -> None:
         "--strict", action="store_true", help="stop at the first unreadable image (default: list it and go on)"
     )
     add_provider(p)
+    add_tracker(p, run_id=True)
     add_tta(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace) -> None:
         provider=args.provider,
     )
     m = ev.metrics
+    _track(args, ev.model_summary, m, [args.out / "metrics.json", args.out / "predictions.csv"], f"eval_{m['split']}")
     print(
         f"{m['split']}: {m['images']} images  accuracy {m['accuracy']:.4f}  balanced accuracy "
         f"{m['balanced_accuracy']:.4f}"
@@ -109,3 +112,13 @@ def run(args: argparse.Namespace) -> None:
             f"{n['errors_nearest_labelled_as_predicted']} have a nearest training image labelled as predicted "
             "(check those labels)"
         )
+
+
+def _track(args: argparse.Namespace, summary: dict, figures: dict, files: list[Path], prefix: str) -> None:
+    """Log to the training's MLflow run (``--run-id``, else the id stored in the model)."""
+    if args.tracker == "none":
+        return
+    from mieruka.tracking import log_evaluation, stored_run_id
+
+    run_id = log_evaluation(args.tracker, args.run_id or stored_run_id(summary), figures, files, prefix)
+    print(f"tracked: MLflow run {run_id}")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_layout
+from mieruka.cli._common import add_layout, add_tracker
 from mieruka.tta import TRAIN_TTA_CHOICES
 
 __all__ = ["register", "run"]
@@ -78,6 +78,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, help="seed of training (default 0)")
     p.add_argument("--split-seed", type=int, help="seed of the split when the data gives none (default 0)")
     add_layout(p)
+    add_tracker(p, run_id=False)
     p.add_argument(
         "--ok",
         action="append",
@@ -151,7 +152,15 @@ def run(args: argparse.Namespace) -> None:
     check_arch(cfg.arch)
     from mieruka.train.distributed import from_env
 
-    result = train(args.data, args.out, cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    result = train(
+        args.data,
+        args.out,
+        cfg,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        tracker=args.tracker,
+    )
     if not from_env().main:  # under torchrun, rank 0 reports the run
         return
     print(f"best epoch {result.best_epoch}: validation balanced accuracy {result.best_val_balanced_accuracy:.4f}")

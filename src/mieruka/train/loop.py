@@ -278,6 +278,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    tracker: str = "none",
 ) -> TrainResult:
     """Train a classifier on ``data`` and write the run into ``out``.
 
@@ -290,6 +291,7 @@ def train(
         resume: Continue the interrupted run in ``out`` from its last finished epoch.
         overwrite: Replace the run in ``out``.
         progress: Show progress bars.
+        tracker: Record the run in ``mlflow`` or ``tensorboard`` (:mod:`mieruka.tracking`) once it is written.
     """
     run = Path(out)
     if resume and overwrite:
@@ -303,6 +305,8 @@ def train(
             trainer = _run(data, run, cfg, device, ranks, resume=resume, overwrite=overwrite, progress=progress)
     finally:
         ranks.stop()
+    if ranks.main:
+        _track(tracker, run, cfg, trainer.history, data)
     return TrainResult(
         run_dir=run,
         model_path=run / "model.safetensors",
@@ -310,6 +314,19 @@ def train(
         best_val_balanced_accuracy=trainer.best_score,
         history=tuple(trainer.history),
     )
+
+
+def _track(tracker: str, run: Path, cfg: TrainConfig, history: list[dict[str, float]], data: Any) -> None:
+    """Log the finished run; an MLflow run's id goes into the model's summary (evaluate and audit log there)."""
+    from mieruka.tracking import log_training
+
+    run_id = log_training(tracker, run, cfg.to_dict(), history, str(data))
+    if run_id is not None:
+        model, info, _ = load_checkpoint(run / "model.safetensors", "cpu")
+        save_checkpoint(
+            run / "model.safetensors", model, replace(info, summary={**info.summary, "mlflow_run_id": run_id})
+        )
+        print(f"tracked: MLflow run {run_id}")
 
 
 def _run(

@@ -1,0 +1,119 @@
+"""Experiment tracking: a training run, and the evaluations and audits of its model, recorded for comparison.
+
+* ``mlflow`` (``pip install 'mieruka[mlflow]'``): a run per training, in ``MLFLOW_TRACKING_URI`` when it is set,
+  else in a local file store ``./mlruns`` (MLflow 3 asks for ``MLFLOW_ALLOW_FILE_STORE=true`` to use one; mieruka
+  sets it for that store only). Training logs the configuration as parameters, every epoch's figures as metrics
+  (step = epoch), the model, the curve and the history; the run's id is stored in the model's summary, so that
+  ``evaluate`` and ``audit`` with ``--tracker mlflow`` log their figures and files to the same run (or to
+  ``--run-id``).
+* ``tensorboard``: event files under ``RUN/tb/`` (``pip install 'mieruka[tensorboard]'``), the epochs' figures as
+  scalars.
+
+The figures are logged once the run has written them, from its own files, so a tracker never changes what is trained.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mieruka.errors import MierukaError
+
+__all__ = ["TRACKERS", "log_evaluation", "log_training", "stored_run_id"]
+
+TRACKERS = ("none", "mlflow", "tensorboard")
+_RUN_ID_KEY = "mlflow_run_id"
+
+
+def _mlflow() -> Any:
+    try:
+        import mlflow
+    except ImportError:
+        raise MierukaError("--tracker mlflow needs MLflow: pip install 'mieruka[mlflow]'") from None
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        mlflow.set_tracking_uri(Path("mlruns").resolve().as_uri())
+    return mlflow
+
+
+def _flat(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts as ``a.b`` keys, lists and None left out."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif value is not None and not isinstance(value, (list, tuple)):
+        out[prefix] = value
+    return out
+
+
+def _numbers(values: dict[str, Any]) -> dict[str, float]:
+    """The numeric entries, named in the characters MLflow accepts (``normal (scratch)`` → ``normal _scratch_``)."""
+    return {
+        re.sub(r"[^\w.\- /]", "_", k): float(v)
+        for k, v in values.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+def log_training(
+    tracker: str, run_dir: Path, config: dict[str, Any], history: Sequence[dict[str, float]], data: str
+) -> str | None:
+    """Record a finished training run; returns the MLflow run id (None for other trackers)."""
+    if tracker == "none":
+        return None
+    if tracker == "tensorboard":
+        _tensorboard(run_dir, history)
+        return None
+    if tracker != "mlflow":
+        raise MierukaError(f"--tracker {tracker!r}: choose {', '.join(TRACKERS)}")
+    mlflow = _mlflow()
+    mlflow.set_experiment("mieruka")
+    with mlflow.start_run(run_name=run_dir.name) as run:
+        params = {k: str(v)[:500] for k, v in _flat("", config, {}).items()}
+        mlflow.log_params({**params, "data": str(data)})
+        for row in history:
+            step = int(row.get("epoch", 0))
+            mlflow.log_metrics(_numbers({k: v for k, v in row.items() if k != "epoch"}), step=step)
+        for name in ("model.safetensors", "training_curve.png", "history.csv", "history.json", "split.csv"):
+            if (run_dir / name).is_file():
+                mlflow.log_artifact(str(run_dir / name))
+        return str(run.info.run_id)
+
+
+def _tensorboard(run_dir: Path, history: Sequence[dict[str, float]]) -> None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise MierukaError("--tracker tensorboard needs TensorBoard: pip install 'mieruka[tensorboard]'") from None
+    with SummaryWriter(str(run_dir / "tb")) as writer:
+        for row in history:
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(key, value, int(row.get("epoch", 0)))
+
+
+def stored_run_id(summary: dict[str, Any]) -> str | None:
+    value = summary.get(_RUN_ID_KEY)
+    return str(value) if value else None
+
+
+def log_evaluation(
+    tracker: str, run_id: str | None, figures: dict[str, Any], files: Sequence[Path], prefix: str
+) -> str | None:
+    """Log ``figures`` (numbers, nested keys flattened, under ``prefix``) and ``files`` to MLflow run ``run_id``
+    (a new run when None); returns the run id."""
+    if tracker == "none":
+        return None
+    if tracker != "mlflow":
+        raise MierukaError(f"--tracker {tracker}: evaluate and audit log to mlflow only")
+    mlflow = _mlflow()
+    mlflow.set_experiment("mieruka")
+    with mlflow.start_run(run_id=run_id) as run:
+        mlflow.log_metrics(_numbers(_flat(prefix, figures, {})))
+        for path in files:
+            if path.is_file():
+                mlflow.log_artifact(str(path), artifact_path=prefix)
+        return str(run.info.run_id)
