@@ -32,7 +32,7 @@ from mieruka.data.images import IMAGE_EXTENSIONS, read_image
 from mieruka.data.sample import nfc
 from mieruka.data.sources.folder import MASKS_DIR
 from mieruka.data.store import ImageStore
-from mieruka.errors import DataError
+from mieruka.errors import DataError, MierukaError
 from mieruka.explain.engine import explain
 from mieruka.explain.render import grid, panel, to_original_size
 from mieruka.explain.scaling import normalize_for_display
@@ -119,23 +119,34 @@ class ExplainWorker:
         self.model_path, self.device, self.method, self.target = model_path, device, method, target
         self.layers, self.batch_size = layers, batch_size
         self.model: torch.nn.Module | None = None
+        self.runtime: Any = None
         self.info: ModelInfo | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # replicas load their own model
-        return {**self.__dict__, "model": None, "info": None}
+        return {**self.__dict__, "model": None, "runtime": None, "info": None}
 
     def setup(self) -> None:
-        if self.model is None:
+        if self.model is None and self.runtime is None:
+            if is_exported(self.model_path):
+                from mieruka.runtime import load_runtime
+
+                self.runtime = load_runtime(self.model_path)
+                self.info = self.runtime.info
+                return
             model, self.info, _ = load_checkpoint(self.model_path, select_device(self.device))
             self.model = model.to(memory_format=torch.channels_last)
 
     def process(self, items: Sequence[Item]) -> list[dict[str, Any]]:
-        model, info = self.model, self.info
-        assert model is not None and info is not None, "setup() first"
+        info = self.info
+        assert info is not None, "setup() first"
         store = ImageStore([it.path for it in items], info.image_size, progress=False, bit_depth=info.bit_depth)
         reasons = {b.path: b.reason for b in store.bad}
         records: list[dict[str, Any]] = [{"index": it.index, "error": reasons.get(it.path, "")} for it in items]
         good = [j for j, it in enumerate(items) if it.path not in reasons]
+        if self.runtime is not None:
+            return self._exported(store, good, records)
+        model = self.model
+        assert model is not None
         targets = parse_target(self.target, info.classes, info.verdicts)
         dev = next(model.parameters()).device
         for idx in batches(good, self.batch_size, desc="explaining", progress=False):
@@ -153,6 +164,43 @@ class ExplainWorker:
             for n, j in enumerate(idx):
                 records[j].update(maps=maps[n], probs=probs[n], classes=classes[n].tolist(), fast=ex.fast_path)
         return records
+
+    def _exported(self, store: ImageStore, good: list[int], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The exported graph's probabilities and predicted-class heatmap (already min–max scaled per image)."""
+        info, runtime = self.info, self.runtime
+        assert info is not None and runtime is not None
+        for idx in batches(good, self.batch_size, desc="explaining", progress=False):
+            x = model_input(store, idx, torch.device("cpu"), info.mean, info.std)
+            probs, heat = runtime.run(x.contiguous().numpy())
+            assert heat is not None
+            for n, j in enumerate(idx):
+                top = int(probs[n].argmax())
+                records[j].update(maps=heat[n][None].astype("float32"), probs=probs[n], classes=[top], fast=True)
+        return records
+
+
+def is_exported(path: str | os.PathLike[str]) -> bool:
+    """A file from ``mieruka export`` (``.onnx``, OpenVINO ``.xml``) rather than a checkpoint."""
+    return Path(path).suffix.lower() in (".onnx", ".xml")
+
+
+def _exported_info(
+    model_path: str | os.PathLike[str], method: str, target: str, layers: Sequence[str] | None
+) -> ModelInfo:
+    """An exported file's description, once it is clear the file can give what is asked: its own method's map of
+    the predicted class."""
+    from mieruka.runtime import load_runtime
+
+    runtime = load_runtime(model_path)
+    name = Path(model_path).name
+    if runtime.method is None:
+        raise MierukaError(f"{name}: the exported graph has no heatmap (its head does not allow one)")
+    if method != runtime.method or target != "pred" or layers:
+        raise MierukaError(
+            f"{name} computes the {runtime.method} map of the predicted class only: explain it with --method "
+            f"{runtime.method} --target pred (and no --layer), or explain the .safetensors for other maps"
+        )
+    return runtime.info
 
 
 def run_explain(
@@ -179,7 +227,7 @@ def run_explain(
     run stops at it); the run fails only when no image could be read.
     """
     engine = engine or EngineOptions()
-    info = read_info(model_path)
+    info = _exported_info(model_path, method, target, layers) if is_exported(model_path) else read_info(model_path)
     paths, labels = _inputs(sources, info, split, need_labels=target == "true")
     if target == "true" and any(lab is None for lab in labels):
         raise DataError("--target true needs images with known classes (a data set); use --target pred for bare images")
