@@ -33,7 +33,8 @@ from mieruka.batch.engine import EngineOptions, Item, run_items
 from mieruka.checkpoint import ModelInfo, read_info
 from mieruka.data.annotations import box_source
 from mieruka.data.sample import Sample
-from mieruka.errors import DataError
+from mieruka.errors import DataError, MierukaError
+from mieruka.explain.run import is_exported
 from mieruka.explain.spec import parse_method_spec
 from mieruka.explain.targets import parse_target
 
@@ -223,7 +224,7 @@ def run_audit(
     if lang not in TEXT:
         raise ValueError(f"--lang {lang!r}: choose en or ja")
     cfg = config or AuditConfig()
-    info = read_info(model_path)
+    info = _info(model_path, methods, target, faithfulness)
     parse_target(target, info.classes, info.verdicts)  # bad options fail before any work
     for spec in methods:
         parse_method_spec(spec)
@@ -257,6 +258,25 @@ def run_audit(
     _report_regions(summary["regions"], boxes_path)
     _write(out_dir, writer.slim, summary, cfg, info, writer.panels if report else None, lang)
     return AuditRun(out_dir=out_dir, summary=summary)
+
+
+def _info(model_path: str | os.PathLike[str], methods: Sequence[str], target: str, faithfulness: int) -> ModelInfo:
+    """The model's description; for an exported file, once it is clear the audit asks only for what its graph
+    computes."""
+    from mieruka.runtime import load_runtime
+
+    if not is_exported(model_path):
+        return read_info(model_path)
+
+    runtime = load_runtime(model_path)
+    name = Path(model_path).name
+    if runtime.method is None or list(methods) != [runtime.method] or target != "pred" or faithfulness:
+        raise MierukaError(
+            f"{name} computes {runtime.method or 'no'} map{'' if runtime.method else 's'} of the predicted class "
+            f"only: audit it with --method {runtime.method or '…'} --target pred and no --faithfulness, or audit the "
+            ".safetensors for other methods"
+        )
+    return runtime.info
 
 
 def _report_regions(counts: dict[str, Any], boxes: Path | None) -> None:

@@ -106,14 +106,21 @@ class AuditWorker:
         self.caption, self.faithfulness, self.fconfig = caption, faithfulness, faithfulness_config
         self.split_size = split_size
         self.model: torch.nn.Module | None = None
+        self.runtime: Any = None
         self.info: ModelInfo | None = None
         self.faith: FaithfulnessRun | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "model": None, "info": None, "faith": None}
+        return {**self.__dict__, "model": None, "runtime": None, "info": None, "faith": None}
 
     def setup(self) -> None:
-        if self.model is not None:
+        if self.model is not None or self.runtime is not None:
+            return
+        if Path(self.model_path).suffix.lower() in (".onnx", ".xml"):  # the exported graph: its own map only
+            from mieruka.runtime import load_runtime
+
+            self.runtime = load_runtime(self.model_path)
+            self.info = self.runtime.info
             return
         model, self.info, _ = load_checkpoint(self.model_path, select_device(self.device))
         self.model = model.to(memory_format=torch.channels_last)
@@ -124,7 +131,7 @@ class AuditWorker:
             )
 
     def process(self, items: Sequence[Item]) -> list[AuditRecord]:
-        assert self.model is not None and self.info is not None, "setup() first"
+        assert self.info is not None, "setup() first"
         info = self.info
         store = ImageStore([it.path for it in items], info.image_size, progress=False, bit_depth=info.bit_depth)
         reasons = {b.path: b.reason for b in store.bad}
@@ -168,15 +175,20 @@ class AuditWorker:
     ) -> None:
         """Every readable image's row (and panel) for one method spec."""
         model, info = self.model, self.info
-        assert model is not None and info is not None
+        assert info is not None and (model is not None or self.runtime is not None)
         method, layers, fusion = parse_method_spec(spec)
-        if layers == (MULTISCALE,):
+        if layers == (MULTISCALE,) and model is not None:
             layers = multiscale_layers(model)
-        device = next(model.parameters()).device
+        device = next(model.parameters()).device if model is not None else torch.device("cpu")
         for idx in batches(good, self.batch_size, desc=f"auditing ({method})", progress=False):
             x = model_input(store, idx, device, info.mean, info.std)
             labels = torch.tensor([items[j].label for j in idx], device=device)
-            ex = explain(model, x, method=method, targets=targets, layers=layers or None, labels=labels, fusion=fusion)
+            if model is None:
+                ex = _graph_explanation(self.runtime, x, method, info.target_layer)
+            else:
+                ex = explain(
+                    model, x, method=method, targets=targets, layers=layers or None, labels=labels, fusion=fusion
+                )
             measured: dict[int, dict[str, Any]] = {}
             if self.faith is not None:
                 keys = [items[j].index for j in idx]
@@ -236,3 +248,19 @@ class AuditWorker:
             row[k] = measured.get(k)
         row["error"] = ""
         return row
+
+
+def _graph_explanation(runtime: Any, x: torch.Tensor, method: str, layer: str) -> Explanation:
+    """An exported graph's answer in the engine's form: its probabilities and its (min–max scaled) map of the
+    predicted class."""
+    probs, heat = runtime.run(x.contiguous().cpu().numpy())
+    p = torch.from_numpy(np.asarray(probs, dtype=np.float32))
+    return Explanation(
+        method=method,
+        layers=(layer,),
+        logits=p.clamp_min(1e-12).log(),
+        probs=p,
+        maps=torch.from_numpy(np.asarray(heat, dtype=np.float32))[:, None],
+        class_indices=p.argmax(1)[:, None],
+        fast_path=True,
+    )
