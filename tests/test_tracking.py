@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,9 @@ def test_mlflow_run_holds_training_evaluation_and_audit(
     assert main(["audit", str(model), str(synth_dir), "--out", str(tmp_path / "a"), "--tracker", "mlflow",
                  "--quiet"]) == 0  # fmt: skip
 
-    mlflow.set_tracking_uri((tmp_path / "mlruns").resolve().as_uri())
+    code = "import mlflow; print(len(mlflow.search_runs(experiment_names=['mieruka'])))"
+    fresh = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert fresh.stdout.split()[-1] == "1"  # a fresh process, MLflow's default store: the run in ./mlruns
     runs = mlflow.search_runs(experiment_names=["mieruka"])
     assert len(runs) == 1  # evaluate and audit logged to the training's run (its id is stored in the model)
     row = runs.iloc[0]
