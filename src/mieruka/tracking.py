@@ -2,10 +2,10 @@
 
 * ``mlflow`` (``pip install 'mieruka[mlflow]'``, MLflow 2): a run per training, in ``MLFLOW_TRACKING_URI`` when it
   is set, else in the local file store ``./mlruns``, MLflow 2's default (MLflow 3, if installed instead, keeps file
-  stores behind ``MLFLOW_ALLOW_FILE_STORE=true``; mieruka sets it for that store only). Training logs the configuration as parameters, every epoch's figures as metrics
-  (step = epoch), the model, the curve and the history; the run's id is stored in the model's summary, so that
-  ``evaluate`` and ``audit`` with ``--tracker mlflow`` log their figures and files to the same run (or to
-  ``--run-id``).
+  stores behind ``MLFLOW_ALLOW_FILE_STORE=true``; mieruka sets it for that store only). Training logs the
+  configuration as parameters, every epoch's figures as metrics (step = epoch), the model, the curve and the
+  history; the run's id is stored in the model's summary, so that ``evaluate`` and ``audit`` with ``--tracker
+  mlflow`` log their figures and files to the same run (or to ``--run-id``).
 * ``tensorboard``: event files under ``RUN/tb/`` (``pip install 'mieruka[tensorboard]'``), the epochs' figures as
   scalars.
 
