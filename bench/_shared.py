@@ -19,12 +19,14 @@ from mieruka.models import build_model, feature_layer, load_pretrained, normaliz
 CLASSES = ("blowhole", "break", "crack", "fray", "free", "uneven")
 
 
-def default_model(size: int = 224) -> tuple[nn.Module, ModelInfo]:
-    """The default architecture with its offline ImageNet backbone and a 6-class head (speed does not depend on
-    training, so no training is needed), and its description."""
+def default_model(size: int = 224, pretrained: bool = True) -> tuple[nn.Module, ModelInfo]:
+    """The default architecture with its offline ImageNet backbone (random weights with ``pretrained=False``, for
+    machines without the weights' package) and a 6-class head (speed does not depend on training, so no training is
+    needed), and its description."""
     arch = TrainConfig().arch
     torch.manual_seed(0)
-    model = load_pretrained(build_model(arch, len(CLASSES)), arch, "imagenet").eval()
+    model = build_model(arch, len(CLASSES))
+    model = (load_pretrained(model, arch, "imagenet") if pretrained else model).eval()
     mean, std = normalization_for(arch)
     info = ModelInfo(
         arch=arch,

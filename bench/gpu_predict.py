@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,13 +34,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mieruka.checkpoint import ModelInfo, save_checkpoint
-from mieruka.inference import select_device
-from mieruka.models import build_model, feature_layer, normalization_for
-from mieruka.predict import predict
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shared import default_model
 
-ARCH = "tf_efficientnet_lite0"
-CLASSES = ("blowhole", "break", "crack", "fray", "free", "uneven")
+from mieruka.checkpoint import save_checkpoint
+from mieruka.inference import select_device
+from mieruka.predict import predict
 
 
 def _write_jpeg(path: Path, width: int, height: int, seed: int) -> None:
@@ -50,18 +50,7 @@ def _write_jpeg(path: Path, width: int, height: int, seed: int) -> None:
 
 
 def _model(out: Path, size: int) -> Path:
-    torch.manual_seed(0)
-    model = build_model(ARCH, len(CLASSES)).eval()
-    mean, std = normalization_for(ARCH)
-    info = ModelInfo(
-        arch=ARCH,
-        classes=CLASSES,
-        verdicts={c: "OK" if c == "free" else "NG" for c in CLASSES},
-        image_size=size,
-        mean=mean,
-        std=std,
-        target_layer=feature_layer(model),
-    )
+    model, info = default_model(size, pretrained=False)  # random weights: speed does not depend on them
     return save_checkpoint(out, model, info)
 
 
