@@ -196,3 +196,18 @@ def test_split_first_tree_trains_with_its_folders(
     import json
 
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["images"] == test_count
+
+
+def test_layout_option_of_evaluate_and_audit(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """--layout reads a data set another way than the model was trained with: a tree with an empty folder named
+    like a split is refused under auto and read under --layout folder by evaluate and audit."""
+    from mieruka.cli import main
+
+    root = tmp_path / "mixed"
+    shutil.copytree(synth_dir, root, ignore=shutil.ignore_patterns("manifest.csv"))
+    (root / "train").mkdir()  # a folder named like a split beside the class folders: ambiguous
+    model = str(tiny_run / "model.safetensors")
+    assert main(["evaluate", model, str(root), "--out", str(tmp_path / "e0"), "--quiet"]) == 2
+    args = ["--layout", "folder", "--quiet"]
+    assert main(["evaluate", model, str(root), "--out", str(tmp_path / "e"), *args]) == 0
+    assert main(["audit", model, str(root), "--out", str(tmp_path / "a"), "--method", "gradcam", *args]) == 0

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +95,10 @@ class ModelInfo:
             split_seed=int(self.config.get("split_seed", 0)),
             layout=layout or str(self.config.get("layout", "auto")),
         )
+
+    def with_layout(self, layout: str | None) -> ModelInfo:
+        """This description, reading data sets with ``layout`` (``--layout``) instead of the training's, if given."""
+        return self if not layout else replace(self, config={**self.config, "layout": layout})
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, allow_nan=False)

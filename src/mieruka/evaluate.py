@@ -99,6 +99,7 @@ def evaluate(
     strict: bool = False,
     progress: bool = True,
     provider: str = "auto",
+    layout: str | None = None,
 ) -> Evaluation:
     """Evaluate a trained model on one split of a data set.
 
@@ -116,6 +117,7 @@ def evaluate(
         strict: Stop at the first unreadable image (default: it is listed under ``unreadable`` in ``metrics.json``
             and as a row with an ``error`` in ``predictions.csv``, and the figures are those of the other images).
         progress: Show progress bars.
+        layout: How ``data`` is laid out (``--layout``; default: as the model was trained).
 
     The images are read a chunk at a time (:func:`mieruka.inference.classify_files`), so memory does not grow
     with the split.
@@ -123,7 +125,7 @@ def evaluate(
     if neighbors < 0:
         raise MierukaError("--neighbors must not be negative")
     model, info = _load(model_path, device, provider, neighbors)
-    dataset: Dataset = info.load_dataset(data)
+    dataset: Dataset = info.with_layout(layout).load_dataset(data)
     samples = dataset.split(split)
     if not samples:
         raise DataError(f"{data}: the {split} split is empty")

@@ -197,6 +197,7 @@ def run_audit(
     progress: bool = True,
     strict: bool = False,
     engine: EngineOptions | None = None,
+    layout: str | None = None,
 ) -> AuditRun:
     """Audit the explanations of one split for one or more methods.
 
@@ -205,8 +206,7 @@ def run_audit(
     with an ``error`` and is counted in the summary (``strict``: the run stops at it).
 
     Args:
-        model_path, data, out, split: The ``.safetensors`` model, a data set with masks, the output folder, and
-            the split to audit.
+        model_path, data, out, split: The model, a data set with masks, the output folder, the split to audit.
         methods: Method specs (:func:`~mieruka.explain.spec.parse_method_spec`).
         target: What the maps explain: ``pred`` (the decision, default), ``true``, ``ng`` or a class name.
         config, device, batch_size: Triage thresholds; ``auto``, ``cpu`` or ``cuda``; images per batch.
@@ -218,13 +218,13 @@ def run_audit(
             randomization; :mod:`mieruka.audit.faithfulness`) on this many images of the split, evenly spread
             (0: off; they cost about 2 × (steps + 1) forward passes per image and method).
         faithfulness_config: Steps, baseline fill and the randomization threshold.
-        progress, strict: Show progress bars; stop at the first unreadable image.
-        engine: Where the model runs (:class:`~mieruka.batch.engine.EngineOptions`).
+        progress, strict, engine: Show progress bars; stop at the first unreadable image; where the model runs.
+        layout: How ``data`` is laid out (``--layout``; default: as the model was trained).
     """
     if lang not in TEXT:
         raise ValueError(f"--lang {lang!r}: choose en or ja")
     cfg = config or AuditConfig()
-    info = _info(model_path, methods, target, faithfulness)
+    info = _info(model_path, methods, target, faithfulness).with_layout(layout)
     parse_target(target, info.classes, info.verdicts)  # bad options fail before any work
     for spec in methods:
         parse_method_spec(spec)

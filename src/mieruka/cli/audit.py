@@ -10,6 +10,7 @@ from typing import Any
 from mieruka.cli._common import (
     add_common,
     add_engine,
+    add_layout,
     add_split,
     add_tracker,
     engine_options,
@@ -61,6 +62,7 @@ def register(sub: Any) -> None:
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (default: error rows)")
     add_engine(p)
     add_tracker(p, run_id=True)
+    add_layout(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         strict=args.strict,
         engine=engine_options(args),
+        layout=args.layout,
     )
     _print_summary(result.summary)
     if args.tracker != "none":

@@ -10,6 +10,7 @@ from typing import Any
 from mieruka._text import display_width, ljust
 from mieruka.cli._common import (
     add_common,
+    add_layout,
     add_model,
     add_provider,
     add_split,
@@ -51,6 +52,7 @@ def register(sub: Any) -> None:
     )
     add_provider(p)
     add_tracker(p, run_id=True)
+    add_layout(p)
     add_tta(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace) -> None:
         strict=args.strict,
         progress=not args.quiet,
         provider=args.provider,
+        layout=args.layout,
     )
     m = ev.metrics
     _track(args, ev.model_summary, m, [args.out / "metrics.json", args.out / "predictions.csv"], f"eval_{m['split']}")

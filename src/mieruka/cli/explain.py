@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_common, add_engine, add_split, engine_options, int_at_least, number_in
+from mieruka.cli._common import (
+    add_common,
+    add_engine,
+    add_layout,
+    add_split,
+    engine_options,
+    int_at_least,
+    number_in,
+)
 
 __all__ = ["register", "run"]
 
@@ -57,6 +65,7 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=int_at_least(1), default=16, help="images per batch (default 16)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (default: list it)")
     add_engine(p)
+    add_layout(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -80,6 +89,7 @@ def run(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         strict=args.strict,
         engine=engine_options(args),
+        layout=args.layout,
     )
     m = result.manifest
     fast = sum(r.get("fast_path", False) for r in m["images"])

@@ -219,6 +219,7 @@ def run_explain(
     progress: bool = True,
     strict: bool = False,
     engine: EngineOptions | None = None,
+    layout: str | None = None,
 ) -> ExplainRun:
     """Explain every image of ``sources`` (data sets or image files/folders) and write panels, maps, manifest.
 
@@ -228,6 +229,7 @@ def run_explain(
     """
     engine = engine or EngineOptions()
     info = _exported_info(model_path, method, target, layers) if is_exported(model_path) else read_info(model_path)
+    info = info.with_layout(layout)  # --layout: how the data sets among the sources are laid out
     paths, labels = _inputs(sources, info, split, need_labels=target == "true")
     if target == "true" and any(lab is None for lab in labels):
         raise DataError("--target true needs images with known classes (a data set); use --target pred for bare images")
