@@ -61,18 +61,15 @@ def _test_set(info, data: Path) -> tuple[np.ndarray, np.ndarray]:  # type: ignor
 def _openvino_graphs(fp32: Path, int8: Path, tmp: Path) -> dict[str, object]:
     """The same two graphs as OpenVINO IR (float32 arithmetic for fp32), when openvino is installed."""
     try:
-        from mieruka.deploy.openvino import OpenVinoModel, write_ir
-    except ImportError:  # pragma: no cover
-        return {}
-    try:
-        import onnx
         import openvino  # noqa: F401
     except ImportError:
         return {}
+    from mieruka.deploy.exported import onnx_metadata_of
+    from mieruka.deploy.openvino import OpenVinoModel, write_ir
+
     out = {}
     for name, path in (("openvino", fp32), ("openvino_int8", int8)):
-        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        out[name] = OpenVinoModel(write_ir(path, tmp / f"{name}.xml", meta))
+        out[name] = OpenVinoModel(write_ir(path, tmp / f"{name}.xml", onnx_metadata_of(path)))
     return out
 
 

@@ -112,10 +112,7 @@ class TrainConfig:
             (self.tta in TRAIN_TTA_CHOICES, f"--tta must be one of {', '.join(TRAIN_TTA_CHOICES)}"),
             (self.cache_gb >= 0, "--cache-gb must not be negative"),
             (self.cache in ("auto", "ram", "disk"), "--cache must be one of auto, ram, disk"),
-            (
-                self.layout in ("auto", "manifest", "mvtec", "split-first", "folder"),
-                "--layout must be one of auto, manifest, mvtec, split-first, folder",
-            ),
+            (self.layout in _layouts(), f"--layout must be one of {', '.join(_layouts())}"),
             (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),
             (self.bit_depth in (None, *BIT_DEPTHS), f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}"),
         ]
@@ -191,3 +188,9 @@ def _check_types(cls: type, values: dict[str, Any], prefix: str = "") -> None:
             ok, kind = isinstance(value, str), "text"
         if not ok:
             raise ValueError(f"{prefix}{f.name}: expected {kind}, got {value!r}")
+
+
+def _layouts() -> tuple[str, ...]:
+    from mieruka.data.sources import LAYOUTS
+
+    return LAYOUTS

@@ -169,17 +169,16 @@ def evaluate(
 
 def _load(model_path: str | os.PathLike[str], device: str, provider: str, neighbors: int) -> tuple[Any, ModelInfo]:
     """A PyTorch model (channels-last) for a checkpoint, the runtime of an exported file."""
-    suffix = Path(model_path).suffix.lower()
-    if suffix in (".onnx", ".xml"):
-        from mieruka.runtime import load_runtime
+    from mieruka.runtime import is_exported, load_exported
 
+    if is_exported(model_path):
         if neighbors:
             raise MierukaError(
                 f"--neighbors needs the model's pooled features, which an exported file ({Path(model_path).name}) "
                 "does not output; evaluate the .safetensors for neighbours"
             )
 
-        runtime = load_runtime(model_path, provider=provider)
+        runtime = load_exported(model_path, provider=provider)
         return runtime, runtime.info
     model, info, _ = load_checkpoint(model_path, select_device(device))
     return model.to(memory_format=torch.channels_last), info

@@ -187,15 +187,13 @@ def _openvino_check(
 ) -> PrecisionCheck:
     """Convert ``candidate`` to IR beside ``out``, check it against the float32 ONNX graph, then move it to
     ``out`` (the ``.xml`` and its ``.bin``)."""
-    import onnx
-
     from mieruka.deploy import openvino
+    from mieruka.deploy.exported import onnx_metadata_of
     from mieruka.deploy.precision import compare
 
     xml = out.with_name(f".{out.stem}.tmp.xml")
     temps += [xml, xml.with_suffix(".bin")]
-    meta = {p.key: p.value for p in onnx.load(str(candidate), load_external_data=False).metadata_props}
-    openvino.write_ir(candidate, xml, {**meta, "precision": precision})
+    openvino.write_ir(candidate, xml, {**onnx_metadata_of(candidate), "precision": precision})
     check = compare(reference, openvino.OpenVinoModel(xml), precision, x)
     _raise_missed(check, out, f"OpenVINO {precision}")
     os.replace(xml.with_suffix(".bin"), out.with_suffix(".bin"))

@@ -27,7 +27,7 @@ from mieruka.data.sources.folder import MASKS_DIR
 from mieruka.errors import DataError
 from mieruka.inference import classify_files, decode_device, select_device
 from mieruka.metrics import gate, ng_probability
-from mieruka.runtime import OnnxModel, check_torch_provider
+from mieruka.runtime import OnnxModel, check_torch_provider, is_exported, load_exported
 
 __all__ = [
     "PREDICT_CHUNK",
@@ -86,18 +86,6 @@ PREDICT_CHUNK = 256
 """Images decoded, classified and written per step: memory stays flat however many images there are."""
 
 
-def _exported(model_path: str | os.PathLike[str], provider: str) -> OnnxModel | Any | None:
-    """The runtime of an exported file (``.onnx`` on ONNX Runtime's ``provider``, OpenVINO ``.xml``), else None."""
-    suffix = Path(model_path).suffix.lower()
-    if suffix == ".onnx":
-        return OnnxModel(model_path, provider=provider)
-    if suffix == ".xml":
-        from mieruka.deploy.openvino import OpenVinoModel
-
-        return OpenVinoModel(model_path)
-    return None
-
-
 def _torch_device(device: str, provider: str) -> str:
     check_torch_provider(provider)
     return provider if device == "auto" and provider in ("cpu", "cuda") else device
@@ -106,19 +94,28 @@ def _torch_device(device: str, provider: str) -> str:
 def _model(
     model_path: str | os.PathLike[str], device: str, provider: str = "auto"
 ) -> tuple[nn.Module | OnnxModel, ModelInfo]:
-    exported = _exported(model_path, provider)
-    if exported is not None:
+    if is_exported(model_path):
+        exported = load_exported(model_path, provider=provider)
         return exported, exported.info
     model, info, _ = load_checkpoint(model_path, select_device(_torch_device(device, provider)))
     return model.to(memory_format=torch.channels_last), info
 
 
-def _info(model_path: str | os.PathLike[str], device: str, provider: str) -> tuple[ModelInfo, str]:
-    """The model's description and what will run it, without building a PyTorch model (the replicas do)."""
-    exported = _exported(model_path, provider)
-    if exported is not None:
-        return exported.info, f"{exported.backend} ({exported.provider})"
-    return read_info(model_path), f"pytorch ({select_device(_torch_device(device, provider))})"
+def _info(worker: PredictWorker, engine: EngineOptions) -> tuple[ModelInfo, str]:
+    """The model's description and what runs it."""
+    if engine.name == "local":  # the driver's worker is the local engine's replica: its model is loaded once, here
+        worker.setup()
+        model, info = worker.model, worker.info
+    elif is_exported(worker.model_path):  # a Ray driver: the replicas load their own copies
+        model = load_exported(worker.model_path, provider=worker.provider)
+        info = model.info
+    else:
+        device = select_device(_torch_device(worker.device, worker.provider))
+        return read_info(worker.model_path), f"pytorch ({device})"
+    assert model is not None and info is not None
+    if isinstance(model, nn.Module):
+        return info, f"pytorch ({next(model.parameters()).device})"
+    return info, f"{model.backend} ({model.provider})"
 
 
 def classify_chunk(
@@ -276,7 +273,7 @@ def predict(
     engine = engine or EngineOptions()
     worker = PredictWorker(str(model_path), device, threshold, batch_size, tta, decode, provider)
     paths = collect_images(inputs)
-    info, runtime = _info(model_path, device, provider)
+    info, runtime = _info(worker, engine)
     header = ("image", "class", "probability", "verdict", "ng_probability", *(f"p[{c}]" for c in info.classes))
     sink = open_sink(out, (*header, "error"), resume=resume) if out is not None else None
     done = sink.done() if sink is not None else set()

@@ -13,23 +13,28 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from mieruka.checkpoint import ModelInfo
 from mieruka.data.store import normalize, resize_image
+from mieruka.deploy.exported import ExportedRuntime
 from mieruka.errors import CheckpointError, MierukaError
 from mieruka.tta import tta_views
 
 __all__ = [
+    "EXPORTED_SUFFIXES",
     "ONNX_FORMAT",
     "ONNX_FORMAT_VERSION",
+    "ExportedRuntime",
     "OnnxModel",
     "Runtime",
     "TorchModel",
     "check_torch_provider",
+    "is_exported",
+    "load_exported",
     "load_runtime",
     "prepare",
     "run_with_tta",
@@ -61,7 +66,16 @@ class Runtime(Protocol):
         ...
 
 
-class OnnxModel:
+EXPORTED_SUFFIXES = (".onnx", ".xml")
+"""Files from ``mieruka export``: an ONNX graph, or OpenVINO IR."""
+
+
+def is_exported(path: str | os.PathLike[str]) -> bool:
+    """A file from ``mieruka export`` (``.onnx``, OpenVINO ``.xml``) rather than a ``.safetensors`` checkpoint."""
+    return Path(path).suffix.lower() in EXPORTED_SUFFIXES
+
+
+class OnnxModel(ExportedRuntime):
     """A file written by ``mieruka export``, run by ONNX Runtime.
 
     Args:
@@ -111,18 +125,10 @@ class OnnxModel:
         self.method: str | None = meta.get("method") or None
         self.input_name = self.session.get_inputs()[0].name
 
-    @property
-    def has_heatmap(self) -> bool:
-        return "heatmap" in self.outputs
-
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         wanted = ["probabilities", "heatmap"] if self.has_heatmap else ["probabilities"]
         out = self.session.run(wanted, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
         return out[0], (out[1] if self.has_heatmap else None)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Probabilities for a normalized batch (the form :func:`mieruka.inference.predict_probs` takes)."""
-        return torch.from_numpy(self.run(x.detach().cpu().numpy())[0])
 
 
 class TorchModel:
@@ -168,15 +174,22 @@ def load_runtime(
     """An :class:`OnnxModel` for ``.onnx`` files (``threads`` per call, on ``provider``), an
     :class:`~mieruka.deploy.openvino.OpenVinoModel` for OpenVINO IR (``.xml``), else a :class:`TorchModel`
     (``method`` applies to the latter; exported files carry their own)."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".onnx":
-        return OnnxModel(path, threads=threads, provider=provider)
-    if suffix == ".xml":
+    if is_exported(path):
+        return load_exported(path, threads=threads, provider=provider)
+    check_torch_provider(provider)
+    return TorchModel(path, method=method, device=device)
+
+
+def load_exported(
+    path: str | os.PathLike[str], *, threads: int | None = None, provider: str = "auto"
+) -> OnnxModel | Any:
+    """The runner of a file from ``mieruka export``: :class:`OnnxModel` (on ONNX Runtime's ``provider``) or
+    :class:`~mieruka.deploy.openvino.OpenVinoModel`."""
+    if Path(path).suffix.lower() == ".xml":
         from mieruka.deploy.openvino import OpenVinoModel
 
         return OpenVinoModel(path, threads=threads)
-    check_torch_provider(provider)
-    return TorchModel(path, method=method, device=device)
+    return OnnxModel(path, threads=threads, provider=provider)
 
 
 def check_torch_provider(provider: str) -> None:

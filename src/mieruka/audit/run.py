@@ -34,9 +34,9 @@ from mieruka.checkpoint import ModelInfo, read_info
 from mieruka.data.annotations import box_source
 from mieruka.data.sample import Sample
 from mieruka.errors import DataError, MierukaError
-from mieruka.explain.run import is_exported
 from mieruka.explain.spec import parse_method_spec
 from mieruka.explain.targets import parse_target
+from mieruka.runtime import is_exported, load_exported
 
 __all__ = ["AUDIT_CHUNK", "CATEGORIES", "AuditConfig", "AuditRun", "run_audit"]
 
@@ -263,12 +263,9 @@ def run_audit(
 def _info(model_path: str | os.PathLike[str], methods: Sequence[str], target: str, faithfulness: int) -> ModelInfo:
     """The model's description; for an exported file, once it is clear the audit asks only for what its graph
     computes."""
-    from mieruka.runtime import load_runtime
-
     if not is_exported(model_path):
         return read_info(model_path)
-
-    runtime = load_runtime(model_path)
+    runtime = load_exported(model_path)
     name = Path(model_path).name
     if runtime.method is None or list(methods) != [runtime.method] or target != "pred" or faithfulness:
         raise MierukaError(

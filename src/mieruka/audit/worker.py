@@ -32,6 +32,7 @@ from mieruka.explain.spec import MULTISCALE, parse_method_spec
 from mieruka.explain.targets import Target, parse_target
 from mieruka.inference import batches, model_input, select_device
 from mieruka.metrics import gate, ng_probability
+from mieruka.runtime import is_exported, load_exported
 
 __all__ = ["AUDIT_COLUMNS", "FAITHFULNESS_METRICS", "AuditRecord", "AuditWorker"]
 
@@ -116,10 +117,8 @@ class AuditWorker:
     def setup(self) -> None:
         if self.model is not None or self.runtime is not None:
             return
-        if Path(self.model_path).suffix.lower() in (".onnx", ".xml"):  # the exported graph: its own map only
-            from mieruka.runtime import load_runtime
-
-            self.runtime = load_runtime(self.model_path)
+        if is_exported(self.model_path):  # the exported graph: its own map only
+            self.runtime = load_exported(self.model_path)
             self.info = self.runtime.info
             return
         model, self.info, _ = load_checkpoint(self.model_path, select_device(self.device))

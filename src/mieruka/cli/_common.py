@@ -94,7 +94,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 def add_tracker(p: argparse.ArgumentParser, *, run_id: bool) -> None:
     """``--tracker`` (and ``--run-id`` for the commands that log to a training's run)."""
-    choices = ("none", "mlflow", "tensorboard") if not run_id else ("none", "mlflow")
+    from mieruka.tracking import TRACKERS
+
+    choices = TRACKERS if not run_id else tuple(t for t in TRACKERS if t != "tensorboard")
     p.add_argument(
         "--tracker",
         choices=choices,
@@ -109,9 +111,11 @@ def add_tracker(p: argparse.ArgumentParser, *, run_id: bool) -> None:
 
 def add_layout(p: argparse.ArgumentParser) -> None:
     """``--layout``: how DATA is laid out, when detection cannot tell (default auto)."""
+    from mieruka.data.sources import LAYOUTS
+
     p.add_argument(
         "--layout",
-        choices=("auto", "manifest", "mvtec", "split-first", "folder"),
+        choices=LAYOUTS,
         default=None,
         help="how DATA is laid out: auto (default: detected and said), manifest (CSV), mvtec (MVTec AD category), "
         "split-first (ROOT/{train,val,test}/<class>), folder (ROOT/<class>)",

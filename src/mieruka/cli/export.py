@@ -12,6 +12,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub: Any) -> None:
+    from mieruka.deploy.precision import PRECISIONS
     from mieruka.explain.graph import EXPORT_METHODS
 
     p = sub.add_parser(
@@ -40,7 +41,7 @@ def register(sub: Any) -> None:
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument(
         "--precision",
-        choices=("fp32", "fp16", "int8"),
+        choices=PRECISIONS,
         default="fp32",
         help="fp32 (default); fp16 for GPUs; int8: ONNX Runtime static quantization (QDQ, per-channel weights) "
         "calibrated on --calib. fp16 and int8 are checked against fp32 before the file is written",

@@ -13,6 +13,8 @@ __all__ = ["register", "run"]
 
 
 def register(sub: Any) -> None:
+    from mieruka.inference import DECODE_CHOICES
+
     p = sub.add_parser(
         "predict",
         help="class, probability and verdict of images",
@@ -32,7 +34,7 @@ def register(sub: Any) -> None:
     p.add_argument("--threshold", type=number_in(0, 1), help="NG-probability threshold (default: the model's)")
     p.add_argument(
         "--decode",
-        choices=("auto", "cpu", "device"),
+        choices=DECODE_CHOICES,
         default="auto",
         help="where JPEGs are decoded: on the model's device (GPU) or with Pillow on the CPU (default auto: on the "
         "GPU when the model runs on one)",

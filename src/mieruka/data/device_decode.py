@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mieruka.data.jpeg import JPEG_SUFFIXES, jpeg_header, read_ahead
+from mieruka.data.jpeg import read_ahead
 from mieruka.data.store import BadFile, ImageStore
 
-__all__ = ["JPEG_SUFFIXES", "DeviceStore", "device_decoder", "jpeg_header", "read_ahead", "resize_on_device"]
+__all__ = ["DeviceStore", "device_decoder", "resize_on_device"]
 
 Decoder = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 """Encoded JPEGs (uint8 1-D CPU tensors) → decoded (3, H, W) uint8 images on the device, in order."""

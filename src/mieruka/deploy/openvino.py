@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mieruka.checkpoint import ModelInfo
+from mieruka.deploy.exported import ExportedRuntime
 from mieruka.errors import CheckpointError, MierukaError
 
 __all__ = ["OpenVinoModel", "write_ir"]
@@ -44,7 +44,7 @@ def write_ir(onnx_path: Path, out: Path, metadata: dict[str, str]) -> Path:
     return out
 
 
-class OpenVinoModel:
+class OpenVinoModel(ExportedRuntime):
     """An IR written by ``mieruka export --format openvino``, run by OpenVINO.
 
     Args:
@@ -82,17 +82,9 @@ class OpenVinoModel:
         self.compiled = core.compile_model(model, device, config)
         self.provider = f"openvino:{device}"
 
-    @property
-    def has_heatmap(self) -> bool:
-        return "heatmap" in self.outputs
-
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         request = self.compiled.create_infer_request()  # one per call: concurrent callers never share one
         out = request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
         probs = np.asarray(out[self.compiled.output("probabilities")])
         heat = np.asarray(out[self.compiled.output("heatmap")]) if self.has_heatmap else None
         return probs, heat
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Probabilities for a normalized batch (the form :func:`mieruka.inference.predict_probs` takes)."""
-        return torch.from_numpy(self.run(x.detach().cpu().numpy())[0].copy())

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mieruka.checkpoint import ModelInfo
+from mieruka.deploy.exported import onnx_metadata_of
 from mieruka.errors import DataError, MierukaError
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def convert(src: Path, dst: Path, precision: str, calib: np.ndarray | None) -> N
         model = onnx.load(str(dst))
     else:
         raise MierukaError(f"--precision {precision!r}: choose {', '.join(PRECISIONS)}")
-    kept = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+    kept = onnx_metadata_of(src)
     del model.metadata_props[:]
     for key, value in {**kept, "precision": precision}.items():
         entry = model.metadata_props.add()

@@ -38,6 +38,7 @@ from mieruka.explain.render import grid, panel, to_original_size
 from mieruka.explain.scaling import normalize_for_display
 from mieruka.explain.targets import parse_target
 from mieruka.inference import batches, model_input, select_device
+from mieruka.runtime import is_exported, load_exported
 
 __all__ = ["EXPLAIN_CHUNK", "ExplainRun", "ExplainWorker", "run_explain"]
 
@@ -128,9 +129,7 @@ class ExplainWorker:
     def setup(self) -> None:
         if self.model is None and self.runtime is None:
             if is_exported(self.model_path):
-                from mieruka.runtime import load_runtime
-
-                self.runtime = load_runtime(self.model_path)
+                self.runtime = load_exported(self.model_path)
                 self.info = self.runtime.info
                 return
             model, self.info, _ = load_checkpoint(self.model_path, select_device(self.device))
@@ -179,19 +178,12 @@ class ExplainWorker:
         return records
 
 
-def is_exported(path: str | os.PathLike[str]) -> bool:
-    """A file from ``mieruka export`` (``.onnx``, OpenVINO ``.xml``) rather than a checkpoint."""
-    return Path(path).suffix.lower() in (".onnx", ".xml")
-
-
 def _exported_info(
     model_path: str | os.PathLike[str], method: str, target: str, layers: Sequence[str] | None
 ) -> ModelInfo:
     """An exported file's description, once it is clear the file can give what is asked: its own method's map of
     the predicted class."""
-    from mieruka.runtime import load_runtime
-
-    runtime = load_runtime(model_path)
+    runtime = load_exported(model_path)
     name = Path(model_path).name
     if runtime.method is None:
         raise MierukaError(f"{name}: the exported graph has no heatmap (its head does not allow one)")
