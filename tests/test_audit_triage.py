@@ -14,6 +14,9 @@ def _scores(hit: bool, components: int = 1, share: float = 1.0) -> LocalizationS
         average_precision=0.5,
         iou=0.3,
         dice=0.4,
+        attended_fraction=0.2,
+        iou_at_area=0.25,
+        dice_at_area=0.4,
         components=components,
         largest_component_share=share,
     )
@@ -28,6 +31,9 @@ def test_triage_categories() -> None:
     assert triage(False, _scores(False, components=4, share=0.3), cfg) == "wrong_fragmented"
     assert triage(False, _scores(False, components=4, share=0.7), cfg) == "wrong_off_target"
     assert triage(True, None, cfg) == "no_region"
+    assert triage(True, _scores(True), cfg, ok_class=True) == "marked_ok"  # a scratch that passes: scored apart
+    assert triage(False, _scores(False), cfg, ok_class=True) == "marked_ok"
+    assert triage(True, None, cfg, ok_class=True) == "no_region"
 
 
 def _row(image: str, correct: bool, probability: float, category: str, **kw: object) -> dict[str, object]:

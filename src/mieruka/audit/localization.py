@@ -20,6 +20,7 @@ __all__ = [
     "energy_inside",
     "fragmentation",
     "iou_dice",
+    "iou_dice_at_area",
     "localization_scores",
     "pointing_game",
     "relevance_rank_accuracy",
@@ -101,6 +102,21 @@ def iou_dice(heat: np.ndarray, mask: np.ndarray, threshold: float = DEFAULT_MAP_
     return (inter / union if union else 0.0, 2 * inter / total if total else 0.0)
 
 
+def iou_dice_at_area(heat: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Threshold-free IoU and Dice: the region R against the map's top-|R| pixels T (ties broken by position).
+
+    A sharp map and a smooth one are compared on the same footing, whatever share of their maximum they keep above
+    a threshold. With |T| = |R|, Dice = |T ∩ R| / |R| equals the relevance rank accuracy, and IoU = Dice / (2 − Dice).
+    Chance (a uniform map): Dice = |R| / N."""
+    k = int(mask.sum())
+    if k == 0:
+        return 0.0, 0.0
+    flat = np.asarray(heat, dtype=np.float64).ravel()
+    top = np.argpartition(-flat, k - 1)[:k]
+    inter = float(mask.ravel()[top].sum())
+    return inter / (2 * k - inter), inter / k
+
+
 def fragmentation(heat: np.ndarray, threshold: float = DEFAULT_MAP_THRESHOLD) -> tuple[int, float]:
     """(number of 8-connected components above ``threshold`` × max, share of m⁺ mass above the threshold that lies
     in the largest component). One compact blob: (1, 1.0); attention broken into pieces: many, low share."""
@@ -126,6 +142,9 @@ class LocalizationScores:
     average_precision: float
     iou: float
     dice: float
+    attended_fraction: float
+    iou_at_area: float
+    dice_at_area: float
     components: int
     largest_component_share: float
 
@@ -139,6 +158,7 @@ def localization_scores(
     area = float(mask.mean())
     e = energy_inside(heat, mask)
     iou, dice = iou_dice(heat, mask, threshold)
+    iou_area, dice_area = iou_dice_at_area(heat, mask)
     n, share = fragmentation(heat, threshold)
     return LocalizationScores(
         energy_inside=e,
@@ -149,6 +169,9 @@ def localization_scores(
         average_precision=average_precision(heat, mask),
         iou=iou,
         dice=dice,
+        attended_fraction=float(_attended(heat, threshold).mean()),
+        iou_at_area=iou_area,
+        dice_at_area=dice_area,
         components=n,
         largest_component_share=share,
     )

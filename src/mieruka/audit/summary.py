@@ -15,9 +15,11 @@ import numpy as np
 from scipy import ndimage
 
 from mieruka.audit.localization import localization_scores
-from mieruka.audit.triage import CATEGORIES, AuditConfig
+from mieruka.audit.triage import CATEGORIES, MARKED_OK, AuditConfig
 
-__all__ = ["BASELINES", "BASELINE_METRICS", "METRICS", "SummaryBuilder", "chance_baselines"]
+ALL = "all"
+
+__all__ = ["ALL", "BASELINES", "BASELINE_METRICS", "METRICS", "SummaryBuilder", "chance_baselines"]
 
 METRICS = (
     "energy_inside",
@@ -27,6 +29,9 @@ METRICS = (
     "average_precision",
     "iou",
     "dice",
+    "attended_fraction",
+    "iou_at_area",
+    "dice_at_area",
     "components",
     "largest_component_share",
 )
@@ -72,7 +77,7 @@ class _Group:
         self.faith = dict.fromkeys(("deletion_auc", "insertion_auc", "average_drop", "increase", "rho"), 0.0)
         self.categories: Counter[str] = Counter()
 
-    def add(self, r: dict[str, Any], chance: dict[str, dict[str, float]] | None) -> None:
+    def add(self, r: dict[str, Any], chance: dict[str, dict[str, float]] | None, localize: bool = True) -> None:
         self.images += 1
         self.categories[r["category"]] += 1
         if r.get("deletion_auc") is not None:
@@ -81,7 +86,7 @@ class _Group:
                 self.faith[key] += float(r[key])
             self.faith["increase"] += float(bool(r["confidence_increase"]))
             self.faith["rho"] += float(r["randomization_rho"])
-        if r["energy_inside"] is None:
+        if r["energy_inside"] is None or not localize:
             return
         self.with_region += 1
         for k in METRICS:
@@ -123,15 +128,27 @@ class SummaryBuilder:
 
     def __init__(self, methods: Sequence[str], classes: Sequence[str]):
         self.methods, self.classes = list(methods), list(classes)
-        self.groups = {m: {name: _Group() for name in ["all", *classes]} for m in methods}
+        self.groups = {m: {name: _Group() for name in [ALL, MARKED_OK, *classes]} for m in methods}
 
     def add(self, row: dict[str, Any], chance: dict[str, dict[str, float]] | None) -> None:
         """One ``audit.csv`` row (a dict) and the :func:`chance_baselines` of its image's region (None: none)."""
         groups = self.groups[row["method"]]
-        groups["all"].add(row, chance)
+        marked_ok = row["category"] == MARKED_OK
+        groups[ALL].add(row, chance, localize=not marked_ok)  # localization of "all": defect images only
+        if marked_ok:
+            groups[MARKED_OK].add(row, chance)
         groups[row["true"]].add(row, chance)
 
     def result(self) -> dict[str, Any]:
-        """Per method, for ``all`` images and for each true class: means, chance baselines and category counts."""
+        """Per method: ``all`` images (whose localization figures are those of the defect images: NG classes with a
+        region), ``marked OK`` images (OK classes whose marks have regions, scored apart) and each true class:
+        means, chance baselines and category counts."""
         methods = {m: {name: g.entry() for name, g in groups.items()} for m, groups in self.groups.items()}
-        return {"methods": methods, "categories": list(CATEGORIES)}
+        marked = self.groups[self.methods[0]][MARKED_OK].images if self.methods else 0
+        note = (
+            f"{marked} image(s) of OK classes carry a marked region (e.g. a scratch that passes): they are scored "
+            f"apart as '{MARKED_OK}', not among the defect images of 'all'"
+            if marked
+            else ""
+        )
+        return {"methods": methods, "categories": list(CATEGORIES), "marked_ok_images": marked, "marked_ok_note": note}

@@ -4,9 +4,10 @@ An image whose region is known is *on target* when the map's maximum lies within
 (the pointing game); its attention is *fragmented* when at least ``min_fragments`` components exceed
 ``map_threshold`` × max and the largest holds under ``max_largest_share`` of their mass. Categories:
 ``correct_on_target``, ``correct_off_target`` ("right for the wrong reason"), ``wrong_off_target``,
-``wrong_fragmented``, ``wrong_on_target`` (class confusion) and ``no_region`` (no mask, or an OK part without a
-defect). These are the paper's observations made measurable: correct predictions looked at the defect, wrong ones
-looked elsewhere or had their attention broken into pieces.
+``wrong_fragmented``, ``wrong_on_target`` (class confusion), ``marked_ok`` (an image of an OK class whose mark —
+a scratch, dirt — has a region: its localization is scored apart, not among the defects) and ``no_region`` (no mask,
+or an OK part without a mark). These are the paper's observations made measurable: correct predictions looked at
+the defect, wrong ones looked elsewhere or had their attention broken into pieces.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from mieruka.audit.localization import DEFAULT_MAP_THRESHOLD, POINTING_TOLERANCE, LocalizationScores
 
-__all__ = ["CATEGORIES", "REVIEW_HEADER", "AuditConfig", "review_list", "triage"]
+__all__ = ["CATEGORIES", "MARKED_OK", "REVIEW_HEADER", "AuditConfig", "review_list", "triage"]
 
 CATEGORIES = (
     "correct_on_target",
@@ -25,8 +26,13 @@ CATEGORIES = (
     "wrong_off_target",
     "wrong_fragmented",
     "wrong_on_target",
+    "marked_ok",
     "no_region",
 )
+
+MARKED_OK = "marked_ok"
+"""The category of an image of an OK class whose mark (a scratch or dirt that passes) has a region: scored apart,
+not as a defect."""
 
 REVIEW_HEADER = ("rank", "image", "method", "true", "predicted", "probability", "category", "priority", "reasons")
 """The columns of ``review.csv``."""
@@ -53,10 +59,12 @@ class AuditConfig:
     label_error_confidence: float = 0.9
 
 
-def triage(correct: bool, scores: LocalizationScores | None, cfg: AuditConfig) -> str:
-    """The category of one image (see the module docstring)."""
+def triage(correct: bool, scores: LocalizationScores | None, cfg: AuditConfig, ok_class: bool = False) -> str:
+    """The category of one image (see the module docstring); ``ok_class``: its true class passes."""
     if scores is None:
         return "no_region"
+    if ok_class:
+        return MARKED_OK
     on = scores.pointing_hit
     fragmented = scores.components >= cfg.min_fragments and scores.largest_component_share < cfg.max_largest_share
     if correct:
