@@ -51,14 +51,14 @@ def test_a_failing_rank_ends_the_job_with_its_message(synth_dir: Path, tmp_path:
             import mieruka.train.loop as loop
             from mieruka.cli import main
 
-            original = loop.augment_batch
+            original = loop.augment_with_masks
 
             def augment(*args, **kwargs):
                 if os.environ["RANK"] == "1":
                     raise RuntimeError("rank 1 lost its disk")
                 return original(*args, **kwargs)
 
-            loop.augment_batch = augment
+            loop.augment_with_masks = augment
             sys.exit(main(sys.argv[1:]))
             """
         ),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "augment_batch"]
+__all__ = ["AugmentConfig", "augment_batch", "augment_with_masks"]
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,18 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     Returns:
         A new (B, C, S, S) tensor; ``x`` is not modified.
     """
-    b = x.shape[0]
+    return augment_with_masks(x, None, cfg, generator)[0]
+
+
+def augment_with_masks(
+    x: torch.Tensor, masks: torch.Tensor | None, cfg: AugmentConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`augment_batch`, with (B, 1, S, S) ``masks`` moved by the same flips, rotations and affine jitter as
+    their images (the brightness/contrast jitter leaves them alone). The random draws are those of
+    :func:`augment_batch`, so the images come out the same with or without masks."""
+    b, c = x.shape[0], x.shape[1]
     dev = x.device
-    out = x
+    out = x if masks is None else torch.cat([x, masks.to(dev, x.dtype)], 1)
     if cfg.hflip:
         flip = (torch.rand(b, generator=generator) < 0.5).to(dev)
         out = torch.where(flip.view(b, 1, 1, 1), out.flip(3), out)
@@ -77,9 +86,11 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
         theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (B, 2, 3)
         grid = F.affine_grid(theta.to(dev, out.dtype), list(out.shape), align_corners=False)
         out = F.grid_sample(out, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    moved = None if masks is None else out[:, c:]
+    out = out[:, :c] if masks is not None else out
     if cfg.brightness or cfg.contrast:
-        c = _uniform(b, 1 - cfg.contrast, 1 + cfg.contrast, generator).to(dev).view(b, 1, 1, 1)
+        cf = _uniform(b, 1 - cfg.contrast, 1 + cfg.contrast, generator).to(dev).view(b, 1, 1, 1)
         br = _uniform(b, -cfg.brightness, cfg.brightness, generator).to(dev).view(b, 1, 1, 1)
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
-        out = ((out - mean) * c + mean + br).clamp(0, 1)
-    return out
+        out = ((out - mean) * cf + mean + br).clamp(0, 1)
+    return out, moved

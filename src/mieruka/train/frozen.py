@@ -115,11 +115,19 @@ class FrozenPrefix:
         return x
 
     def rest_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.rest_features(x))  # type: ignore[operator]
+
+    def rest_features(self, x: torch.Tensor) -> torch.Tensor:
         for module in self.rest:
             x = module(x)
-        return self.model.forward_head(x)  # type: ignore[operator]
+        return x
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.with_features(x)[0]
+
+    def with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, the ``forward_features`` output) of a batch."""
         with torch.no_grad():
-            features = cpu_chunked(self.prefix_forward, x.device)(x)
-        return self.rest_forward(features)
+            early = cpu_chunked(self.prefix_forward, x.device)(x)
+        features = self.rest_features(early)
+        return self.model.forward_head(features), features  # type: ignore[operator]

@@ -17,6 +17,7 @@ from mieruka.data.doctor import cheap_warnings
 from mieruka.data.store import ImageStore, scan_images
 from mieruka.errors import DataError
 from mieruka.train.checks import preflight
+from mieruka.train.guide import GuideMasks, load_guide_masks
 
 __all__ = ["TrainingData", "load_training_data"]
 
@@ -30,6 +31,7 @@ class TrainingData:
     labels: np.ndarray
     train_idx: np.ndarray
     val_idx: np.ndarray
+    guide: GuideMasks | None = None
 
 
 def load_training_data(
@@ -99,13 +101,27 @@ def load_training_data(
             "do not see them",
             file=sys.stderr,
         )
+    train_idx = np.array([i for i, s in enumerate(train_samples) if s.image not in bad], dtype=np.int64)
+    guide = _guide_masks(dataset, samples, store, train_idx, cfg, progress) if cfg.guide == "masks" else None
     return TrainingData(
         dataset=dataset,
         store=store,
         labels=np.array([dataset.label_index(s) for s in samples], dtype=np.int64),
-        train_idx=np.array([i for i, s in enumerate(train_samples) if s.image not in bad], dtype=np.int64),
+        train_idx=train_idx,
         val_idx=np.array([len(train_samples) + i for i, s in enumerate(val_samples) if s.image not in bad]),
+        guide=guide,
     )
+
+
+def _guide_masks(
+    dataset: Dataset, samples: list, store: ImageStore, train_idx: np.ndarray, cfg: TrainConfig, progress: bool
+) -> GuideMasks:
+    """``--guide masks``: the regions of the NG training images, with one line saying how many have one."""
+    ng = [dataset.verdicts[s.label] == "NG" for s in samples]
+    guide = load_guide_masks(samples, store.sizes, train_idx, ng, cfg.image_size, progress)
+    marked = int((guide.slot >= 0).sum())
+    print(f"guide: {marked} of {sum(ng[int(i)] for i in train_idx)} NG training images have a marked region")
+    return guide
 
 
 def _require_trainable(data: str | os.PathLike[str], dataset: Dataset, when: str) -> None:
