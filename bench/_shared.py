@@ -59,3 +59,24 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
 
 def cpu_description() -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} torch threads)"
+
+
+def explanation_figures(model_path: Path, data: str) -> dict[str, object]:
+    """The validation explanation figures of a trained model, beside which its accuracy is judged: the stored
+    method's AP, pointing game and energy inside on the validation defect regions (from the selection table that
+    ``train --explain-method auto`` stores; scored here when the method was given), and what ``auto`` would choose."""
+    from mieruka.audit.selection import select_method
+    from mieruka.checkpoint import read_info
+
+    info = read_info(model_path)
+    selection = info.method_selection if info.method_selection.get("candidates") else None
+    if selection is None or all(c["method"] != info.explain_method for c in selection["candidates"]):
+        selection = select_method(model_path, data, progress=False)
+    rows = {c["method"]: c for c in selection["candidates"]}
+    row = rows.get(info.explain_method)
+    out: dict[str, object] = {"explain_method": info.explain_method, "auto_method": selection["chosen"]}
+    for key, name in (("average_precision", "ap"), ("pointing_hit", "pointing"), ("energy_inside", "energy_inside")):
+        value = None if row is None or row[key] is None else round(float(row[key]), 4)
+        out[f"val_{name}"] = value
+    out["val_defect_images"] = selection["images"]
+    return out

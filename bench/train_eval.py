@@ -3,7 +3,9 @@
     python bench/train_eval.py ../shared/data/magnetic-tile/manifest.csv --out runs/bench-mt [-- extra train options]
 
 Runs the real command line (so the figure is what a user gets), and prints, as its last line, one JSON object with
-the training wall time, the best epoch and the test metrics.
+the training wall time, the best epoch, the test metrics and, beside them, the validation explanation figures of the
+model's stored method (AP, pointing game, energy inside on the validation defect regions): a change of default is
+judged on both.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _shared import explanation_figures  # bench/ is on the path of a script run from it
 
 
 def main() -> None:
@@ -64,6 +68,7 @@ def main() -> None:
                 "threshold": round(m["threshold"], 4),
                 "escape_at_threshold": m["gate_at_threshold"]["escape_rate"],
                 "overkill_at_threshold": m["gate_at_threshold"]["overkill_rate"],
+                **explanation_figures(args.out / "run" / "model.safetensors", str(args.data)),
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             }
         )

@@ -121,6 +121,8 @@ def _run_one(
     import torch
 
     torch.set_num_threads(threads)
+    from _shared import explanation_figures  # bench/ is on the path of the sweep and of its workers
+
     from mieruka.config import TrainConfig
     from mieruka.evaluate import evaluate
     from mieruka.train import train
@@ -163,20 +165,28 @@ def _run_one(
         "test_recall": {c: round(v["recall"], 3) for c, v in m["per_class"].items()},
         "escape_rate": round(m["escape_rate"], 4),
         "overkill_rate": round(m["overkill_rate"], 4),
+        **explanation_figures(result.model_path, data),
     }
+
+
+def _mean(values: list[Any]) -> str:
+    known = [v for v in values if v is not None]
+    return f"{statistics.mean(known):.4f}" if known else "–"
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
     by_name: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_name.setdefault(r["name"], []).append(r)
-    keys = ("val_balanced_accuracy", "val_accuracy", "test_balanced_accuracy", "test_accuracy", "train_seconds")
+    keys = ("val_balanced_accuracy", "val_accuracy", "test_balanced_accuracy", "test_accuracy", "val_ap",
+            "val_pointing", "val_energy_inside")  # fmt: skip
     lines = [
-        "| config | seeds | val bal acc | val acc | test bal acc | test acc | train s |",
-        "|---|---|---|---|---|---|---|",
+        "| config | seeds | val bal acc | val acc | test bal acc | test acc | val AP | val pointing | val energy in "
+        "| train s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, rs in by_name.items():
-        cells = [f"{statistics.mean(r[k] for r in rs):.4f}" for k in keys[:4]]
+        cells = [_mean([r.get(k) for r in rs]) for k in keys]
         cells.append(f"{statistics.median(r['train_seconds'] for r in rs):.0f}")
         lines.append(f"| {name} | {len(rs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

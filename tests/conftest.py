@@ -19,7 +19,16 @@ torch.set_num_threads(2)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 """Debian's Chromium for the browser tests (``make test`` installs it); None skips them."""
 
-TINY = TrainConfig(pretrained="none", image_size=64, epochs=2, batch_size=8, patience=0, freeze_stages=0, tta="auto")
+TINY = TrainConfig(
+    pretrained="none",
+    image_size=64,
+    epochs=2,
+    batch_size=8,
+    patience=0,
+    freeze_stages=0,
+    tta="auto",
+    explain_method="gradcam",
+)
 
 
 @pytest.fixture(scope="session")

@@ -126,8 +126,8 @@ class Inspector:
         self, images: Sequence[ImageLike], *, method: str | None = None, target: str = "pred"
     ) -> list[Explanation]:
         """Each image's heatmap for ``target`` (``pred``: the predicted class; a class name; ``ng``) by ``method``
-        (default: the file's exported method, else Grad-CAM). An exported file computes only its own method for
-        the predicted class."""
+        (default: an exported file's own method, else the method stored with the model, chosen on its validation
+        regions). An exported file computes only its own method for the predicted class."""
         names, pixels, x = self._prepare(images)
         if not names:
             return []
@@ -142,7 +142,7 @@ class Inspector:
             maps = [heat[i] for i in range(len(names))]
             method = exported
         else:
-            probs, maps, method = self._torch_maps(x, method or "gradcam", target)
+            probs, maps, method = self._torch_maps(x, method or self.info.explain_method, target)
         import torch
 
         from mieruka.explain.render import to_original_size

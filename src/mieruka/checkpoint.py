@@ -53,6 +53,11 @@ class ModelInfo:
             validation split at the end of training.
         bit_depth: Significant bits of 16-bit input images (``--bit-depth``), applied by every command and the
             service; None: the container's 16 bits.
+        explain_method: The explanation method spec that ``explain``, ``export``, ``serve`` and the Python API use
+            by default, chosen on the validation split (:mod:`mieruka.audit.selection`); ``gradcam`` for files
+            written before the choice existed.
+        method_selection: How it was chosen: the candidates' validation figures and the reason (empty: not
+            chosen, e.g. given with ``train --explain-method``).
         version: mieruka version that wrote the file.
         config: The resolved training configuration.
         summary: Training summary metrics.
@@ -68,6 +73,8 @@ class ModelInfo:
     ng_threshold: float | None = None
     tta: str = "none"
     bit_depth: int | None = None
+    explain_method: str = "gradcam"
+    method_selection: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -123,6 +130,16 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _is_spec(spec: Any) -> bool:
+    from mieruka.explain.spec import parse_method_spec
+
+    try:
+        parse_method_spec(spec)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
+
+
 def info_problems(data: dict[str, Any]) -> list[str]:
     """What is wrong with a model description (empty when nothing is): each problem names its field."""
     from mieruka.data.images import BIT_DEPTHS
@@ -162,6 +179,8 @@ def info_problems(data: dict[str, Any]) -> list[str]:
         ),
         ("tta", data.get("tta", "none") in TTA_CHOICES, f"one of {', '.join(TTA_CHOICES)}"),
         ("bit_depth", data.get("bit_depth") in (None, *BIT_DEPTHS), f"null or one of {BIT_DEPTHS}"),
+        ("explain_method", _is_spec(data.get("explain_method", "gradcam")), "a method spec such as gradcam"),
+        ("method_selection", isinstance(data.get("method_selection", {}), dict), "a table"),
         ("config", isinstance(data.get("config", {}), dict), "a table"),
         ("summary", isinstance(data.get("summary", {}), dict), "a table"),
     ]

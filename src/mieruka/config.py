@@ -65,6 +65,13 @@ class TrainConfig:
             ``cache_gb``, else disk).
         max_escape: Escape-rate target for the NG threshold chosen on the validation split (a bound on the
             probability that a new defect passes; see :mod:`mieruka.metrics`).
+        guide: ``masks`` adds the right-for-the-right-reasons loss on NG training images with a marked region
+            (:mod:`mieruka.train.guide`); ``none`` (default) trains on the labels alone.
+        guide_weight: Weight of that loss beside the cross-entropy.
+        explain_method: The explanation stored with the model for ``explain``, ``export``, ``serve`` and the Python
+            API: ``auto`` (default) chooses it after training on the validation split's regions
+            (:mod:`mieruka.audit.selection`; Grad-CAM where validation has none), or a method spec such as
+            ``gradcam`` or ``layercam:multiscale/mean``.
         bit_depth: Significant bits of 16-bit images (10, 12, 14 or 16; default: the container's 16), stored in
             the model so that every command and the service scale pixels the same way.
         augment: Augmentation strengths.
@@ -93,6 +100,9 @@ class TrainConfig:
     cache_gb: float = 4.0
     cache: str = "auto"
     max_escape: float = 0.0
+    guide: str = "none"
+    guide_weight: float = 1.0
+    explain_method: str = "auto"
     bit_depth: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -113,6 +123,9 @@ class TrainConfig:
             (self.cache_gb >= 0, "--cache-gb must not be negative"),
             (self.cache in ("auto", "ram", "disk"), "--cache must be one of auto, ram, disk"),
             (self.layout in _layouts(), f"--layout must be one of {', '.join(_layouts())}"),
+            (self.guide in ("none", "masks"), "--guide must be none or masks"),
+            (self.guide_weight >= 0, "--guide-weight must not be negative"),
+            (self.explain_method == "auto" or _is_spec(self.explain_method), _spec_message(self.explain_method)),
             (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),
             (self.bit_depth in (None, *BIT_DEPTHS), f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}"),
         ]
@@ -194,3 +207,17 @@ def _layouts() -> tuple[str, ...]:
     from mieruka.data.sources import LAYOUTS
 
     return LAYOUTS
+
+
+def _is_spec(spec: str) -> bool:
+    from mieruka.explain.spec import parse_method_spec
+
+    try:
+        parse_method_spec(spec)
+    except ValueError:
+        return False
+    return True
+
+
+def _spec_message(spec: str) -> str:
+    return f"--explain-method {spec!r}: give auto or a method spec such as gradcam or layercam:multiscale/mean"

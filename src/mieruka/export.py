@@ -24,7 +24,7 @@ from mieruka._io import atomic_write
 from mieruka.checkpoint import ModelInfo, load_checkpoint
 from mieruka.deploy.precision import PrecisionCheck
 from mieruka.errors import MierukaError
-from mieruka.explain.graph import ExplainedModel
+from mieruka.explain.graph import ExplainedModel, graph_method
 from mieruka.runtime import ONNX_FORMAT, ONNX_FORMAT_VERSION, OnnxModel
 
 __all__ = ["MIN_OPSET", "ExportResult", "export_model", "export_onnx", "onnx_metadata"]
@@ -74,7 +74,7 @@ def export_onnx(
     model_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    method: str = "gradcam",
+    method: str | None = None,
     all_classes: bool = False,
     opset: int = 18,
     check_batch: int = 3,
@@ -89,7 +89,8 @@ def export_onnx(
     Args:
         model_path: A ``.safetensors`` model written by ``mieruka train``.
         out: Destination ``.onnx`` file (written atomically, weights inside).
-        method: The CAM method computed in the graph.
+        method: The CAM method computed in the graph (default: the model's stored one where the graph can compute
+            it, :func:`~mieruka.explain.graph.graph_method`).
         all_classes: Also output every class's heatmap.
         opset: ONNX opset.
         check_batch: Batch size of the random probe used for the check (also proves the batch axis is dynamic).
@@ -115,6 +116,10 @@ def export_onnx(
     if precision == "int8" and calib is None:
         raise MierukaError("--precision int8 needs --calib DATA: images of the training split calibrate it")
     model, info, _ = load_checkpoint(model_path, "cpu")
+    if method is None:  # the model's stored explanation method, where the graph can compute it
+        method, note = graph_method(info.explain_method, info.method_selection)
+        if note:
+            print(f"note: {note}")
     x = None
     if calib is not None:
         x = low.calibration_images(info, calib, calib_split, calib_images or low.CALIB_IMAGES)

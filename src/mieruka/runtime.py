@@ -137,11 +137,13 @@ class TorchModel:
 
     backend = "pytorch"
 
-    def __init__(self, path: str | os.PathLike[str], *, method: str = "gradcam", device: str = "cpu"):
+    def __init__(self, path: str | os.PathLike[str], *, method: str | None = None, device: str = "cpu"):
         from mieruka.checkpoint import load_checkpoint
-        from mieruka.explain.graph import ExplainedModel
+        from mieruka.explain.graph import ExplainedModel, graph_method
 
         model, self.info, _ = load_checkpoint(path, device)
+        if method is None:  # the stored explanation method, where the graph can compute it
+            method, _ = graph_method(self.info.explain_method, self.info.method_selection)
         self.module = ExplainedModel(model, method).eval()
         self.method = method if self.module.has_heatmap else None
         self.device = torch.device(device)
@@ -166,7 +168,7 @@ def run_with_tta(runtime: Runtime, x: np.ndarray, tta: str = "none") -> tuple[np
 def load_runtime(
     path: str | os.PathLike[str],
     *,
-    method: str = "gradcam",
+    method: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
     provider: str = "auto",

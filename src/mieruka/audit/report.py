@@ -18,111 +18,11 @@ from typing import Any
 import numpy as np
 
 from mieruka._io import atomic_write
+from mieruka.audit.text import TEXT
 from mieruka.errors import DataError
 from mieruka.metrics import classification_metrics, gate_rates
 
 __all__ = ["TEXT", "write_report"]
-
-TEXT: dict[str, dict[str, str]] = {
-    "en": {
-        "title": "mieruka audit",
-        "summary": "Summary",
-        "images": "images",
-        "accuracy": "accuracy",
-        "balanced": "balanced accuracy",
-        "escape": "escape rate (NG passed)",
-        "overkill": "overkill rate (OK rejected)",
-        "confusion": "Confusion matrix",
-        "true": "true",
-        "predicted": "predicted",
-        "per_class": "Per class",
-        "class": "class",
-        "precision": "precision",
-        "recall": "recall",
-        "support": "images",
-        "localization": "Localization on images with a defect region",
-        "method": "method",
-        "energy": "energy inside",
-        "lift": "lift",
-        "pointing": "pointing game",
-        "rank": "rank accuracy",
-        "ap": "AP",
-        "uniform": "uniform map",
-        "random": "random map",
-        "center": "center",
-        "gallery": "Gallery",
-        "all": "all",
-        "category": "category",
-        "review": "Review list (top 50)",
-        "reasons": "reasons",
-        "correct_on_target": "correct, on the defect",
-        "correct_off_target": "correct, off the defect (right for the wrong reason)",
-        "wrong_off_target": "wrong, attention off the defect",
-        "wrong_fragmented": "wrong, attention fragmented",
-        "wrong_on_target": "wrong although on the defect (class confusion)",
-        "no_region": "no region known",
-        "caption": "true: {t} / predicted: {p} (p={q})",
-        "faithfulness": "Faithfulness (no ground truth needed)",
-        "deletion": "deletion AUC (lower is better)",
-        "insertion": "insertion AUC (higher is better)",
-        "drop": "average drop %",
-        "increase": "increase rate",
-        "rho": "rank correlation with a randomized model",
-        "sanity": "randomization check",
-        "passed": "passed",
-        "failed": "FAILED",
-        "random_order": "random order",
-    },
-    "ja": {
-        "title": "mieruka 監査レポート",
-        "summary": "概要",
-        "images": "画像数",
-        "accuracy": "正解率",
-        "balanced": "バランス正解率",
-        "escape": "見逃し率（NG を合格）",
-        "overkill": "過検出率（OK を不合格）",
-        "confusion": "混同行列",
-        "true": "正解",
-        "predicted": "予測",
-        "per_class": "クラス別",
-        "class": "クラス",
-        "precision": "適合率",
-        "recall": "再現率",
-        "support": "画像数",
-        "localization": "欠陥領域のある画像での位置の一致",
-        "method": "手法",
-        "energy": "領域内エネルギー",
-        "lift": "一様比",
-        "pointing": "ポインティング",
-        "rank": "順位正解率",
-        "ap": "AP",
-        "uniform": "一様マップ",
-        "random": "ランダム",
-        "center": "中心",
-        "gallery": "ギャラリー",
-        "all": "すべて",
-        "category": "分類",
-        "review": "確認リスト（上位 50）",
-        "reasons": "理由",
-        "correct_on_target": "正解・欠陥を注視",
-        "correct_off_target": "正解・欠陥外を注視（誤った理由で正解）",
-        "wrong_off_target": "不正解・欠陥外を注視",
-        "wrong_fragmented": "不正解・注視が分散",
-        "wrong_on_target": "不正解・欠陥を注視（クラスの混同）",
-        "no_region": "領域情報なし",
-        "caption": "正解: {t} / 予測: {p} (p={q})",
-        "faithfulness": "忠実性（正解領域なしで計測）",
-        "deletion": "削除 AUC（低いほど良い）",
-        "insertion": "挿入 AUC（高いほど良い）",
-        "drop": "平均低下率 %",
-        "increase": "上昇率",
-        "rho": "ランダム化モデルとの順位相関",
-        "sanity": "ランダム化検査",
-        "passed": "合格",
-        "failed": "不合格",
-        "random_order": "ランダム順",
-    },
-}
 
 _CSS = """
 body{font-family:'IPAexGothic','Noto Sans CJK JP',sans-serif;margin:24px;color:#222}
@@ -256,25 +156,53 @@ def _class_tables(cls: dict, classes: Sequence[str], verdicts: dict[str, str], t
 
 def _localization_table(summary: dict[str, Any], classes: Sequence[str], t: dict[str, str]) -> list[str]:
     parts = [
-        f"<h2>{t['localization']}</h2><table id='localization'><tr><th>{t['method']}</th>"
-        f"<th>{t['class']}</th><th>n</th><th>{t['energy']}</th><th>{t['lift']}</th><th>{t['pointing']}</th>"
-        f"<th>{t['rank']}</th><th>{t['ap']}</th><th>{t['energy']} ({t['uniform']})</th>"
+        f"<h2>{t['localization']}</h2><p>{_e(t['defects_only'])}</p><table id='localization'><tr><th>{t['method']}"
+        f"</th><th>{t['class']}</th><th>n</th><th>{t['energy']}</th><th>{t['lift']}</th><th>{t['pointing']}</th>"
+        f"<th>{t['rank']}</th><th>{t['ap']}</th><th>{_e(t['iou'])}</th><th>{_e(t['attended'])}</th>"
+        f"<th>{_e(t['iou_area'])}</th><th>{t['energy']} ({t['uniform']})</th>"
         f"<th>{t['pointing']} ({t['uniform']})</th><th>{t['pointing']} ({t['center']})</th></tr>"
     ]
+    labels = {"all": t["all"], "marked_ok": t["marked_ok_row"]}
     for method, groups in summary["methods"].items():
-        for name in ["all", *classes]:
+        for name in ["all", "marked_ok", *classes]:
             g = groups.get(name)
             if not g or not g["with_region"]:
                 continue
             b = g["baselines"]
             parts.append(
-                f"<tr><td>{_e(method)}</td><td>{_e(t['all'] if name == 'all' else name)}</td><td>{g['with_region']}"
+                f"<tr><td>{_e(method)}</td><td>{_e(labels.get(name, name))}</td><td>{g['with_region']}"
                 f"</td><td>{g['energy_inside']:.3f}</td><td>{g['lift']:.2f}</td><td>{g['pointing_hit']:.3f}</td>"
-                f"<td>{g['relevance_rank']:.3f}</td><td>{g['average_precision']:.3f}</td>"
+                f"<td>{g['relevance_rank']:.3f}</td><td>{g['average_precision']:.3f}</td><td>{g['iou']:.3f}</td>"
+                f"<td>{_pct(g.get('attended_fraction'))}</td><td>{_num(g.get('iou_at_area'))}</td>"
                 f"<td>{b['uniform']['energy_inside']:.3f}</td><td>{b['uniform']['pointing_hit']:.3f}</td>"
                 f"<td>{b['center']['pointing_hit']:.3f}</td></tr>"
             )
     parts.append("</table>")
+    return parts
+
+
+def _num(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def _selection_table(summary: dict[str, Any], t: dict[str, str]) -> list[str]:
+    """The candidates of ``--method auto`` with their validation figures, and why the winner won."""
+    sel = summary.get("method_selection") or {}
+    if not sel.get("candidates"):
+        return []
+    parts = [
+        f"<h2>{t['selection']}</h2><p id='selection-reason'>{_e(sel['reason'])}</p><table id='selection'><tr>"
+        f"<th>{t['method']}</th><th>{t['ap']}</th><th>{t['energy']}</th><th>{t['pointing']}</th><th>{t['rank']}"
+        f"</th><th>{_e(t['iou_area'])}</th><th></th></tr>"
+    ]
+    for c in sel["candidates"]:
+        mark = t["chosen"] if c["method"] == sel["chosen"] else ""
+        parts.append(
+            f"<tr><td>{_e(c['method'])}</td><td>{_num(c['average_precision'])}</td><td>{_num(c['energy_inside'])}"
+            f"</td><td>{_num(c['pointing_hit'])}</td><td>{_num(c['relevance_rank'])}</td>"
+            f"<td>{_num(c['iou_at_area'])}</td><td>{_e(mark)}</td></tr>"
+        )
+    parts.append(f"</table><p>{_e(sel['split'])}: n = {sel['images']}</p>")
     return parts
 
 
@@ -349,6 +277,7 @@ def write_report(
         f"<style>{_CSS}</style><script>{_JS}</script></head><body><h1>{_e(t['title'])}</h1>",
         *figures,
         *_class_tables(cls, classes, verdicts, t),
+        *_selection_table(summary, t),
         *_localization_table(summary, classes, t),
     ]
     if "faithfulness" in summary:

@@ -26,6 +26,7 @@ from mieruka import __version__
 from mieruka._io import atomic_write, write_csv, write_json
 from mieruka.audit.faithfulness import FaithfulnessConfig, faithfulness_summary
 from mieruka.audit.report import TEXT, write_report
+from mieruka.audit.selection import DEFAULT_METHOD, select_method, store_selection
 from mieruka.audit.summary import SummaryBuilder
 from mieruka.audit.triage import CATEGORIES, REVIEW_HEADER, AuditConfig, review_list
 from mieruka.audit.worker import AUDIT_COLUMNS, AuditRecord, AuditWorker
@@ -184,7 +185,7 @@ def run_audit(
     out: str | os.PathLike[str],
     *,
     split: str = "test",
-    methods: Sequence[str] = ("gradcam",),
+    methods: Sequence[str] | None = None,
     target: str = "pred",
     config: AuditConfig | None = None,
     device: str = "auto",
@@ -202,12 +203,13 @@ def run_audit(
     """Audit the explanations of one split for one or more methods.
 
     The images are read, explained and written a chunk at a time, on ``engine`` (default: this process), so memory
-    does not grow with their number. An image that cannot be read (or whose mask or box file is broken) gets rows
-    with an ``error`` and is counted in the summary (``strict``: the run stops at it).
+    stays flat. An unreadable image (or mask or box file) gets rows with an ``error`` (``strict``: the run stops).
 
     Args:
         model_path, data, out, split: The model, a data set with masks, the output folder, the split to audit.
-        methods: Method specs (:func:`~mieruka.explain.spec.parse_method_spec`).
+        methods: Method specs (:func:`~mieruka.explain.spec.parse_method_spec`); ``auto`` chooses one on the
+            validation split's regions and stores it in the model (:mod:`mieruka.audit.selection`); None: the
+            model's stored method beside plain Grad-CAM.
         target: What the maps explain: ``pred`` (the decision, default), ``true``, ``ng`` or a class name.
         config, device, batch_size: Triage thresholds; ``auto``, ``cpu`` or ``cuda``; images per batch.
         lang, report: Language of the report (``en`` or ``ja``); write ``report/index.html`` with panels.
@@ -218,16 +220,15 @@ def run_audit(
             randomization; :mod:`mieruka.audit.faithfulness`) on this many images of the split, evenly spread
             (0: off; they cost about 2 × (steps + 1) forward passes per image and method).
         faithfulness_config: Steps, baseline fill and the randomization threshold.
-        progress, strict, engine: Show progress bars; stop at the first unreadable image; where the model runs.
-        layout: How ``data`` is laid out (``--layout``; default: as the model was trained).
+        progress, strict, engine, layout: Show progress bars; stop at the first unreadable image; where the model
+            runs; how ``data`` is laid out (``--layout``; default: as the model was trained).
     """
-    if lang not in TEXT:
-        raise ValueError(f"--lang {lang!r}: choose en or ja")
     cfg = config or AuditConfig()
+    methods, selection = _resolve_methods(
+        model_path, data, methods, boxes, layout, device, batch_size, cfg, progress, lang
+    )
     info = _info(model_path, methods, target, faithfulness).with_layout(layout)
     parse_target(target, info.classes, info.verdicts)  # bad options fail before any work
-    for spec in methods:
-        parse_method_spec(spec)
     boxes_path = None if boxes is None else Path(boxes)
     items = _items(info, data, split, boxes_path)
     out_dir = Path(out)
@@ -254,10 +255,46 @@ def run_audit(
         raise DataError(f"none of the {len(items)} images could be audited (the first: {writer.first_error})")
     fconfig = (faithfulness_config or FaithfulnessConfig()) if faithfulness > 0 else None
     summary = writer.result(fconfig, min(faithfulness, len(items)))
-    summary.update(_provenance(model_path, info, data, split, target, cfg))
+    summary.update(_provenance(model_path, info, data, split, target, cfg, selection))
     _report_regions(summary["regions"], boxes_path)
     _write(out_dir, writer.slim, summary, cfg, info, writer.panels if report else None, lang)
     return AuditRun(out_dir=out_dir, summary=summary)
+
+
+def _resolve_methods(
+    model_path: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    methods: Sequence[str] | None,
+    boxes: str | os.PathLike[str] | None,
+    layout: str | None,
+    device: str,
+    batch_size: int,
+    cfg: AuditConfig,
+    progress: bool,
+    lang: str,
+) -> tuple[list[str], dict[str, Any] | None]:
+    """The method specs to audit (checked, with ``lang``, before any work), with ``auto`` replaced by the method
+    chosen on the validation split (stored in the model, and audited beside plain Grad-CAM); None: the model's
+    stored method beside Grad-CAM."""
+    if lang not in TEXT:
+        raise ValueError(f"--lang {lang!r}: choose en or ja")
+    for spec in methods or ():
+        if spec != "auto":
+            parse_method_spec(spec)
+    if methods is None:
+        if is_exported(model_path):
+            return [str(load_exported(model_path).method or "gradcam")], None
+        methods = [read_info(model_path).explain_method, DEFAULT_METHOD]
+    if "auto" not in methods:
+        return list(dict.fromkeys(methods)), None
+    selection = select_method(
+        model_path, data, device=device, batch_size=batch_size, boxes=boxes, layout=layout, config=cfg,
+        progress=progress,
+    )  # fmt: skip
+    store_selection(model_path, selection)
+    print(f"--method auto: {selection['reason']}; stored in {model_path}")
+    chosen = [selection["chosen"] if m == "auto" else m for m in methods]
+    return list(dict.fromkeys([*chosen, DEFAULT_METHOD])), selection
 
 
 def _info(model_path: str | os.PathLike[str], methods: Sequence[str], target: str, faithfulness: int) -> ModelInfo:
@@ -293,8 +330,11 @@ def _provenance(
     split: str,
     target: str,
     cfg: AuditConfig,
+    selection: dict[str, Any] | None,
 ) -> dict[str, Any]:
     return {
+        "chosen_method": selection["chosen"] if selection else info.explain_method,
+        "method_selection": selection or info.method_selection,
         "ng_threshold": info.decision_threshold,
         "schema_version": SCHEMA_VERSION,
         "mieruka_version": __version__,

@@ -238,7 +238,7 @@ class AuditWorker:
             "predicted_verdict": info.verdicts[info.classes[pred]],
             "ng_probability": float(ng_probability(as_batch, info.ng_classes)[0]),
             "verdict": "NG" if rejected else "OK",
-            "category": triage(pred == true, scores, self.cfg),
+            "category": triage(pred == true, scores, self.cfg, ok_class=info.verdicts[true_name] == "OK"),
         }
         for k in METRICS:
             row[k] = None if scores is None else getattr(scores, k)

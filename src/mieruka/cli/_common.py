@@ -62,6 +62,20 @@ def number_in(low: float, high: float, *, low_open: bool = False) -> Callable[[s
     return parse
 
 
+def method_spec(text: str) -> str:
+    """An argparse type: an explanation method spec ``NAME[:LAYER+LAYER…][/FUSION]``."""
+    from mieruka.explain.spec import parse_method_spec
+
+    try:
+        parse_method_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--method {text!r}: ")) from None
+    return text
+
+
+method_spec.__name__ = "method spec"
+
+
 def port(text: str) -> int:
     """An argparse type: a TCP port, 1–65535."""
     try:

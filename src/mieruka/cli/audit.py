@@ -36,9 +36,9 @@ def register(sub: Any) -> None:
     add_split(p, "test")
     p.add_argument(
         "--method",
-        default="layercam:multiscale/product,gradcam",
         help="comma-separated NAME[:LAYER+LAYER…][/mean|product]; the layer word multiscale means every stage from "
-        "stride 8 down plus the last block; default: the recommended layercam:multiscale/product beside plain gradcam",
+        "stride 8 down plus the last block; auto: choose among candidates by AP on the validation split's regions "
+        "and store the choice in MODEL (audited beside gradcam); default: the model's stored method beside gradcam",
     )
     p.add_argument("--target", default="pred", help="pred (default), true, ng or a class name")
     p.add_argument(
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> None:
         args.data,
         args.out,
         split=args.split,
-        methods=[m for m in args.method.split(",") if m],
+        methods=[m for m in args.method.split(",") if m] if args.method else None,
         target=args.target,
         config=AuditConfig(tolerance=args.tolerance, map_threshold=args.map_threshold),
         device=args.device,
@@ -132,14 +132,21 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    print(f"{'method':<36}{'energy in':>10}{'lift':>8}{'pointing':>10}{'rank acc':>10}   (defect images; uniform)")
+    print(f"explanation method of the model: {summary['chosen_method']}")
+    if summary.get("marked_ok_note"):
+        print(f"note: {summary['marked_ok_note']}")
+    print(
+        f"{'method':<36}{'energy in':>10}{'lift':>8}{'pointing':>10}{'rank acc':>10}{'AP':>8}{'IoU@area':>10}"
+        "   (defect images; uniform)"
+    )
     for method, groups in summary["methods"].items():
         a = groups["all"]
         if a["with_region"]:
             u = a["baselines"]["uniform"]
             print(
                 f"{method:<36}{a['energy_inside']:>10.3f}{a['lift']:>8.2f}{a['pointing_hit']:>10.3f}"
-                f"{a['relevance_rank']:>10.3f}   ({u['energy_inside']:.3f}, {u['pointing_hit']:.3f})"
+                f"{a['relevance_rank']:>10.3f}{a['average_precision']:>8.3f}{a['iou_at_area']:>10.3f}"
+                f"   ({u['energy_inside']:.3f}, {u['pointing_hit']:.3f})"
             )
         print(f"  categories: {a['categories']}")
         if "faithfulness" in a:

@@ -14,6 +14,7 @@ from mieruka.cli._common import (
     add_split,
     engine_options,
     int_at_least,
+    method_spec,
     number_in,
 )
 
@@ -41,7 +42,12 @@ def register(sub: Any) -> None:
         help="a data set (folder tree of the model's classes or manifest CSV) or image files/folders",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--method", default="gradcam", choices=list(METHODS), help="default gradcam")
+    p.add_argument(
+        "--method",
+        type=method_spec,
+        help="a method or NAME[:LAYER+LAYER…][/mean|product] spec; default: the method stored with the model (chosen "
+        "on its validation regions by train; gradcam for older files)",
+    )
     p.add_argument(
         "--target",
         default="true",
@@ -94,7 +100,8 @@ def run(args: argparse.Namespace) -> None:
     m = result.manifest
     fast = sum(r.get("fast_path", False) for r in m["images"])
     print(
-        f"explained {len(m['images']) - m['errors']} images with {m['method']} on {', '.join(m['layers'])} "
+        f"explained {len(m['images']) - m['errors']} images with {m['method']} on {', '.join(m['layers'])}"
+        f"{' (' + m['fusion'] + ')' if len(m['layers']) > 1 else ''} "
         f"(target: {m['target']}; closed-form fast path for {fast})"
     )
     out = result.out_dir

@@ -33,9 +33,9 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="the .onnx (or OpenVINO .xml) file to write")
     p.add_argument(
         "--method",
-        default="gradcam",
         choices=EXPORT_METHODS,
-        help="CAM method computed in the graph (default gradcam)",
+        help="CAM method computed in the graph (default: the model's stored method where the graph can compute it, "
+        "else the best such candidate of its selection table)",
     )
     p.add_argument("--all-classes", action="store_true", help="also output every class's heatmap ('heatmaps')")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")

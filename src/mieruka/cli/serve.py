@@ -32,9 +32,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--method",
-        default="gradcam",
         choices=EXPORT_METHODS,
-        help="CAM method for a .safetensors model (an .onnx file carries its own; default gradcam)",
+        help="CAM method for a .safetensors model (an .onnx file carries its own; default: the model's stored "
+        "method where the graph can compute it, else the best such candidate of its selection table)",
     )
     p.add_argument(
         "--max-upload-mb",

@@ -33,6 +33,9 @@ _TRAIN_OPTIONS = [
     "cache",
     "max_escape",
     "bit_depth",
+    "guide",
+    "guide_weight",
+    "explain_method",
 ]
 
 
@@ -100,6 +103,7 @@ def register(sub: Any) -> None:
         "file in ~/.cache/mieruka/images or $MIERUKA_CACHE_DIR, reused while the images are unchanged)",
     )
     p.add_argument("--cache-gb", type=float, help="RAM budget of --cache auto in GiB (default 4)")
+    _add_explanation(p)
     p.add_argument("--no-rot90", action="store_true", help="no 90° rotations (for parts with a fixed orientation)")
     p.add_argument("--no-flip", action="store_true", help="no flips")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed) instead of stopping")
@@ -112,6 +116,22 @@ def register(sub: Any) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
+
+
+def _add_explanation(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--guide",
+        choices=("none", "masks"),
+        help="masks: also penalise the Grad-CAM energy outside the marked region of NG training images that have a "
+        "mask or box file, so the model learns to look at the defect (default none; BENCHMARKS.md §4b)",
+    )
+    p.add_argument("--guide-weight", type=float, help="weight of the --guide loss beside the cross-entropy (default 1)")
+    p.add_argument(
+        "--explain-method",
+        help="the explanation stored with the model for explain, export, serve and the Python API: auto (default: "
+        "chosen on the validation split's regions by average precision; Grad-CAM where it has none) or a method "
+        "spec such as gradcam or layercam:multiscale/mean",
+    )
 
 
 def _config(args: argparse.Namespace) -> Any:

@@ -13,6 +13,8 @@ it for a ``.safetensors`` model, so both backends compute the same thing.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,10 +24,31 @@ from mieruka.explain.engine import as_map, closed_form_holds, fast_path_head
 from mieruka.explain.methods import METHODS
 from mieruka.explain.scaling import minmax
 
-__all__ = ["EXPORT_METHODS", "ExplainedModel"]
+__all__ = ["EXPORT_METHODS", "ExplainedModel", "graph_method"]
 
 EXPORT_METHODS = tuple(name for name, m in METHODS.items() if m.uses_gradients)
 """Methods that run inside the graph: the gradient methods, whose gradient the head gives in closed form."""
+
+
+def graph_method(explain_method: str, selection: dict[str, Any] | None = None) -> tuple[str, str]:
+    """The method a graph computes for a model by default, and a note when it is not the stored one.
+
+    The graph computes gradient methods on the last block only (their gradient is closed form). A stored method it
+    can compute is used as it is; otherwise the candidate of the stored selection table (:mod:`mieruka.audit.selection`)
+    with the best validation AP among those it can compute; otherwise Grad-CAM."""
+    if explain_method in EXPORT_METHODS:
+        return explain_method, ""
+    rows = [c for c in (selection or {}).get("candidates", []) if c["method"] in EXPORT_METHODS]
+    rows = [c for c in rows if c.get("average_precision") is not None]
+    best = max(rows, key=lambda c: c["average_precision"], default=None)
+    method = best["method"] if best is not None else "gradcam"
+    why = (
+        f"the best the graph can compute on validation (AP {best['average_precision']:.3f})" if best else "the default"
+    )
+    return method, (
+        f"the model's explanation method {explain_method} needs more than the last block, which a graph cannot "
+        f"compute; using {method}, {why}"
+    )
 
 
 class ExplainedModel(nn.Module):

@@ -33,9 +33,10 @@ from mieruka.data.sample import nfc
 from mieruka.data.sources.folder import MASKS_DIR
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError, MierukaError
-from mieruka.explain.engine import explain
+from mieruka.explain.engine import explain, multiscale_layers
 from mieruka.explain.render import grid, panel, to_original_size
 from mieruka.explain.scaling import normalize_for_display
+from mieruka.explain.spec import MULTISCALE, parse_method_spec
 from mieruka.explain.targets import parse_target
 from mieruka.inference import batches, model_input, select_device
 from mieruka.runtime import is_exported, load_exported
@@ -115,10 +116,17 @@ class ExplainWorker:
     (float32, T × S × S), probabilities and explained classes, or the reason it could not be read."""
 
     def __init__(
-        self, model_path: str, device: str, method: str, target: str, layers: tuple[str, ...] | None, batch_size: int
+        self,
+        model_path: str,
+        device: str,
+        method: str,
+        target: str,
+        layers: tuple[str, ...] | None,
+        batch_size: int,
+        fusion: str = "mean",
     ) -> None:
         self.model_path, self.device, self.method, self.target = model_path, device, method, target
-        self.layers, self.batch_size = layers, batch_size
+        self.layers, self.batch_size, self.fusion = layers, batch_size, fusion
         self.model: torch.nn.Module | None = None
         self.runtime: Any = None
         self.info: ModelInfo | None = None
@@ -158,6 +166,7 @@ class ExplainWorker:
                 targets=targets,
                 layers=self.layers or (info.target_layer,),
                 labels=labels if self.target == "true" else None,
+                fusion=self.fusion,
             )
             maps, probs, classes = ex.maps.float().cpu().numpy(), ex.probs.float().cpu().numpy(), ex.class_indices
             for n, j in enumerate(idx):
@@ -179,7 +188,7 @@ class ExplainWorker:
 
 
 def _exported_info(
-    model_path: str | os.PathLike[str], method: str, target: str, layers: Sequence[str] | None
+    model_path: str | os.PathLike[str], method: str | None, target: str, layers: Sequence[str] | None
 ) -> ModelInfo:
     """An exported file's description, once it is clear the file can give what is asked: its own method's map of
     the predicted class."""
@@ -187,7 +196,7 @@ def _exported_info(
     name = Path(model_path).name
     if runtime.method is None:
         raise MierukaError(f"{name}: the exported graph has no heatmap (its head does not allow one)")
-    if method != runtime.method or target != "pred" or layers:
+    if (method is not None and method != runtime.method) or target != "pred" or layers:
         raise MierukaError(
             f"{name} computes the {runtime.method} map of the predicted class only: explain it with --method "
             f"{runtime.method} --target pred (and no --layer), or explain the .safetensors for other maps"
@@ -195,12 +204,34 @@ def _exported_info(
     return runtime.info
 
 
+def _method_of(
+    model_path: str | os.PathLike[str], method: str | None, target: str, layers: Sequence[str] | None
+) -> tuple[ModelInfo, str, Sequence[str] | None, str]:
+    """(description, method, layers, fusion) to explain with: an exported file's own method, else ``method`` (a
+    spec) or, by default, the one stored with the model."""
+    if is_exported(model_path):
+        info = _exported_info(model_path, method, target, layers)
+        return info, str(load_exported(model_path).method), layers, "mean"
+    info = read_info(model_path)
+    name, spec_layers, fusion = parse_method_spec(method or info.explain_method)
+    return info, name, layers or _resolve_layers(info, spec_layers) or None, fusion
+
+
+def _resolve_layers(info: ModelInfo, layers: Sequence[str]) -> tuple[str, ...]:
+    """A spec's layers with the word ``multiscale`` spelt out for the model's architecture."""
+    if tuple(layers) != (MULTISCALE,):
+        return tuple(layers)
+    from mieruka.models import build_model
+
+    return multiscale_layers(build_model(info.arch, len(info.classes), image_size=info.image_size))
+
+
 def run_explain(
     model_path: str | os.PathLike[str],
     sources: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     *,
-    method: str = "gradcam",
+    method: str | None = None,
     target: str = "true",
     split: str = "val",
     layers: Sequence[str] | None = None,
@@ -220,14 +251,14 @@ def run_explain(
     run stops at it); the run fails only when no image could be read.
     """
     engine = engine or EngineOptions()
-    info = _exported_info(model_path, method, target, layers) if is_exported(model_path) else read_info(model_path)
+    info, method, layers, fusion = _method_of(model_path, method, target, layers)
     info = info.with_layout(layout)  # --layout: how the data sets among the sources are laid out
     paths, labels = _inputs(sources, info, split, need_labels=target == "true")
     if target == "true" and any(lab is None for lab in labels):
         raise DataError("--target true needs images with known classes (a data set); use --target pred for bare images")
     parse_target(target, info.classes, info.verdicts)  # a bad --target fails before any work
     layer_names = tuple(layers) if layers else (info.target_layer,)
-    worker = ExplainWorker(str(model_path), device, method, target, layer_names, batch_size)
+    worker = ExplainWorker(str(model_path), device, method, target, layer_names, batch_size, fusion)
     items = [Item(i, str(p), -1 if lab is None else lab) for i, (p, lab) in enumerate(zip(paths, labels, strict=True))]
     out_dir = Path(out)
     (out_dir / "panels").mkdir(parents=True, exist_ok=True)
@@ -258,6 +289,7 @@ def run_explain(
         "model": str(model_path),
         "method": method,
         "layers": list(layer_names),
+        "fusion": fusion,
         "target": target,
         "targets": target_names,
         "split": split,

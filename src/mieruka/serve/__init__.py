@@ -87,7 +87,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
-    method: str = "gradcam",
+    method: str | None = None,
     device: str = "cpu",
     max_upload_mb: float = 32.0,
     max_images: int = 16,

@@ -21,7 +21,8 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from mieruka.augment import augment_batch
+from mieruka.audit.selection import choose_after_training
+from mieruka.augment import augment_with_masks
 from mieruka.checkpoint import ModelInfo, load_checkpoint, read_info, save_checkpoint
 from mieruka.config import TrainConfig
 from mieruka.data.store import normalize
@@ -32,6 +33,7 @@ from mieruka.models import build_model, feature_layer, load_pretrained, normaliz
 from mieruka.train.curves import plot_history, write_history
 from mieruka.train.distributed import Ranks, from_env
 from mieruka.train.frozen import FrozenPrefix, freeze_stages, frozen_batchnorms
+from mieruka.train.guide import WithFeatures, guide_loss, guided_head
 from mieruka.train.inputs import TrainingData, load_training_data
 from mieruka.train.runs import prepare_run, resumed_config
 from mieruka.train.state import lr_factor, optimizer_tensors, param_groups, restore_optimizer, sampling_weights
@@ -64,10 +66,13 @@ class _Trainer:
         self.target_layer = feature_layer(model)
         model.to(device).to(memory_format=torch.channels_last)
         self.model = model
+        self.guide = data.guide if cfg.guide == "masks" else None
+        self.guide_head = guided_head(model, cfg.image_size) if self.guide is not None else None
+        base = model if self.guide is None else WithFeatures(model)  # the guided step needs the features too
         # On a CPU the frozen first modules run in slices, without autograd (the same numbers, faster: FrozenPrefix).
-        self.forward: Any = (FrozenPrefix.split(model) if device.type == "cpu" else None) or model
+        self.forward: Any = (FrozenPrefix.split(model) if device.type == "cpu" else None) or base
         if ranks.enabled:  # gradients averaged over the ranks in backward
-            self.forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+            self.forward = DistributedDataParallel(base, device_ids=[device] if device.type == "cuda" else None)
         self.ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
         self.evaluated = self.ema.module if self.ema is not None else model  # the weights validated and saved
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
@@ -164,12 +169,17 @@ class _Trainer:
             batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             pick = data.train_idx[batch[ranks.rank :: ranks.world].numpy()]  # this rank's share of the batch
             x = data.store.get(pick).to(device, non_blocking=True).float().div_(255)
-            x = augment_batch(x, cfg.augment, self.aug_gen)
+            marked, masks = self.guide.batch(pick) if self.guide is not None else (None, None)
+            x, masks = augment_with_masks(x, masks, cfg.augment, self.aug_gen)
             x = normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(data.labels[pick]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = self.forward(x)
+                logits, features = self._logits_features(x)
             loss = F.cross_entropy(logits.float(), y, weight=self.class_weight, label_smoothing=cfg.label_smoothing)
+            if marked is not None and bool(marked.any()):
+                on = marked.to(device)
+                guided = guide_loss(self.model, features[on], self.guide_head, y[on], masks[on])  # type: ignore[index]
+                loss = loss + cfg.guide_weight * guided
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -179,6 +189,14 @@ class _Trainer:
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         return float(np.mean(losses))
+
+    def _logits_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's logits, and (guided runs only) the ``forward_features`` output the guide loss needs."""
+        if self.guide is None:
+            return self.forward(x), None
+        if isinstance(self.forward, FrozenPrefix):
+            return self.forward.with_features(x)
+        return self.forward(x)
 
     def _validate(self, epoch: int, train_loss: float, seconds: float) -> None:
         """Validate the averaged weights, log the epoch, and save them as the model when they are the best."""
@@ -359,6 +377,7 @@ def _run(
     if ranks.main:
         plot_history(trainer.history, run / "training_curve.png")
         trainer.finish()
+        choose_after_training(run / "model.safetensors", data, cfg.explain_method, cfg.device, progress)
     ranks.barrier()
     return trainer
 
