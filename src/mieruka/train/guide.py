@@ -83,8 +83,9 @@ def load_guide_masks(
     masks: list[np.ndarray] = []
     chosen = [int(i) for i in train_idx if ng[int(i)] and samples[int(i)].mask is not None and sizes[int(i)]]
     for i in tqdm(chosen, desc="reading training regions", disable=not progress, leave=False, unit="mask"):
-        s = samples[i]
-        region = read_region(Path(s.mask), s.image, sizes[i])  # type: ignore[arg-type]
+        s, size = samples[i], sizes[i]
+        assert s.mask is not None and size is not None
+        region = read_region(Path(s.mask), s.image, size)
         if not region.any():
             continue
         small = Image.fromarray(region.astype(np.uint8) * 255).resize((image_size, image_size), Image.Resampling.BOX)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mieruka._io import write_json
 from mieruka.config import TrainConfig
 from mieruka.data.dataset import Dataset, describe, load_dataset
 from mieruka.data.doctor import cheap_warnings
+from mieruka.data.sample import Sample
 from mieruka.data.store import ImageStore, scan_images
 from mieruka.errors import DataError
 from mieruka.train.checks import preflight
@@ -114,7 +116,12 @@ def load_training_data(
 
 
 def _guide_masks(
-    dataset: Dataset, samples: list, store: ImageStore, train_idx: np.ndarray, cfg: TrainConfig, progress: bool
+    dataset: Dataset,
+    samples: Sequence[Sample],
+    store: ImageStore,
+    train_idx: np.ndarray,
+    cfg: TrainConfig,
+    progress: bool,
 ) -> GuideMasks:
     """``--guide masks``: the regions of the NG training images, with one line saying how many have one."""
     ng = [dataset.verdicts[s.label] == "NG" for s in samples]

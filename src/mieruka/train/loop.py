@@ -177,8 +177,9 @@ class _Trainer:
                 logits, features = self._logits_features(x)
             loss = F.cross_entropy(logits.float(), y, weight=self.class_weight, label_smoothing=cfg.label_smoothing)
             if marked is not None and bool(marked.any()):
+                assert features is not None and masks is not None and self.guide_head is not None
                 on = marked.to(device)
-                guided = guide_loss(self.model, features[on], self.guide_head, y[on], masks[on])  # type: ignore[index]
+                guided = guide_loss(self.model, features[on], self.guide_head, y[on], masks[on])
                 loss = loss + cfg.guide_weight * guided
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
