@@ -90,7 +90,7 @@ def test_guide_without_any_region_is_a_clear_error(synth_dir: Path, tmp_path: Pa
 
 
 def test_guide_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="--guide must be none or masks"):
+    with pytest.raises(ValueError, match="--guide must be auto, masks or none"):
         TrainConfig(guide="boxes")
     with pytest.raises(ValueError, match="--guide-weight must not be negative"):
         TrainConfig(guide_weight=-1)
@@ -116,3 +116,24 @@ def test_train_command_guides_on_synth_data_and_chooses_the_method(tmp_path: Pat
     assert info.config["guide"] == "masks"
     assert info.method_selection["chosen"] == info.explain_method  # auto, the default, chose on validation
     assert len(info.method_selection["candidates"]) >= 4
+
+
+def test_guide_auto_trains_on_labels_alone_where_nothing_is_marked(
+    synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from mieruka.train import train
+
+    data = tmp_path / "nomasks"
+    shutil.copytree(synth_dir, data, ignore=shutil.ignore_patterns("masks", "manifest.csv"))
+    train(data, tmp_path / "run", replace(TINY, guide="auto", epochs=1), progress=False)
+    assert "guide: off (no NG training image has a marked region)" in capsys.readouterr().out
+    model = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=3)
+    from mieruka.train.guide import GuideMasks, guide_for
+
+    masks = GuideMasks(torch.zeros(1, 1, 8, 8), np.zeros(1, dtype=np.int64))
+    assert guide_for(model, replace(TINY, guide="auto"), masks) == (None, None)
+    assert "guide: off (mobilenetv3" in capsys.readouterr().out.lower()
+    with pytest.raises(MierukaError):
+        guide_for(model, replace(TINY, guide="masks"), masks)

@@ -66,7 +66,8 @@ class TrainConfig:
         max_escape: Escape-rate target for the NG threshold chosen on the validation split (a bound on the
             probability that a new defect passes; see :mod:`mieruka.metrics`).
         guide: ``masks`` adds the right-for-the-right-reasons loss on NG training images with a marked region
-            (:mod:`mieruka.train.guide`); ``none`` (default) trains on the labels alone.
+            (:mod:`mieruka.train.guide`); ``none`` (default) trains on the labels alone; ``auto``: ``masks`` where
+            NG training images have regions and the head has a closed-form CAM, else ``none``.
         guide_weight: Weight of that loss beside the cross-entropy.
         explain_method: The explanation stored with the model for ``explain``, ``export``, ``serve`` and the Python
             API: ``auto`` (default) chooses it after training on the validation split's regions
@@ -123,7 +124,7 @@ class TrainConfig:
             (self.cache_gb >= 0, "--cache-gb must not be negative"),
             (self.cache in ("auto", "ram", "disk"), "--cache must be one of auto, ram, disk"),
             (self.layout in _layouts(), f"--layout must be one of {', '.join(_layouts())}"),
-            (self.guide in ("none", "masks"), "--guide must be none or masks"),
+            (self.guide in ("auto", "masks", "none"), "--guide must be auto, masks or none"),
             (self.guide_weight >= 0, "--guide-weight must not be negative"),
             (self.explain_method == "auto" or _is_spec(self.explain_method), _spec_message(self.explain_method)),
             (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),

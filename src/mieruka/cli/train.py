@@ -121,9 +121,10 @@ def register(sub: Any) -> None:
 def _add_explanation(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--guide",
-        choices=("none", "masks"),
+        choices=("auto", "masks", "none"),
         help="masks: also penalise the Grad-CAM energy outside the marked region of NG training images that have a "
-        "mask or box file, so the model learns to look at the defect (default none; BENCHMARKS.md §4b)",
+        "mask or box file, so the model learns to look at the defect; auto: masks where they exist and the head "
+        "allows it; none (default; BENCHMARKS.md §4c)",
     )
     p.add_argument("--guide-weight", type=float, help="weight of the --guide loss beside the cross-entropy (default 1)")
     p.add_argument(

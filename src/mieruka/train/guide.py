@@ -31,15 +31,25 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from mieruka.config import TrainConfig
 from mieruka.data.annotations import read_region
 from mieruka.data.sample import Sample
 from mieruka.errors import DataError, MierukaError
 from mieruka.explain.engine import closed_form_holds, fast_path_head
 from mieruka.explain.maps import as_map
 
-__all__ = ["GUIDE_CHOICES", "GuideMasks", "WithFeatures", "guide_loss", "guided_head", "load_guide_masks"]
+__all__ = [
+    "GUIDE_CHOICES",
+    "GuideMasks",
+    "WithFeatures",
+    "guide_for",
+    "guide_loss",
+    "guided_head",
+    "load_guide_masks",
+]
 
-GUIDE_CHOICES = ("none", "masks")
+GUIDE_CHOICES = ("auto", "masks", "none")
+"""``auto``: ``masks`` where NG training images have regions and the head allows it, else ``none``."""
 
 _EPS = 1e-6
 
@@ -121,6 +131,22 @@ def guided_head(model: nn.Module, image_size: int) -> nn.Linear:
             "or train without --guide"
         )
     return head
+
+
+def guide_for(
+    model: nn.Module, cfg: TrainConfig, masks: GuideMasks | None
+) -> tuple[GuideMasks | None, nn.Linear | None]:
+    """(masks, head) of a run that guides, or (None, None): ``--guide masks`` refuses a head without a closed-form
+    CAM; ``auto`` then trains on the labels alone and says why."""
+    if masks is None or cfg.guide == "none":
+        return None, None
+    try:
+        return masks, guided_head(model, cfg.image_size)
+    except MierukaError as exc:
+        if cfg.guide == "masks":
+            raise
+        print(f"guide: off ({str(exc).removeprefix('--guide masks: ')})")
+        return None, None
 
 
 def guide_loss(

@@ -104,7 +104,7 @@ def load_training_data(
             file=sys.stderr,
         )
     train_idx = np.array([i for i, s in enumerate(train_samples) if s.image not in bad], dtype=np.int64)
-    guide = _guide_masks(dataset, samples, store, train_idx, cfg, progress) if cfg.guide == "masks" else None
+    guide = _guide_masks(dataset, samples, store, train_idx, cfg, progress) if cfg.guide != "none" else None
     return TrainingData(
         dataset=dataset,
         store=store,
@@ -122,10 +122,17 @@ def _guide_masks(
     train_idx: np.ndarray,
     cfg: TrainConfig,
     progress: bool,
-) -> GuideMasks:
-    """``--guide masks``: the regions of the NG training images, with one line saying how many have one."""
+) -> GuideMasks | None:
+    """``--guide masks|auto``: the regions of the NG training images, with one line saying how many have one
+    (``auto`` without any: None, and a line saying so)."""
     ng = [dataset.verdicts[s.label] == "NG" for s in samples]
-    guide = load_guide_masks(samples, store.sizes, train_idx, ng, cfg.image_size, progress)
+    try:
+        guide = load_guide_masks(samples, store.sizes, train_idx, ng, cfg.image_size, progress)
+    except DataError:
+        if cfg.guide == "masks":
+            raise
+        print("guide: off (no NG training image has a marked region)")
+        return None
     marked = int((guide.slot >= 0).sum())
     print(f"guide: {marked} of {sum(ng[int(i)] for i in train_idx)} NG training images have a marked region")
     return guide

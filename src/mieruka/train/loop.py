@@ -33,10 +33,18 @@ from mieruka.models import build_model, feature_layer, load_pretrained, normaliz
 from mieruka.train.curves import plot_history, write_history
 from mieruka.train.distributed import Ranks, from_env
 from mieruka.train.frozen import FrozenPrefix, freeze_stages, frozen_batchnorms
-from mieruka.train.guide import WithFeatures, guide_loss, guided_head
+from mieruka.train.guide import WithFeatures, guide_for, guide_loss
 from mieruka.train.inputs import TrainingData, load_training_data
 from mieruka.train.runs import prepare_run, resumed_config
-from mieruka.train.state import lr_factor, optimizer_tensors, param_groups, restore_optimizer, sampling_weights
+from mieruka.train.state import (
+    lr_factor,
+    optimizer_tensors,
+    param_groups,
+    restore_optimizer,
+    rounded,
+    sampling_weights,
+    tta_candidates,
+)
 
 __all__ = ["TrainResult", "train"]
 
@@ -66,8 +74,7 @@ class _Trainer:
         self.target_layer = feature_layer(model)
         model.to(device).to(memory_format=torch.channels_last)
         self.model = model
-        self.guide = data.guide if cfg.guide == "masks" else None
-        self.guide_head = guided_head(model, cfg.image_size) if self.guide is not None else None
+        self.guide, self.guide_head = guide_for(model, cfg, data.guide)
         base = model if self.guide is None else WithFeatures(model)  # the guided step needs the features too
         # On a CPU the frozen first modules run in slices, without autograd (the same numbers, faster: FrozenPrefix).
         self.forward: Any = (FrozenPrefix.split(model) if device.type == "cpu" else None) or base
@@ -223,7 +230,7 @@ class _Trainer:
         )
         if improved:
             self.best_score, self.best_epoch = score, epoch
-            summary = {"best_epoch": epoch, **_rounded(row)}
+            summary = {"best_epoch": epoch, **rounded(row)}
             save_checkpoint(self.run / "model.safetensors", self.evaluated, self.info(summary))
         tqdm.write(
             f"epoch {epoch:>3}  loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
@@ -261,7 +268,7 @@ class _Trainer:
         y_val = data.labels[data.val_idx]
         tta_scores: dict[str, float] = {}
         probs_by_tta: dict[str, np.ndarray] = {}
-        for tta in _tta_candidates(cfg):
+        for tta in tta_candidates(cfg):
             probs_by_tta[tta] = predict_probs(
                 best, data.store, data.val_idx.tolist(), mean=self.mean, std=self.std, tta=tta
             )
@@ -274,7 +281,7 @@ class _Trainer:
         info = self.info(
             {
                 "best_epoch": self.best_epoch,
-                **_rounded(self.history[self.best_epoch - 1]),
+                **rounded(self.history[self.best_epoch - 1]),
                 "train_images": len(data.train_idx),
                 "val_images": len(data.val_idx),
                 "val_balanced_accuracy_by_tta": {k: round(v, 6) for k, v in tta_scores.items()},
@@ -381,20 +388,3 @@ def _run(
         choose_after_training(run / "model.safetensors", data, cfg.explain_method, cfg.device, progress)
     ranks.barrier()
     return trainer
-
-
-def _tta_candidates(cfg: TrainConfig) -> list[str]:
-    """Test-time views worth trying: only those the training augmentation taught the model to see."""
-    if cfg.tta != "auto":
-        return [cfg.tta]
-    aug = cfg.augment
-    out = ["none"]
-    if aug.hflip:
-        out.append("flip")
-    if aug.hflip and aug.vflip and aug.rot90:
-        out.append("d4")
-    return out
-
-
-def _rounded(row: dict[str, float]) -> dict[str, float]:
-    return {k: round(float(v), 6) for k, v in row.items()}

@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["lr_factor", "optimizer_tensors", "param_groups", "restore_optimizer", "sampling_weights"]
+if TYPE_CHECKING:
+    from mieruka.config import TrainConfig
+
+__all__ = [
+    "lr_factor",
+    "optimizer_tensors",
+    "param_groups",
+    "restore_optimizer",
+    "rounded",
+    "sampling_weights",
+    "tta_candidates",
+]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -55,3 +66,20 @@ def restore_optimizer(opt: torch.optim.Optimizer, extra: dict[str, torch.Tensor]
             _, idx, key = name.split(".", 2)
             state.setdefault(int(idx), {})[key] = value
     opt.load_state_dict({"state": state, "param_groups": json.loads(groups_json)})
+
+
+def tta_candidates(cfg: TrainConfig) -> list[str]:
+    """Test-time views worth trying: only those the training augmentation taught the model to see."""
+    if cfg.tta != "auto":
+        return [cfg.tta]
+    aug = cfg.augment
+    out = ["none"]
+    if aug.hflip:
+        out.append("flip")
+    if aug.hflip and aug.vflip and aug.rot90:
+        out.append("d4")
+    return out
+
+
+def rounded(row: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in row.items()}
