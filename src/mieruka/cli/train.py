@@ -124,7 +124,7 @@ def _add_explanation(p: argparse.ArgumentParser) -> None:
         choices=("auto", "masks", "none"),
         help="masks: also penalise the Grad-CAM energy outside the marked region of NG training images that have a "
         "mask or box file, so the model learns to look at the defect; auto: masks where they exist and the head "
-        "allows it; none (default; BENCHMARKS.md §4c)",
+        "allows it; none (default; BENCHMARKS.md §4d)",
     )
     p.add_argument("--guide-weight", type=float, help="weight of the --guide loss beside the cross-entropy (default 1)")
     p.add_argument(
