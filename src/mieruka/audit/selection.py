@@ -58,12 +58,10 @@ SELECTION_METRICS = ("average_precision", "energy_inside", "pointing_hit", "rele
 _CHUNK = 64
 
 
-def candidates(model: nn.Module) -> list[str]:
-    """The candidate method specs for ``model``, simplest first (see the module docstring)."""
-    from mieruka.explain.engine import _feature_layer
-
+def candidates(model: nn.Module, final: str) -> list[str]:
+    """The candidate method specs for ``model``, whose last block is ``final``, simplest first (see the module
+    docstring)."""
     specs = ["gradcam", "gradcam++"]
-    final = _feature_layer(model)
     stages = [i["module"] for i in getattr(model, "feature_info", None) or [] if i.get("reduction") == 16]
     if stages and stages[-1] != final:
         specs.append(f"gradcam:{stages[-1]}")
@@ -94,7 +92,7 @@ def select_method(
             "among methods with the .safetensors model"
         )
     model, info, _ = load_checkpoint(model_path, "cpu")
-    specs = candidates(model)
+    specs = candidates(model, info.target_layer)
     del model
     info = info.with_layout(layout)
     dataset = info.load_dataset(data)
