@@ -35,6 +35,7 @@ from mieruka.audit.worker import AuditWorker
 from mieruka.batch.engine import Item
 from mieruka.checkpoint import load_checkpoint, save_checkpoint
 from mieruka.errors import MierukaError
+from mieruka.runtime import is_exported
 
 __all__ = [
     "DEFAULT_METHOD",
@@ -85,46 +86,36 @@ def select_method(
     Returns:
         ``{"split", "images", "candidates": [{"method", <SELECTION_METRICS>}], "chosen", "reason"}``.
     """
-    model_path = str(model_path)
-    if Path(model_path).suffix.lower() != ".safetensors":
+    if is_exported(model_path):
         raise MierukaError(
             f"--method auto: {Path(model_path).name} is an exported graph that computes one method only; choose "
             "among methods with the .safetensors model"
         )
-    model, info, _ = load_checkpoint(model_path, "cpu")
-    specs = candidates(model, info.target_layer)
-    del model
-    info = info.with_layout(layout)
+    worker = AuditWorker(
+        str(model_path), device, methods=[], target="pred", cfg=config or AuditConfig(), batch_size=batch_size,
+        boxes=None if boxes is None else str(boxes), report_dir=None, caption="", faithfulness=0,
+        faithfulness_config=FaithfulnessConfig(), split_size=0,
+    )  # fmt: skip
+    worker.setup()  # the model is loaded once: its stages name the candidates, then it scores them
+    assert worker.info is not None and worker.model is not None
+    info = worker.info.with_layout(layout)
+    worker.methods = candidates(worker.model, info.target_layer)
     dataset = info.load_dataset(data)
-    samples = [s for s in dataset.split(split) if info.verdicts[s.label] == "NG" and s.mask is not None]
-    if boxes is not None:
+    samples = [s for s in dataset.split(split) if info.verdicts[s.label] == "NG"]
+    if boxes is None:
+        samples = [s for s in samples if s.mask is not None]
+    else:
         from mieruka.data.annotations import box_source
 
-        samples = [s for s in dataset.split(split) if info.verdicts[s.label] == "NG"]
         samples = [s for s in samples if box_source(Path(boxes), s.image) is not None]
     items = [Item(i, str(s.image), dataset.label_index(s), "" if s.mask is None else str(s.mask)) for i, s in
              enumerate(samples)]  # fmt: skip
-    table = _score(model_path, specs, items, device, batch_size, boxes, config or AuditConfig(), progress)
-    return _choose(split, table)
+    return _choose(split, _score(worker, items, progress))
 
 
-def _score(
-    model_path: str,
-    specs: Sequence[str],
-    items: Sequence[Item],
-    device: str,
-    batch_size: int,
-    boxes: str | os.PathLike[str] | None,
-    cfg: AuditConfig,
-    progress: bool,
-) -> tuple[int, list[dict[str, Any]]]:
+def _score(worker: AuditWorker, items: Sequence[Item], progress: bool) -> tuple[int, list[dict[str, Any]]]:
     """(images with a region, per candidate the mean of :data:`SELECTION_METRICS` over them)."""
-    worker = AuditWorker(
-        model_path, device, methods=specs, target="pred", cfg=cfg, batch_size=batch_size,
-        boxes=None if boxes is None else str(boxes), report_dir=None, caption="", faithfulness=0,
-        faithfulness_config=FaithfulnessConfig(), split_size=len(items),
-    )  # fmt: skip
-    worker.setup()
+    specs = worker.methods
     sums = {s: dict.fromkeys(SELECTION_METRICS, 0.0) for s in specs}
     counted = 0
     chunks = range(0, len(items), _CHUNK)
