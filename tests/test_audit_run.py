@@ -79,6 +79,36 @@ def test_report_is_offline_and_japanese(audited: Path) -> None:
         assert (audited / "report" / src).is_file()
 
 
+def test_report_links_files_outlines_regions_and_lists_every_review_item(audited: Path) -> None:
+    import re
+
+    from PIL import Image
+
+    from mieruka.explain.render import OUTLINE_RGB
+
+    page = (audited / "report" / "index.html").read_text(encoding="utf-8")
+    summary = json.loads((audited / "summary.json").read_text(encoding="utf-8"))
+    assert f"しきい値 {summary['ng_threshold']:.3f}" in page  # OK/NG at the calibrated threshold, said so
+    for name in ("audit.csv", "summary.json", "review.csv"):
+        assert f"href='../{name}'" in page
+    assert "id='colorbar'" in page and "0: 根拠なし" in page and page.count("class='sortable'") >= 4
+    assert "<th>画像</th>" in page and "<th>image</th>" not in page
+    with open(audited / "review.csv", encoding="utf-8") as fh:
+        images = list(dict.fromkeys(r["image"] for r in csv.DictReader(fh)))
+    listed = re.findall(r"<tr data-image='([^']+)'>", page)
+    assert listed == [__import__("html").escape(i, quote=True) for i in images]  # all of them, in rank order
+    review = page[page.index("<table id='review'") :]
+    assert review.count("<figure>") == 2 * len(images)  # every audited method's panel, side by side
+    assert "id='collect'" in page and "次に集めるべきデータ" in page
+    # a defect image's panel carries its region's outline; an image without a region has none
+    panels = json.loads((audited / "report" / "panels.json").read_text(encoding="utf-8"))["panels"]
+    full = {Path(image).parent.name: audited / "report" / f for image, method, _, f in panels if method == "gradcam"}
+    magenta = [
+        int((np.asarray(Image.open(full[c]).convert("RGB")) == OUTLINE_RGB).all(-1).sum()) for c in ("crack", "good")
+    ]
+    assert magenta[0] > 20 and magenta[1] == 0
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (make test installs it)")
 def test_report_renders_in_a_real_headless_browser(audited: Path, tmp_path: Path) -> None:
     page = (audited / "report" / "index.html").resolve()

@@ -3,8 +3,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHROMIUM
+from conftest import CHROMIUM, free_port, served
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -195,32 +193,15 @@ def test_concurrent_requests_get_their_own_answers(
 # --- a real browser -----------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_ja_service(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The tiny model with Japanese class names, served by uvicorn on a free loopback port."""
-    import uvicorn
-
     model, info, _ = load_checkpoint(tiny_run / "model.safetensors")
     names = ("欠陥A", "欠陥B", "良品", "正常(汚れ)", "正常(キズ)", "欠陥C")
     ja = replace(info, classes=names, verdicts=dict(zip(names, ("NG", "NG", "OK", "OK", "OK", "NG"), strict=True)))
     path = save_checkpoint(tmp_path_factory.mktemp("ja") / "ja.safetensors", model, ja)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(TorchModel(path)), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the service did not start"
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
+    with served(create_app(TorchModel(path))) as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -336,7 +317,7 @@ def test_serve_with_two_worker_processes_answers(tiny_onnx: Path, synth_dir: Pat
     import subprocess
     import sys
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mieruka", "serve", str(tiny_onnx), "--port", str(port), "--workers", "2"],
         stdout=subprocess.PIPE,

@@ -104,6 +104,7 @@ class TrainConfig:
     guide: str = "none"
     guide_weight: float = 1.0
     explain_method: str = "auto"
+    corrections: str | None = None
     bit_depth: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

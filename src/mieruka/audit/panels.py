@@ -23,12 +23,19 @@ def slug(spec: str) -> str:
 
 
 def write_panel(
-    report_dir: Path, stem: str, image_path: Path, heat: np.ndarray, caption: str, bit_depth: int | None = None
+    report_dir: Path,
+    stem: str,
+    image_path: Path,
+    heat: np.ndarray,
+    caption: str,
+    bit_depth: int | None = None,
+    region: np.ndarray | None = None,
 ) -> tuple[str, str]:
     """Write a full-size panel (PNG) and a thumbnail (JPEG) of ``heat`` (at the image's size, min–max scaled here)
-    over the image; returns their paths relative to the report folder (thumbnail, full)."""
+    over the image, with the outline of the defect ``region`` when known; returns their paths relative to the
+    report folder (thumbnail, full)."""
     image = read_image(image_path, bit_depth=bit_depth)
-    pic = panel(image, minmax_np(heat), caption)
+    pic = panel(image, minmax_np(heat), caption, region=region)
     full = Path("panels") / f"{stem}.png"
     thumb = Path("thumbs") / f"{stem}.jpg"
     atomic_write(report_dir / full, lambda p: pic.save(p, format="PNG"))

@@ -1,86 +1,62 @@
 """The audit's HTML report: one self-contained folder that opens offline (no CDN, no server).
 
-``DIR/report/index.html`` shows the summary figures, the confusion matrix, the OK/NG gate, per-class tables, the
-localization summary by class and method beside chance baselines, and a gallery of input | heatmap panels grouped by
-triage category (thumbnails that open full size, filters by class and category). English or Japanese (``lang``).
+``DIR/report/index.html`` shows the summary figures (OK/NG at the model's calibrated threshold, beside the view of
+the predicted class alone), links to every file of the audit, a labelled colour bar, the confusion matrix, per-class
+tables, how the explanation method was chosen, the localization summary by class and method beside chance
+baselines, "what to collect next", a gallery of input | heatmap panels (defect regions outlined) grouped by triage
+category, and the whole review list with every audited method's panel side by side. Tables sort by a click on a
+header. English or Japanese (``lang``).
+
+The page is rendered by Jinja2 with autoescaping (``templates/report.html.j2``): a class or file name is text,
+never markup. Served by ``mieruka review``, the same page shows a decision per review item.
 """
 
 from __future__ import annotations
 
 import csv
-import html
+import functools
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 
 from mieruka._io import atomic_write
+from mieruka.audit.collect import what_to_collect
+from mieruka.audit.report_tables import (
+    class_tables,
+    faithfulness_table,
+    localization_table,
+    pct,
+    selection_table,
+)
 from mieruka.audit.text import TEXT
 from mieruka.errors import DataError
 from mieruka.metrics import classification_metrics, gate_rates
 
-__all__ = ["TEXT", "write_report"]
+__all__ = ["AUDIT_FILES", "DECISIONS", "TEXT", "rebuild_report", "write_report"]
 
-_CSS = """
-body{font-family:'IPAexGothic','Noto Sans CJK JP',sans-serif;margin:24px;color:#222}
-table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th:first-child,td:first-child{text-align:left}.figs{display:flex;gap:24px;flex-wrap:wrap}
-.fig{border:1px solid #ddd;padding:8px 14px;border-radius:6px}.fig b{font-size:1.6em;display:block}
-.gallery{display:flex;flex-wrap:wrap;gap:8px}.card{width:220px;font-size:12px}
-.card img{width:220px;height:auto;border:1px solid #ccc}h3{margin-top:18px}.hidden{display:none}
-"""
+DECISIONS = ("correct", "relabel", "region_wrong", "exclude")
+"""What a reviewer can decide about a review item (``mieruka review``)."""
 
-_JS = """
-function applyFilter(){const c=document.getElementById('f-class').value,k=document.getElementById('f-cat').value,
-m=document.getElementById('f-method').value;document.querySelectorAll('.card').forEach(e=>{const ok=
-(c==='*'||e.dataset.cls===c)&&(k==='*'||e.dataset.cat===k)&&(m==='*'||e.dataset.method===m);
-e.classList.toggle('hidden',!ok)});document.querySelectorAll('.group').forEach(g=>{g.classList.toggle('hidden',
-!g.querySelector('.card:not(.hidden)'))})}
-document.addEventListener('DOMContentLoaded',()=>{['f-class','f-cat','f-method'].forEach(i=>
-document.getElementById(i).addEventListener('change',applyFilter))});
-"""
+AUDIT_FILES = ("audit.csv", "summary.json", "review.csv", "decisions.csv", "report/panels.json")
+"""The audit's files the report links to (those that exist)."""
+
+_FLOATS = ("probability", "ng_probability", "area_fraction", "brightness")
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x))
-
-
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.1f}%"
-
-
-def _faithfulness_table(summary: dict[str, Any], classes: Sequence[str], t: dict[str, str]) -> list[str]:
-    f = summary["faithfulness"]
-    base = f["baselines"]["random_order"]
-    out = [
-        f"<h2>{t['faithfulness']}</h2><table id='faithfulness'><tr><th>{t['method']}</th><th>{t['class']}</th>"
-        f"<th>n</th><th>{t['deletion']}</th><th>{t['insertion']}</th><th>{t['drop']}</th><th>{t['increase']}</th>"
-        f"<th>{t['rho']}</th><th>{t['sanity']}</th></tr>"
-    ]
-    for method, groups in summary["methods"].items():
-        check = f["randomization_check"].get(method, {})
-        verdict = t["passed"] if check.get("passed") else t["failed"]
-        for name in ["all", *classes]:
-            g = (groups.get(name) or {}).get("faithfulness")
-            if not g:
-                continue
-            out.append(
-                f"<tr><td>{_e(method)}</td><td>{_e(t['all'] if name == 'all' else name)}</td><td>{g['images']}</td>"
-                f"<td>{g['deletion_auc']:.3f}</td><td>{g['insertion_auc']:.3f}</td>"
-                f"<td>{g['average_drop_percent']:.1f}</td><td>{g['increase_rate']:.3f}</td>"
-                f"<td>{g['randomization_rho']:.3f}</td><td>{verdict if name == 'all' else ''}</td></tr>"
-            )
-    if base["deletion_auc"] is not None:
-        out.append(
-            f"<tr><td>{t['random_order']}</td><td>{t['all']}</td><td>{f['images']}</td>"
-            f"<td>{base['deletion_auc']:.3f}</td><td>{base['insertion_auc']:.3f}</td><td></td><td></td><td></td>"
-            "<td></td></tr>"
-        )
-    out.append("</table>")
-    return out
+@functools.cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("mieruka.audit", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    return env.get_template("report.html.j2")
 
 
 def rebuild_report(out_dir: str | os.PathLike[str], lang: str = "en") -> Path:
@@ -94,9 +70,10 @@ def rebuild_report(out_dir: str | os.PathLike[str], lang: str = "en") -> Path:
             f"{out}: not a complete audit folder (missing {', '.join(missing)}); run mieruka audit with a report first"
         )
     with open(out / "audit.csv", newline="", encoding="utf-8") as fh:
-        rows: list[dict[str, Any]] = list(csv.DictReader(fh))
+        rows: list[dict[str, Any]] = [r for r in csv.DictReader(fh) if not r.get("error")]
     for r in rows:
-        r["probability"] = float(r["probability"])
+        for k in _FLOATS:
+            r[k] = float(r[k]) if r.get(k) not in (None, "") else None
     with open(out / "review.csv", newline="", encoding="utf-8") as fh:
         review = list(csv.reader(fh))[1:]
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
@@ -105,154 +82,75 @@ def rebuild_report(out_dir: str | os.PathLike[str], lang: str = "en") -> Path:
     return write_report(out, rows, summary, meta["classes"], meta["verdicts"], panels, review, lang=lang)
 
 
-def _figures(one: Sequence[dict[str, Any]], classes: Sequence[str], t: dict[str, str]) -> tuple[list[str], dict]:
-    """The headline figures (the first method's rows: classification is the same for every method). Escapes and
-    overkill are the gate's (:func:`mieruka.metrics.gate`: predicted class NG, or NG probability at the model's
-    threshold), as ``predict``, the service and ``evaluate`` apply it."""
+def _figures(
+    one: Sequence[dict[str, Any]], classes: Sequence[str], summary: dict[str, Any], t: dict[str, str]
+) -> tuple[list[tuple[str, str]], str, dict]:
+    """The headline figures (one method's rows: classification is the same for every method). Escapes and overkill
+    are the gate's (:func:`mieruka.metrics.gate`: predicted class NG, or NG probability at the model's calibrated
+    threshold), as ``predict``, the service and ``evaluate`` apply it; the note gives the predicted class's view."""
     y_true = [classes.index(r["true"]) for r in one]
     y_pred = [classes.index(r["predicted"]) for r in one]
     cls = classification_metrics(y_true, y_pred, classes)
-    gate = gate_rates(
-        np.array([r["true_verdict"] == "NG" for r in one]),
-        np.array([r.get("verdict", r["predicted_verdict"]) == "NG" for r in one]),
-    )
-    parts = [f"<h2>{t['summary']}</h2><div class='figs' id='figures'>"]
-    for label, value in (
-        (t["images"], str(len(one))),
-        (t["accuracy"], _pct(cls["accuracy"])),
-        (t["balanced"], _pct(cls["balanced_accuracy"])),
-        (t["escape"], _pct(gate["escape_rate"])),
-        (t["overkill"], _pct(gate["overkill_rate"])),
-    ):
-        parts.append(f"<div class='fig'><b>{_e(value)}</b>{_e(label)}</div>")
-    parts.append("</div>")
-    return parts, cls
-
-
-def _class_tables(cls: dict, classes: Sequence[str], verdicts: dict[str, str], t: dict[str, str]) -> list[str]:
-    """The confusion matrix and the per-class table."""
-    cm = cls["confusion_matrix"]
-    parts = [
-        f"<h2>{t['confusion']}</h2><table id='confusion'><tr><th>{t['true']} \\ {t['predicted']}</th>"
-        + "".join(f"<th>{_e(c)}</th>" for c in classes)
-        + "</tr>"
+    truth = np.array([r["true_verdict"] == "NG" for r in one])
+    gate = gate_rates(truth, np.array([r.get("verdict", r["predicted_verdict"]) == "NG" for r in one]))
+    by_class = gate_rates(truth, np.array([r["predicted_verdict"] == "NG" for r in one]))
+    figures = [
+        (str(len(one)), t["images"]),
+        (pct(cls["accuracy"]), t["accuracy"]),
+        (pct(cls["balanced_accuracy"]), t["balanced"]),
+        (pct(gate["escape_rate"]), t["escape"]),
+        (pct(gate["overkill_rate"]), t["overkill"]),
     ]
-    for i, c in enumerate(classes):
-        parts.append(f"<tr><td>{_e(c)} ({verdicts[c]})</td>" + "".join(f"<td>{v}</td>" for v in cm[i]) + "</tr>")
-    parts.append("</table>")
-    parts.append(
-        f"<h2>{t['per_class']}</h2><table><tr><th>{t['class']}</th><th>{t['precision']}</th>"
-        f"<th>{t['recall']}</th><th>F1</th><th>{t['support']}</th></tr>"
-    )
-    for c in classes:
-        pc = cls["per_class"][c]
-        parts.append(
-            f"<tr><td>{_e(c)}</td><td>{pc['precision']:.3f}</td><td>{pc['recall']:.3f}</td>"
-            f"<td>{pc['f1']:.3f}</td><td>{pc['support']}</td></tr>"
+    threshold = summary.get("ng_threshold")
+    if threshold is None:
+        note = t["gate_none"]
+    else:
+        note = t["gate_note"].format(
+            th=f"{threshold:.3f}", e=pct(by_class["escape_rate"]), o=pct(by_class["overkill_rate"])
         )
-    parts.append("</table>")
-    return parts
+    return figures, note, cls
 
 
-def _localization_table(summary: dict[str, Any], classes: Sequence[str], t: dict[str, str]) -> list[str]:
-    parts = [
-        f"<h2>{t['localization']}</h2><p>{_e(t['defects_only'])}</p><table id='localization'><tr><th>{t['method']}"
-        f"</th><th>{t['class']}</th><th>n</th><th>{t['energy']}</th><th>{t['lift']}</th><th>{t['pointing']}</th>"
-        f"<th>{t['rank']}</th><th>{t['ap']}</th><th>{_e(t['iou'])}</th><th>{_e(t['attended'])}</th>"
-        f"<th>{_e(t['iou_area'])}</th><th>{t['energy']} ({t['uniform']})</th>"
-        f"<th>{t['pointing']} ({t['uniform']})</th><th>{t['pointing']} ({t['center']})</th></tr>"
-    ]
-    labels = {"all": t["all"], "marked_ok": t["marked_ok_row"]}
-    for method, groups in summary["methods"].items():
-        for name in ["all", "marked_ok", *classes]:
-            g = groups.get(name)
-            if not g or not g["with_region"]:
-                continue
-            b = g["baselines"]
-            parts.append(
-                f"<tr><td>{_e(method)}</td><td>{_e(labels.get(name, name))}</td><td>{g['with_region']}"
-                f"</td><td>{g['energy_inside']:.3f}</td><td>{g['lift']:.2f}</td><td>{g['pointing_hit']:.3f}</td>"
-                f"<td>{g['relevance_rank']:.3f}</td><td>{g['average_precision']:.3f}</td><td>{g['iou']:.3f}</td>"
-                f"<td>{_pct(g.get('attended_fraction'))}</td><td>{_num(g.get('iou_at_area'))}</td>"
-                f"<td>{b['uniform']['energy_inside']:.3f}</td><td>{b['uniform']['pointing_hit']:.3f}</td>"
-                f"<td>{b['center']['pointing_hit']:.3f}</td></tr>"
-            )
-    parts.append("</table>")
-    return parts
-
-
-def _num(v: float | None) -> str:
-    return "–" if v is None else f"{v:.3f}"
-
-
-def _selection_table(summary: dict[str, Any], t: dict[str, str]) -> list[str]:
-    """The candidates of ``--method auto`` with their validation figures, and why the winner won."""
-    sel = summary.get("method_selection") or {}
-    if not sel.get("candidates"):
-        return []
-    parts = [
-        f"<h2>{t['selection']}</h2><p id='selection-reason'>{_e(sel['reason'])}</p><table id='selection'><tr>"
-        f"<th>{t['method']}</th><th>{t['ap']}</th><th>{t['energy']}</th><th>{t['pointing']}</th><th>{t['rank']}"
-        f"</th><th>{_e(t['iou_area'])}</th><th></th></tr>"
-    ]
-    for c in sel["candidates"]:
-        mark = t["chosen"] if c["method"] == sel["chosen"] else ""
-        parts.append(
-            f"<tr><td>{_e(c['method'])}</td><td>{_num(c['average_precision'])}</td><td>{_num(c['energy_inside'])}"
-            f"</td><td>{_num(c['pointing_hit'])}</td><td>{_num(c['relevance_rank'])}</td>"
-            f"<td>{_num(c['iou_at_area'])}</td><td>{_e(mark)}</td></tr>"
-        )
-    parts.append(f"</table><p>{_e(sel['split'])}: n = {sel['images']}</p>")
-    return parts
-
-
-def _gallery(
-    rows: Sequence[dict[str, Any]],
-    summary: dict[str, Any],
-    classes: Sequence[str],
-    panels: dict[tuple[str, str], tuple[str, str]],
-    t: dict[str, str],
-) -> list[str]:
-    """Filters, then the panels grouped by triage category."""
-    methods = list(summary["methods"])
-    parts = [
-        f"<h2>{t['gallery']}</h2><p>{t['class']} <select id='f-class'><option value='*'>{t['all']}</option>"
-        + "".join(f"<option value='{_e(c)}'>{_e(c)}</option>" for c in classes)
-        + f"</select> {t['category']} <select id='f-cat'><option value='*'>{t['all']}</option>"
-        + "".join(f"<option value='{k}'>{_e(t[k])}</option>" for k in summary["categories"])
-        + f"</select> {t['method']} <select id='f-method'><option value='*'>{t['all']}</option>"
-        + "".join(f"<option value='{_e(m)}'>{_e(m)}</option>" for m in methods)
-        + "</select></p>"
-    ]
-    for cat in summary["categories"]:
-        members = [r for r in rows if r["category"] == cat]
-        if not members:
+def _review_items(
+    review: Sequence[Any], methods: Sequence[str], panels: dict[tuple[str, str], tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """The review list, one item per image (its highest-ranked row), with every method's panel."""
+    seen: set[str] = set()
+    items = []
+    for row in review:
+        image = row[1]
+        if image in seen:
             continue
-        parts.append(f"<div class='group' data-cat='{cat}'><h3>{_e(t[cat])} ({len(members)})</h3><div class='gallery'>")
-        for r in members:
-            thumb, full = panels[(r["image"], r["method"])]
-            cap = t["caption"].format(t=r["true"], p=r["predicted"], q=f"{r['probability']:.2f}")
-            parts.append(
-                f"<div class='card' data-cls='{_e(r['true'])}' data-cat='{cat}' "
-                f"data-method='{_e(r['method'])}'><a href='{_e(full)}'><img loading='lazy' "
-                f"src='{_e(thumb)}' alt='{_e(cap)}'></a><br>{_e(cap)}<br>{_e(r['method'])}</div>"
-            )
-        parts.append("</div></div>")
-    return parts
-
-
-def _review_table(review: Sequence[Any], t: dict[str, str]) -> list[str]:
-    parts = [
-        f"<h2>{t['review']}</h2><table id='review'><tr><th>#</th><th>image</th><th>{t['method']}</th>"
-        f"<th>{t['true']}</th><th>{t['predicted']}</th><th>{t['reasons']}</th></tr>"
-    ]
-    for row in review[:50]:
-        parts.append(
-            f"<tr><td>{row[0]}</td><td>{_e(Path(row[1]).name)}</td><td>{_e(row[2])}</td><td>{_e(row[3])}"
-            f"</td><td>{_e(row[4])}</td><td style='text-align:left'>{_e(row[8])}</td></tr>"
+        seen.add(image)
+        thumbs = [(m, *panels[(image, m)]) for m in methods if (image, m) in panels]
+        items.append(
+            {
+                "rank": row[0],
+                "image": image,
+                "name": Path(image).name,
+                "true": row[3],
+                "predicted": row[4],
+                "category": row[6],
+                "reasons": row[8],
+                "thumbs": thumbs,
+            }
         )
-    parts.append("</table>")
-    return parts
+    return items
+
+
+def _gallery(rows: Sequence[dict[str, Any]], categories: Sequence[str], panels: dict, t: dict[str, str]) -> list:
+    groups = []
+    for cat in categories:
+        cards = []
+        for r in rows:
+            if r["category"] != cat:
+                continue
+            thumb, full = panels[(r["image"], r["method"])]
+            caption = t["caption"].format(t=r["true"], p=r["predicted"], q=f"{r['probability']:.2f}")
+            cards.append({"cls": r["true"], "method": r["method"], "thumb": thumb, "full": full, "caption": caption})
+        if cards:
+            groups.append({"category": cat, "cards": cards})
+    return groups
 
 
 def write_report(
@@ -270,23 +168,36 @@ def write_report(
     if lang not in TEXT:
         raise ValueError(f"--lang {lang!r}: choose en or ja")
     t = TEXT[lang]
-    one = [r for r in rows if r["method"] == rows[0]["method"]]  # classification is the same for every method
-    figures, cls = _figures(one, classes, t)
-    parts = [
-        f"<!doctype html><html lang='{lang}'><head><meta charset='utf-8'><title>{_e(t['title'])}</title>"
-        f"<style>{_CSS}</style><script>{_JS}</script></head><body><h1>{_e(t['title'])}</h1>",
-        *figures,
-        *_class_tables(cls, classes, verdicts, t),
-        *_selection_table(summary, t),
-        *_localization_table(summary, classes, t),
+    methods = list(summary["methods"])
+    method = summary.get("chosen_method") if summary.get("chosen_method") in methods else methods[0]
+    one = [r for r in rows if r["method"] == method]  # classification is the same for every method
+    figures, gate_note, cls = _figures(one, classes, summary, t)
+    tables = [
+        *class_tables(cls, classes, verdicts, t),
+        *selection_table(summary, t),
+        localization_table(summary, classes, t),
+        *faithfulness_table(summary, classes, t),
     ]
-    if "faithfulness" in summary:
-        parts.extend(_faithfulness_table(summary, classes, t))
-    parts += _gallery(rows, summary, classes, panels, t)
-    parts += _review_table(review, t)
-    parts.append(
-        f"<script type='application/json' id='summary-data'>{json.dumps(summary, ensure_ascii=False)}"
-        "</script></body></html>"
+    files = [(name, f"../{name}") for name in AUDIT_FILES if (Path(out_dir) / name).is_file()]
+    nav = [("h-summary", t["summary"]), *((f"h-{tb.id}", tb.title) for tb in tables)]
+    nav += [("h-collect", t["collect"]), ("h-gallery", t["gallery"]), ("h-review", t["review"])]
+    text = _template().render(
+        lang=lang,
+        t=t,
+        nav=nav,
+        figures=figures,
+        gate_note=gate_note,
+        files=files,
+        tables=tables,
+        collect=what_to_collect(one, classes, t),
+        method=method,
+        panels=panels,
+        classes=list(classes),
+        categories=summary["categories"],
+        methods=methods,
+        gallery=_gallery(rows, summary["categories"], panels, t),
+        review=_review_items(review, methods, panels),
+        decisions=DECISIONS,
+        summary=summary,
     )
-    text = "\n".join(parts)
     return atomic_write(out_dir / "report" / "index.html", lambda p: p.write_text(text, encoding="utf-8"))

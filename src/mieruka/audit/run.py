@@ -56,6 +56,9 @@ REPORT_KEYS = (
     "predicted_verdict",
     "verdict",
     "category",
+    "ng_probability",
+    "area_fraction",
+    "brightness",
     "deletion_auc",
     "insertion_auc",
 )

@@ -54,10 +54,13 @@ AUDIT_COLUMNS = (
     "category",
     *METRICS,
     "area_fraction",
+    "brightness",
     *FAITHFULNESS_METRICS,
     "error",
 )
-"""The columns of ``audit.csv``, one row per image and method; ``error`` is empty unless the image was unreadable."""
+"""The columns of ``audit.csv``, one row per image and method; ``error`` is empty unless the image was unreadable.
+``brightness`` is the image's mean intensity in [0, 1] as the model sees it (the report's "what to collect next"
+notes dark and bright exposures with it)."""
 
 
 @dataclass
@@ -192,12 +195,16 @@ class AuditWorker:
             if self.faith is not None:
                 keys = [items[j].index for j in idx]
                 measured = self.faith.measure(store, idx, keys, x, ex, method, layers, fusion)
+            mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (info.mean, info.std))
+            brightness = (x.float() * std + mean).mean((1, 2, 3)).clamp(0, 1).tolist()
             for n, j in enumerate(idx):
                 extra = measured.get(items[j].index, {})
                 if "random_order" in extra:
                     records[j].random_order = extra["random_order"]
                 heat = to_original_size(ex.maps[n, 0].float().cpu(), store.sizes[j]).numpy()
-                records[j].rows.append(self._row(spec, items[j], heat, regions[j], ex, n, extra, records[j]))
+                row = self._row(spec, items[j], heat, regions[j], ex, n, extra, records[j])
+                row["brightness"] = brightness[n]
+                records[j].rows.append(row)
 
     def _row(
         self,
@@ -224,7 +231,9 @@ class AuditWorker:
         if self.report_dir is not None:
             caption = self.caption.format(t=true_name, p=info.classes[pred], q=f"{float(probs[pred]):.2f}")
             stem = f"{slug(spec)}/{item.index:05d}"
-            record.panels[spec] = write_panel(Path(self.report_dir), stem, item.path, heat, caption, info.bit_depth)
+            record.panels[spec] = write_panel(
+                Path(self.report_dir), stem, item.path, heat, caption, info.bit_depth, region
+            )
         row: dict[str, Any] = {
             "image": item.image,
             "method": spec,

@@ -14,11 +14,24 @@ import traceback
 from collections.abc import Sequence
 
 from mieruka import __version__
-from mieruka.cli import audit, check, evaluate, explain, export, info, predict, report, serve, synth, train
+from mieruka.cli import (
+    audit,
+    check,
+    evaluate,
+    explain,
+    export,
+    info,
+    predict,
+    report,
+    review,
+    serve,
+    synth,
+    train,
+)
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = (synth, check, train, evaluate, predict, export, serve, explain, audit, report, info)
+COMMANDS = (synth, check, train, evaluate, predict, export, serve, explain, audit, report, review, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

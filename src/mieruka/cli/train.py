@@ -36,6 +36,7 @@ _TRAIN_OPTIONS = [
     "guide",
     "guide_weight",
     "explain_method",
+    "corrections",
 ]
 
 
@@ -119,6 +120,12 @@ def register(sub: Any) -> None:
 
 
 def _add_explanation(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--corrections",
+        metavar="DECISIONS_CSV",
+        help="apply a review's decisions (mieruka review's decisions.csv) before training: relabels, exclusions, "
+        "wrong regions dropped; recorded in RUN/config.json",
+    )
     p.add_argument(
         "--guide",
         choices=("auto", "masks", "none"),

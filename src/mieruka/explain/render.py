@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from mieruka.fonts import cjk_font_path
 
 __all__ = [
+    "OUTLINE_RGB",
     "colorize",
     "encode_png",
     "grid",
@@ -146,8 +147,28 @@ def _colorbar(height: int, width: int = 14) -> Image.Image:
     return Image.fromarray(colorize(ramp))
 
 
+OUTLINE_RGB = (255, 0, 255)
+"""Colour of a defect region's outline on panels: magenta, which the jet map never shows."""
+
+
+def _outline(region: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The boundary pixels (2 px wide) of a boolean region resized to ``size`` (width, height)."""
+    from scipy import ndimage
+
+    mask = np.asarray(Image.fromarray(region.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)) > 0
+    inner = ndimage.binary_erosion(mask, iterations=2, border_value=0)
+    return mask & ~inner
+
+
 def panel(
-    image: np.ndarray, heat: np.ndarray, caption: str, *, alpha: float = 0.5, height: int = 256, colorbar: bool = True
+    image: np.ndarray,
+    heat: np.ndarray,
+    caption: str,
+    *,
+    alpha: float = 0.5,
+    height: int = 256,
+    colorbar: bool = True,
+    region: np.ndarray | None = None,
 ) -> Image.Image:
     """The paper's figure for one image: input on the left, overlay on the right, caption below.
 
@@ -158,11 +179,18 @@ def panel(
         alpha: Heatmap opacity.
         height: Height of each half in pixels (aspect ratio kept).
         colorbar: Draw a jet scale bar (high at the top) on the right.
+        region: (H, W) boolean defect region; its outline is drawn on both halves in :data:`OUTLINE_RGB`.
     """
     h, w = image.shape[:2]
     width = max(1, round(w * height / h))
     left = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
     right = Image.fromarray(overlay(image, heat, alpha)).resize((width, height), Image.Resampling.BILINEAR)
+    if region is not None and region.any():
+        edge = _outline(region, (width, height))
+        halves = [np.array(half) for half in (left, right)]
+        for half in halves:
+            half[edge] = OUTLINE_RGB
+        left, right = (Image.fromarray(half) for half in halves)
     font = _font(max(12, height // 14))
     pad = 6
     bar_w = 22 if colorbar else 0

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from mieruka.data.sample import Sample
 from mieruka.data.store import ImageStore, scan_images
 from mieruka.errors import DataError
 from mieruka.train.checks import preflight
+from mieruka.train.corrections import apply_corrections, describe_corrections
 from mieruka.train.guide import GuideMasks, load_guide_masks
 
 __all__ = ["TrainingData", "load_training_data"]
@@ -48,6 +50,7 @@ def load_training_data(
     trained and validated, and (``write``) write the run's config and split."""
     dataset = load_dataset(data, ok_classes=cfg.ok_classes or None, split_seed=cfg.split_seed, layout=cfg.layout)
     print(f"data: {dataset.layout}")
+    dataset, corrections = _corrected(dataset, cfg)
     if expected_classes is not None and tuple(dataset.classes) != tuple(expected_classes):
         raise DataError(
             f"--resume: {run} was trained on the classes {', '.join(expected_classes)}, but {data} has "
@@ -62,7 +65,8 @@ def load_training_data(
         )
     _require_trainable(data, dataset, "")
     if write:
-        write_json(run / "config.json", {"data": str(data), "config": cfg.to_dict()})
+        record = {"data": str(data), "config": cfg.to_dict()}
+        write_json(run / "config.json", record if corrections is None else {**record, "corrections": corrections})
     train_samples, val_samples = dataset.split("train"), dataset.split("val")
     samples = train_samples + val_samples
     store = ImageStore(
@@ -113,6 +117,15 @@ def load_training_data(
         val_idx=np.array([len(train_samples) + i for i, s in enumerate(val_samples) if s.image not in bad]),
         guide=guide,
     )
+
+
+def _corrected(dataset: Dataset, cfg: TrainConfig) -> tuple[Dataset, dict[str, Any] | None]:
+    """``--corrections``: the data set with a review's decisions applied, and their record (None without)."""
+    if not cfg.corrections:
+        return dataset, None
+    dataset, record = apply_corrections(dataset, cfg.corrections)
+    print(describe_corrections(record))
+    return dataset, record
 
 
 def _guide_masks(

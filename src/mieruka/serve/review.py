@@ -1,0 +1,102 @@
+"""``mieruka review``: an audit's report served with a decision per review item, kept in ``decisions.csv``.
+
+``GET /`` is the audit's own report; served over HTTP it shows, beside every review item, the decisions of
+:data:`mieruka.audit.decisions.DECISIONS` (with a class for a relabel and an optional comment).
+``POST /api/decisions`` (JSON ``image``, ``decision``, optional ``label`` and ``comment``) appends one to
+``AUDIT_DIR/decisions.csv``; ``GET /api/decisions`` returns the current ones (the last per image). The panels, the
+thumbnails and the audit's files are served from the folder as they are.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from mieruka import __version__
+from mieruka.audit.decisions import DECISIONS, Decision, DecisionLog
+from mieruka.errors import DataError
+
+__all__ = ["create_review_app", "serve_review"]
+
+_FILES = ("audit.csv", "summary.json", "review.csv", "decisions.csv")
+
+
+class DecisionIn(BaseModel):
+    """A decision as the page sends it."""
+
+    image: str = Field(description="the image as the audit names it (review.csv's image column)")
+    decision: str = Field(description=f"one of {', '.join(DECISIONS)}")
+    label: str | None = Field(default=None, description="the new class (relabel only)")
+    comment: str = Field(default="", description="free text")
+
+
+def _audited_images(audit: Path) -> set[str]:
+    with open(audit / "audit.csv", newline="", encoding="utf-8") as fh:
+        return {row["image"] for row in csv.DictReader(fh)}
+
+
+def create_review_app(audit_dir: str | os.PathLike[str]) -> FastAPI:
+    """The review service of one audit folder (with its report)."""
+    audit = Path(audit_dir)
+    needed = [audit / "report" / "index.html", audit / "report" / "panels.json", audit / "audit.csv"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"{audit}: not an audit folder with a report (missing {', '.join(missing)}); run mieruka audit first"
+        )
+    classes = json.loads((audit / "report" / "panels.json").read_text(encoding="utf-8"))["classes"]
+    images = _audited_images(audit)
+    log = DecisionLog(audit / "decisions.csv", classes)
+    log.current()  # a damaged decisions file stops the start, with its line, not the first request
+    app = FastAPI(title="mieruka review", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/api/decisions")
+    def current() -> dict[str, Any]:
+        return {"decisions": [asdict(d) for d in log.current()], "choices": list(DECISIONS), "classes": classes}
+
+    @app.post("/api/decisions")
+    def decide(body: DecisionIn) -> dict[str, Any]:
+        if body.image not in images:
+            raise HTTPException(404, f"{body.image}: not an image of this audit")
+        try:
+            saved = log.add(Decision(body.image, body.decision, body.label or "", body.comment))
+        except DataError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"saved": asdict(saved)}
+
+    @app.get("/")
+    def page() -> FileResponse:
+        return FileResponse(audit / "report" / "index.html", media_type="text/html")
+
+    for name in _FILES:
+        app.add_api_route(f"/{name}", _file_route(audit / name), methods=["GET"])
+    app.mount("/report", StaticFiles(directory=audit / "report"), name="report")
+    app.mount("/", StaticFiles(directory=audit / "report"), name="panels")
+    return app
+
+
+def _file_route(path: Path) -> Any:
+    def send() -> FileResponse:
+        if not path.is_file():
+            raise HTTPException(404, f"{path.name}: not written yet")
+        return FileResponse(path)
+
+    return send
+
+
+def serve_review(audit_dir: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8010) -> None:
+    """Serve :func:`create_review_app` until interrupted."""
+    import uvicorn
+
+    app = create_review_app(audit_dir)
+    print(f"mieruka review: http://{host}:{port}/ ; decisions go to {Path(audit_dir) / 'decisions.csv'}")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
