@@ -41,7 +41,13 @@ def test_health_model_docs_and_page(onnx_client: TestClient) -> None:
     assert m["verdicts"]["crack"] == "NG" and m["verdicts"]["good"] == "OK"
     assert m["method"] == "gradcam" and m["backend"] == "onnxruntime" and m["heatmap"] is True
     assert "/v1/predict" in onnx_client.get("/openapi.json").json()["paths"]
-    assert onnx_client.get("/docs").status_code == 200
+    for docs in ("/docs", "/redoc"):  # bundled with the package: an offline line PC shows them too
+        html = onnx_client.get(docs)
+        assert html.status_code == 200 and "<script" in html.text
+        assert not re.search(r"https?://|//[a-z]", html.text.replace("http://testserver", "")), docs
+        for asset in re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html.text):
+            if not asset.startswith("data:"):
+                assert onnx_client.get(asset).status_code == 200, asset
     page = onnx_client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     # offline: nothing is loaded from another host
@@ -99,6 +105,25 @@ def test_overlay_can_be_left_out_and_threshold_set(onnx_client: TestClient, synt
     r = onnx_client.post("/v1/predict", params={"threshold": 0.0}, files=[("files", _png(path))])
     assert r.json()["results"][0]["verdict"] == "NG"
     assert onnx_client.post("/v1/predict", params={"threshold": 2}, files=[("files", _png(path))]).status_code == 422
+
+
+def test_heatmap_and_preview_for_the_page(tiny_run: Path, synth_dir: Path) -> None:
+    """``heatmap=1`` gives the jet heatmap alone, ``preview=1`` the input as PNG (for TIFF, which browsers cannot
+    show); blended half and half they are the overlay."""
+    client = TestClient(create_app(TorchModel(tiny_run / "model.safetensors")))
+    path = _crack_images(synth_dir)[0]
+    buf = io.BytesIO()
+    Image.open(path).save(buf, "TIFF")
+    files = [("files", ("part.tif", buf.getvalue(), "image/tiff"))]
+    res = client.post("/v1/predict", params={"heatmap": 1, "preview": 1}, files=files).json()["results"][0]
+
+    def pic(key: str) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(res[key]))).convert("RGB")).astype(int)
+
+    assert np.array_equal(pic("input_png"), np.asarray(Image.open(path).convert("RGB")))
+    assert np.abs((pic("input_png") + pic("heatmap_png")) / 2 - pic("overlay_png")).max() <= 1
+    plain = client.post("/v1/predict", files=[("files", _png(path))]).json()["results"][0]
+    assert "input_png" not in plain and "heatmap_png" not in plain
 
 
 def _bomb() -> bytes:
@@ -226,8 +251,8 @@ def test_web_page_in_a_real_browser(live_ja_service: str, synth_dir: Path, tmp_p
             assert color == ("rgb(207, 34, 46)" if verdict.inner_text() == "NG" else "rgb(26, 127, 55)")
             # input and overlay side by side, both decoded by the browser
             sizes = page.eval_on_selector_all(".result figure img", "els => els.map(e => [e.naturalWidth, e.complete])")
-            assert sizes == [[64, True], [64, True]]
-            boxes = [page.locator(f".result figure.{c} img").bounding_box() for c in ("input", "overlay")]
+            assert sizes == [[64, True]] * 3  # the input, and the overlay: the input under the heatmap
+            boxes = [page.locator(f".result figure.{c} img").first.bounding_box() for c in ("input", "overlay")]
             assert boxes[0] and boxes[1] and boxes[1]["x"] > boxes[0]["x"] + boxes[0]["width"] - 1
             names = page.eval_on_selector_all(".result .bars td.name", "els => els.map(e => e.textContent)")
             assert sorted(names) == sorted(["欠陥A", "欠陥B", "良品", "正常(汚れ)", "正常(キズ)", "欠陥C"])
@@ -241,6 +266,70 @@ def test_web_page_in_a_real_browser(live_ja_service: str, synth_dir: Path, tmp_p
             assert page.inner_text(".result .predicted").startswith("予測: ")
             assert page.evaluate("document.documentElement.lang") == "ja"
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (make test installs it)")
+def test_page_splits_uploads_previews_tiff_rejudges_and_keeps_history(
+    tiny_run: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    """Three images to a service that takes two per request: two requests, three results; the TIFF shows (the
+    server's preview); the threshold slider re-judges without a request; opacity, zoom; the history survives a
+    reload and downloads as CSV."""
+    from playwright.sync_api import sync_playwright
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    images = _crack_images(synth_dir)[:2]
+    for path in images:
+        (folder / path.name).write_bytes(path.read_bytes())
+    Image.open(images[0]).save(folder / "camera.tif")
+    (folder / "notes.txt").write_text("not an image")
+    requests: list[str] = []
+    with served(create_app(TorchModel(tiny_run / "model.safetensors"), max_images=2)) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale="en-US")
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url) if "/v1/predict" in r.url else None)
+            page.goto(url)
+            page.wait_for_function("document.getElementById('threshold-value').textContent !== ''")
+            model_threshold = float(page.inner_text("#threshold-value"))
+            page.set_input_files("#folder", str(folder))  # the folder button: every file under it
+            page.wait_for_selector(".batchhead")
+            assert page.locator(".result").count() == 3 and len(requests) == 2
+            assert "skipped" in page.inner_text("#status")  # notes.txt
+            tif = page.locator(".result", has_text="camera.tif").locator("figure.input img")
+            assert tif.evaluate("e => [e.naturalWidth, e.src.startsWith('data:image/png')]") == [64, True]
+
+            def verdicts() -> list[str]:
+                return page.eval_on_selector_all(".result .verdict", "els => els.map(e => e.textContent)")
+
+            page.eval_on_selector("#threshold", "e => { e.value = 0; e.dispatchEvent(new Event('input')); }")
+            assert verdicts() == ["NG"] * 3 and len(requests) == 2  # re-judged in the page, no new request
+            assert page.inner_text(".batchhead") == "3 images: 0 OK, 3 NG"
+            page.click("#threshold-reset")
+            assert float(page.inner_text("#threshold-value")) == model_threshold
+            page.eval_on_selector("#opacity", "e => { e.value = 0.2; e.dispatchEvent(new Event('input')); }")
+            assert page.locator("img.heat").first.evaluate("e => getComputedStyle(e).opacity") == "0.2"
+            page.locator(".result figure.overlay").first.click()
+            assert page.locator("#zoom.open img.heat").count() == 1
+            page.keyboard.press("Escape")
+            page.reload()
+            page.wait_for_function("document.querySelectorAll('#history-rows tr').length === 3")
+            with page.expect_download() as download:
+                page.click("#history-csv")
+            lines = Path(download.value.path()).read_text().splitlines()
+            assert lines[0] == "time,file,class,probability,ng_probability,threshold,verdict" and len(lines) == 4
+            assert sorted(line.split(",")[1] for line in lines[1:]) == sorted(["parts/camera.tif"] + [
+                f"parts/{p.name}" for p in images
+            ])  # fmt: skip
+            page.click("#history-clear")
+            assert page.locator("#history-rows tr").count() == 0
             assert not errors, errors
         finally:
             browser.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hmac
 import time
+from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mieruka import __version__
@@ -58,7 +60,7 @@ def create_app(
     info = runtime.info
     colorize(np.zeros((1, 1), np.float32))  # load the color map now, not in the first request
     broken = _probe(runtime)
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc from files bundled with the package: no CDN, works offline
         title="mieruka",
         version=__version__,
         description="Explainable visual inspection: class, OK/NG verdict and a Grad-CAM-family heatmap per image.",
@@ -88,7 +90,7 @@ def create_app(
     @app.post("/v1/predict", summary="classify and explain images", dependencies=[Depends(check_key)])
     def predict(
         files: Annotated[list[UploadFile], File(description="one or several images (JPEG, PNG, BMP, TIFF, WebP)")],
-        overlay_png: Annotated[bool, Query(alias="overlay", description="include the overlay PNG (base64)")] = True,
+        pictures: Annotated[_Pictures, Depends(_pictures)],
         threshold: Annotated[
             float | None, Query(ge=0.0, le=1.0, description="NG-probability threshold (default: the model's)")
         ] = None,
@@ -106,9 +108,7 @@ def create_app(
         results = []
         for i, (f, image) in enumerate(zip(files, images, strict=True)):
             item = _result(info.classes, f.filename, image, probs[i], float(p_ng[i]), t, bool(rejected[i]))
-            if overlay_png and heat is not None:
-                item["overlay_png"] = _overlay_png(image, heat[i], overlay_max_side)
-            results.append(item)
+            results.append({**item, **pictures.draw(image, None if heat is None else heat[i], overlay_max_side)})
         return {
             "method": runtime.method,
             "results": results,
@@ -116,6 +116,35 @@ def create_app(
         }
 
     return app
+
+
+@dataclass(frozen=True)
+class _Pictures:
+    """Which pictures an answer carries: the overlay (default), the heatmap alone, the input as PNG."""
+
+    overlay: bool
+    heatmap: bool
+    preview: bool
+
+    def draw(self, image: np.ndarray, heat: np.ndarray | None, max_side: int) -> dict[str, str]:
+        out = {}
+        if self.overlay and heat is not None:
+            out["overlay_png"] = _picture(image, heat, max_side, 0.5)
+        if self.heatmap and heat is not None:
+            out["heatmap_png"] = _picture(image, heat, max_side, 1.0)
+        if self.preview:
+            out["input_png"] = _picture(image, np.zeros((1, 1), np.float32), max_side, 0.0)
+        return out
+
+
+def _pictures(
+    overlay: Annotated[bool, Query(description="include the overlay PNG (base64)")] = True,
+    heatmap: Annotated[bool, Query(description="include the heatmap alone, jet colours, as PNG (base64)")] = False,
+    preview: Annotated[
+        bool, Query(description="include the input as PNG (base64), e.g. for TIFF, which browsers cannot show")
+    ] = False,
+) -> _Pictures:
+    return _Pictures(overlay, heatmap, preview)
 
 
 def _result(
@@ -244,9 +273,10 @@ def _decode(upload: UploadFile, max_pixels: int, bit_depth: int | None) -> np.nd
         raise HTTPException(422, str(exc)) from None
 
 
-def _overlay_png(image: np.ndarray, heat: np.ndarray, max_side: int) -> str:
-    """The jet overlay of ``heat`` (S, S) on ``image``, at the image's size shrunk to ``max_side``, as base64 PNG."""
+def _picture(image: np.ndarray, heat: np.ndarray, max_side: int, alpha: float) -> str:
+    """The jet colours of ``heat`` (S, S) blended at ``alpha`` on ``image`` (0: the image alone, 1: the heatmap
+    alone), at the image's size shrunk to ``max_side``, as base64 PNG."""
     h, w = image.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return base64.b64encode(encode_png(overlay_at(image, heat, size))).decode("ascii")
+    return base64.b64encode(encode_png(overlay_at(image, heat, size, alpha))).decode("ascii")
