@@ -97,9 +97,10 @@ def test_report_links_files_outlines_regions_and_lists_every_review_item(audited
         images = list(dict.fromkeys(r["image"] for r in csv.DictReader(fh)))
     listed = re.findall(r"<tr data-image='([^']+)'>", page)
     assert listed == [__import__("html").escape(i, quote=True) for i in images]  # all of them, in rank order
-    review = page[page.index("<table id='review'") :]
+    review = page[page.index("<table id='review'") :].split("</table>")[0]
     assert review.count("<figure>") == 2 * len(images)  # every audited method's panel, side by side
     assert "id='collect'" in page and "次に集めるべきデータ" in page
+    assert "と誤分類" in review and not re.search(r"misclassified|confidence|attention|escape:", review)  # 日本語
     # a defect image's panel carries its region's outline; an image without a region has none
     panels = json.loads((audited / "report" / "panels.json").read_text(encoding="utf-8"))["panels"]
     full = {Path(image).parent.name: audited / "report" / f for image, method, _, f in panels if method == "gradcam"}

@@ -33,7 +33,7 @@ from mieruka.audit.report_tables import (
     pct,
     selection_table,
 )
-from mieruka.audit.text import TEXT
+from mieruka.audit.text import TEXT, translate_reasons
 from mieruka.errors import DataError
 from mieruka.metrics import classification_metrics, gate_rates
 
@@ -112,7 +112,7 @@ def _figures(
 
 
 def _review_items(
-    review: Sequence[Any], methods: Sequence[str], panels: dict[tuple[str, str], tuple[str, str]]
+    review: Sequence[Any], methods: Sequence[str], panels: dict[tuple[str, str], tuple[str, str]], lang: str
 ) -> list[dict[str, Any]]:
     """The review list, one item per image (its highest-ranked row), with every method's panel."""
     seen: set[str] = set()
@@ -131,7 +131,7 @@ def _review_items(
                 "true": row[3],
                 "predicted": row[4],
                 "category": row[6],
-                "reasons": row[8],
+                "reasons": translate_reasons(row[8], lang),
                 "thumbs": thumbs,
             }
         )
@@ -196,7 +196,7 @@ def write_report(
         categories=summary["categories"],
         methods=methods,
         gallery=_gallery(rows, summary["categories"], panels, t),
-        review=_review_items(review, methods, panels),
+        review=_review_items(review, methods, panels, lang),
         decisions=DECISIONS,
         summary=summary,
     )

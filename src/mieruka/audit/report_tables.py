@@ -67,7 +67,23 @@ def selection_table(summary: dict[str, Any], t: dict[str, str]) -> list[Table]:
     )
     head = (t["method"], t["ap"], t["energy"], t["pointing"], t["rank"], t["iou_area"], "")
     after = f"{sel['split']}: n = {sel['images']}"
-    return [Table("selection", t["selection"], head, rows, note=sel["reason"], after=after)]
+    return [Table("selection", t["selection"], head, rows, note=_reason(sel, t), after=after)]
+
+
+def _reason(sel: dict[str, Any], t: dict[str, str]) -> str:
+    """Why the winner won: as stored (English), or said again in the report's language from the table."""
+    if not t["sel_reason"] or not sel["images"]:
+        return str(sel["reason"])
+    by = {c["method"]: c["average_precision"] for c in sel["candidates"]}
+    return t["sel_reason"].format(
+        chosen=sel["chosen"],
+        split=sel["split"],
+        n=sel["images"],
+        ap=num(by.get(sel["chosen"])),
+        best=num(max(v for v in by.values() if v is not None)),
+        base=num(by.get("gradcam")),
+        tie=sel.get("tie", 0.005),
+    )
 
 
 def localization_table(summary: dict[str, Any], classes: Sequence[str], t: dict[str, str]) -> Table:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["TEXT"]
+__all__ = ["REASONS_JA", "TEXT", "translate_reasons"]
 
 TEXT: dict[str, dict[str, str]] = {
     "en": {
@@ -62,6 +62,7 @@ TEXT: dict[str, dict[str, str]] = {
         "passed": "passed",
         "failed": "FAILED",
         "random_order": "random order",
+        "sel_reason": "",
         "image": "image",
         "files": "Files of this audit",
         "colorbar_low": "0: no evidence",
@@ -164,6 +165,8 @@ TEXT: dict[str, dict[str, str]] = {
         "passed": "合格",
         "failed": "不合格",
         "random_order": "ランダム順",
+        "sel_reason": "{chosen} を採用: {split} の欠陥画像 {n} 枚での AP {ap}（最高 {best}、Grad-CAM {base}）。"
+        "AP の差が {tie} 以内の候補は同等とみなし、単純な手法を優先します。",
         "image": "画像",
         "files": "この監査のファイル",
         "colorbar_low": "0: 根拠なし",
@@ -208,3 +211,39 @@ TEXT: dict[str, dict[str, str]] = {
         "advice_wrong_reason": "領域付きの {c} の画像{like}を集め、--guide masks で学習して欠陥から判断させてください",
     },
 }
+
+
+REASONS_JA: tuple[tuple[str, str], ...] = (
+    (r"^misclassified as (.+)$", r"\1 と誤分類"),
+    (r"^confident \(([0-9.]+)\): check the label$", r"確信度が高い（\1）: ラベルを確認"),
+    (r"^escape: a defect would pass$", "見逃し: 欠陥が合格になる"),
+    (r"^right for the wrong reason: attention off the defect$", "誤った理由で正解: 欠陥外を注視"),
+    (r"^attention broken into pieces$", "注視が分散"),
+    (r"^attention off the defect$", "欠陥外を注視"),
+    (
+        r"^looked at the defect but confused the class: collect more of both classes$",
+        "欠陥を注視したがクラスを混同: 両方のクラスの画像を追加",
+    ),
+    (
+        r"^heatmap not faithful: .*$",
+        "ヒートマップが忠実でない: 赤い画素を戻してもスコアの回復が削除時の低下を上回らない",
+    ),
+    (r"^low confidence \(([0-9.]+)\)$", r"確信度が低い（\1）"),
+)
+"""The review list's reasons (:func:`mieruka.audit.triage.review_list` writes them in English) in Japanese."""
+
+
+def translate_reasons(reasons: str, lang: str) -> str:
+    """``review.csv``'s ``"; "``-joined reasons in ``lang`` (English as written; unknown phrases stay as they are)."""
+    if lang != "ja" or not reasons:
+        return reasons
+    import re
+
+    out = []
+    for part in reasons.split("; "):
+        for pattern, replacement in REASONS_JA:
+            if re.match(pattern, part):
+                part = re.sub(pattern, replacement, part)
+                break
+        out.append(part)
+    return "、".join(out)
