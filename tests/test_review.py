@@ -211,3 +211,18 @@ def test_review_loop_in_a_real_browser(evil_audit: tuple[Path, Path], tmp_path: 
     by_name = {Path(k).name: v for k, v in split.items()}
     assert by_name[Path(picked[0]).name]["label"] == "good"
     assert Path(picked[1]).name not in by_name
+
+
+def test_review_command_serves_the_folder_and_names_a_wrong_one(
+    evil_audit: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+    assert main(["review", str(evil_audit[1]), "--port", "8123"]) == 0
+    assert calls[0]["port"] == 8123 and calls[0]["host"] == "127.0.0.1"
+    assert TestClient(calls[0]["app"]).get("/api/decisions").status_code == 200
+    assert "decisions.csv" in capsys.readouterr().out
+    assert main(["review", str(tmp_path)]) == 2
+    assert "not an audit folder with a report" in capsys.readouterr().err
