@@ -79,16 +79,24 @@ def test_report_is_offline_and_japanese(audited: Path) -> None:
         assert (audited / "report" / src).is_file()
 
 
-def test_report_links_files_outlines_regions_and_lists_every_review_item(audited: Path) -> None:
+def test_report_links_files_outlines_regions_and_lists_every_review_item(
+    audited: Path, tiny_run: Path, synth_dir: Path, tmp_path: Path
+) -> None:
     import re
 
     from PIL import Image
 
+    from mieruka.evaluate import evaluate
     from mieruka.explain.render import OUTLINE_RGB
 
     page = (audited / "report" / "index.html").read_text(encoding="utf-8")
     summary = json.loads((audited / "summary.json").read_text(encoding="utf-8"))
     assert f"しきい値 {summary['ng_threshold']:.3f}" in page  # OK/NG at the calibrated threshold, said so
+    evaluate(tiny_run / "model.safetensors", synth_dir, tmp_path / "eval", split="test", device="cpu", progress=False)
+    gate = json.loads((tmp_path / "eval" / "metrics.json").read_text())["gate_at_threshold"]
+    shown = {label: value for value, label in re.findall(r"<div class='fig'><b>([^<]+)</b>([^<]+)</div>", page)}
+    assert shown["見逃し率（NG を合格）"] == f"{100 * gate['escape_rate']:.1f}%"  # the numbers evaluate gives
+    assert shown["過検出率（OK を不合格）"] == f"{100 * gate['overkill_rate']:.1f}%"
     for name in ("audit.csv", "summary.json", "review.csv"):
         assert f"href='../{name}'" in page
     assert "id='colorbar'" in page and "0: 根拠なし" in page and page.count("class='sortable'") >= 4
