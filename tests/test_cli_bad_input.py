@@ -32,6 +32,7 @@ def _bad_arguments(tmp: Path, model: Path, data: Path) -> dict[str, list[tuple[l
             ([str(data), "--out", str(tmp / "r"), "--bit-depth", "11"], "--bit-depth"),
             ([str(data), "--out", str(tmp / "r"), "--resume"], "holds no interrupted run"),
             ([str(data), "--out", str(tmp / "r"), "--cache", "swap"], "--cache"),
+            ([str(data), "--out", str(tmp / "r"), "--corrections", missing], "no such decisions file"),
             ([str(data), "--out", str(tmp / "r"), "--layout", "split-first"], "not a split folder"),
         ],
         "evaluate": [
@@ -79,6 +80,7 @@ def _bad_arguments(tmp: Path, model: Path, data: Path) -> dict[str, list[tuple[l
             ([str(model), str(data), "--out", str(tmp / "a"), "--boxes", str(tmp / "none")], "--boxes"),
         ],
         "report": [([str(tmp)], "not a complete audit folder")],
+        "review": [([str(tmp)], "not an audit folder with a report"), ([str(tmp), "--port", "0"], "--port")],
         "info": [([missing], "model file not found"), ([str(data / "good" / "good_0000.png")], "not a readable")],
         "archs": [(["--no-such-flag"], "unrecognized arguments")],
         "methods": [(["extra"], "unrecognized arguments")],

@@ -226,3 +226,14 @@ def test_review_command_serves_the_folder_and_names_a_wrong_one(
     assert "decisions.csv" in capsys.readouterr().out
     assert main(["review", str(tmp_path)]) == 2
     assert "not an audit folder with a report" in capsys.readouterr().err
+
+
+def test_a_missing_extra_is_named(evil_audit: tuple[Path, Path], monkeypatch, capsys) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fastapi_offline", None)  # as if mieruka[serve] were not installed
+    monkeypatch.delitem(sys.modules, "mieruka.serve.review", raising=False)
+    monkeypatch.delitem(sys.modules, "mieruka.serve", raising=False)
+    monkeypatch.delitem(sys.modules, "mieruka.serve.app", raising=False)
+    assert main(["review", str(evil_audit[1])]) == 2
+    assert "pip install 'mieruka[serve]'" in capsys.readouterr().err

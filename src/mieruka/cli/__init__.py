@@ -34,6 +34,21 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS = (synth, check, train, evaluate, predict, export, serve, explain, audit, report, review, info)
 
 
+_EXTRAS = {
+    "fastapi": "serve",
+    "fastapi_offline": "serve",
+    "uvicorn": "serve",
+    "onnx": "onnx",
+    "onnxscript": "onnx",
+    "onnxruntime": "onnx",
+    "openvino": "openvino",
+    "ray": "ray",
+    "pyarrow": "parquet",
+    "mlflow": "mlflow",
+}
+"""Optional packages → the extra of ``pyproject.toml`` that installs them."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -71,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{who}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a fault of mieruka's own, not of the input: say so, keep the traceback for --debug
+        missing = (exc.name or "") if isinstance(exc, ModuleNotFoundError) else ""
+        extra = _EXTRAS.get(missing.split(".")[0])
+        if extra is not None:  # an optional extra that is not installed: say which one
+            print(f"{who}: error: this needs {missing}, which is not installed: pip install 'mieruka[{extra}]'",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         if args.debug:
             traceback.print_exc()
         print(
