@@ -31,6 +31,7 @@ TINY = TrainConfig(
     freeze_stages=0,
     tta="auto",
     explain_method="gradcam",
+    guide="none",
 )
 
 

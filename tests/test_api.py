@@ -68,8 +68,10 @@ def test_explain_gives_maps_at_each_image_size(tiny_run: Path, tiny_onnx: Path, 
 def test_train_and_audit_from_python(synth_dir: Path, tmp_path: Path) -> None:
     result = mieruka.train(synth_dir, out=tmp_path / "run", pretrained="none", image_size=64, epochs=1, batch_size=16)
     assert result.model_path.is_file()
-    summary = mieruka.load(result.model_path).audit(synth_dir, out=tmp_path / "audit", report=False)
-    assert list(summary["methods"]) == ["gradcam"] and summary["split"] == "test"
+    inspector = mieruka.load(result.model_path)
+    summary = inspector.audit(synth_dir, out=tmp_path / "audit", report=False)
+    stored = inspector.info.explain_method  # chosen on the validation regions after training
+    assert list(summary["methods"]) == list(dict.fromkeys([stored, "gradcam"])) and summary["split"] == "test"
     assert summary["model"] == str(result.model_path)
 
 

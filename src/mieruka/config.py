@@ -101,10 +101,10 @@ class TrainConfig:
     cache_gb: float = 4.0
     cache: str = "auto"
     max_escape: float = 0.0
-    guide: str = "none"
-    guide_weight: float = 1.0
+    guide: str = "auto"
+    guide_weight: float = 0.5
     explain_method: str = "auto"
-    corrections: str | None = None
+    corrections: str = ""
     bit_depth: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

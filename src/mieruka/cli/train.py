@@ -130,10 +130,12 @@ def _add_explanation(p: argparse.ArgumentParser) -> None:
         "--guide",
         choices=("auto", "masks", "none"),
         help="masks: also penalise the Grad-CAM energy outside the marked region of NG training images that have a "
-        "mask or box file, so the model learns to look at the defect; auto: masks where they exist and the head "
-        "allows it; none (default; BENCHMARKS.md §4d)",
+        "mask or box file, so the model learns to look at the defect; auto (default): masks where they exist and "
+        "the head allows it, labels alone otherwise; none: labels alone (BENCHMARKS.md §4d)",
     )
-    p.add_argument("--guide-weight", type=float, help="weight of the --guide loss beside the cross-entropy (default 1)")
+    p.add_argument(
+        "--guide-weight", type=float, help="weight of the --guide loss beside the cross-entropy (default 0.5)"
+    )
     p.add_argument(
         "--explain-method",
         help="the explanation stored with the model for explain, export, serve and the Python API: auto (default: "
