@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "add_common",
     "add_engine",
+    "add_listen",
     "add_model",
     "add_split",
     "add_tta",
@@ -134,6 +135,12 @@ def add_layout(p: argparse.ArgumentParser) -> None:
         help="how DATA is laid out: auto (default: detected and said), manifest (CSV), mvtec (MVTec AD category), "
         "split-first (ROOT/{train,val,test}/<class>), folder (ROOT/<class>)",
     )
+
+
+def add_listen(p: argparse.ArgumentParser, default_port: int) -> None:
+    """``--host`` and ``--port`` of a command that serves HTTP (loopback only unless told otherwise)."""
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=port, default=default_port, help=f"port (default {default_port})")
 
 
 def add_provider(p: argparse.ArgumentParser) -> None:

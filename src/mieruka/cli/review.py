@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import port
+from mieruka.cli._common import add_listen
 
 __all__ = ["register", "run"]
 
@@ -21,8 +21,7 @@ def register(sub: Any) -> None:
         "Retrain with: mieruka train DATA --corrections AUDIT_DIR/decisions.csv.",
     )
     p.add_argument("dir", type=Path, metavar="AUDIT_DIR", help="the --out folder of mieruka audit (with its report)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=port, default=8010, help="port (default 8010)")
+    add_listen(p, 8010)
     p.set_defaults(func=run)
 
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_provider, int_at_least, number_in, port
+from mieruka.cli._common import add_listen, add_provider, int_at_least, number_in
 
 __all__ = ["register", "run"]
 
@@ -24,8 +24,7 @@ def register(sub: Any) -> None:
         "docs at /docs; a web page at /. Oversized uploads get 413, non-images 415, corrupt images 422.",
     )
     p.add_argument("model", type=Path, metavar="MODEL_OR_ONNX", help="a .onnx or .safetensors model")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=port, default=8000, help="port (default 8000)")
+    add_listen(p, 8000)
     p.add_argument(
         "--api-key",
         help="require this key in the X-API-Key header for /v1/* (default: $MIERUKA_API_KEY, else none)",
