@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,12 @@ def test_openvino_ir_is_checked_and_runs_like_the_onnx_graph(
     (p_ir, h_ir), (p_onnx, h_onnx) = ir.run(x), graph.run(x)
     assert np.abs(p_ir - p_onnx).max() < 1e-4
     assert h_ir is not None and h_onnx is not None and np.abs(h_ir - h_onnx).max() < 1e-3
+    # infer requests are reused: an answer is a copy, not the request's buffer that the next call overwrites
+    again = ir.run(x[::-1].copy())
+    assert np.array_equal(ir.run(x)[0], p_ir) and np.abs(again[0] - p_ir[::-1]).max() < 1e-6
+    with ThreadPoolExecutor(4) as pool:  # concurrent callers each get their own request and their own answer
+        answers = list(pool.map(lambda i: ir.run(x[i : i + 1])[0], [0, 1, 2] * 4))
+    assert all(np.abs(a - p_ir[i % 3]).max() < 1e-5 for i, a in enumerate(answers))
     run = predict(out, [synth_dir], progress=False)
     ref = predict(tiny_onnx, [synth_dir], progress=False)
     assert run.runtime == "openvino (openvino:CPU)"
