@@ -17,7 +17,7 @@ from torch import nn
 from mieruka.augment import AugmentConfig, augment_batch, augment_with_masks
 from mieruka.config import TrainConfig
 from mieruka.errors import DataError, MierukaError
-from mieruka.train.guide import guide_loss, guided_head
+from mieruka.train.guide import FineGuide, guide_loss, guided_head
 
 
 def test_masks_follow_their_images_and_the_images_do_not_change() -> None:
@@ -57,6 +57,26 @@ def test_guide_loss_is_the_share_of_cam_energy_outside_the_region() -> None:
     assert feats.grad is not None and feats.grad[0, 0, 0, 1] > 0 and feats.grad[0, 0, 0, 0] < 0
 
 
+def test_fine_guide_is_the_stride_16_activation_share_outside_the_region() -> None:
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=3)
+    fine = FineGuide(model)
+    assert fine.layer == "blocks.4"  # the stride-16 stage: a 4 x 4 grid at 64 px
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    model(x)
+    assert fine.output is not None and fine.output.shape[-2:] == (4, 4)
+    energy = fine.output.relu().sum(1)  # (2, 4, 4)
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[:, :, 0:10, 0:10] = 1.0  # the top-left cell of the 4 x 4 grid (16 px a cell)
+    on = torch.tensor([True, True])
+    expected = (1 - energy[:, 0, 0] / energy.flatten(1).sum(1)).mean()
+    assert fine.loss(on, mask).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert fine.loss(on, torch.ones(2, 1, 64, 64)).item() == pytest.approx(0.0, abs=1e-6)
+    model.zero_grad()
+    fine.loss(on, mask).backward()  # the term trains the stage itself
+    assert model.blocks[4][0].conv_pw.weight.grad is not None
+    assert model.get_classifier().weight.grad is None  # nothing after the stage takes part
+
+
 def test_a_head_without_a_closed_form_cam_is_refused() -> None:
     model = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=3)  # conv after the pooling
     with pytest.raises(MierukaError, match="--guide masks: .*not global average pooling"):
@@ -94,6 +114,8 @@ def test_guide_options_are_checked() -> None:
         TrainConfig(guide="boxes")
     with pytest.raises(ValueError, match="--guide-weight must not be negative"):
         TrainConfig(guide_weight=-1)
+    with pytest.raises(ValueError, match="--guide-fine must not be negative"):
+        TrainConfig(guide_fine=-0.5)
     with pytest.raises(ValueError, match="--explain-method 'nope'"):
         TrainConfig(explain_method="nope")
 
@@ -108,12 +130,13 @@ def test_train_command_guides_on_synth_data_and_chooses_the_method(tmp_path: Pat
     subprocess.run([*cli, "synth", str(tmp_path / "d"), "--per-class", "6", "--size", "64", "--quiet"], check=True)
     done = subprocess.run(
         [*cli, "train", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--guide", "masks", "--epochs", "1",
-         "--image-size", "64", "--pretrained", "none", "--freeze-stages", "0", "--batch-size", "8", "--quiet"],
+         "--guide-fine", "0.5", "--image-size", "64", "--pretrained", "none", "--freeze-stages", "0",
+         "--batch-size", "8", "--quiet"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "guide: " in done.stdout and "explanation: " in done.stdout
     info = read_info(tmp_path / "r" / "model.safetensors")
-    assert info.config["guide"] == "masks"
+    assert info.config["guide"] == "masks" and info.config["guide_fine"] == 0.5
     assert info.method_selection["chosen"] == info.explain_method  # auto, the default, chose on validation
     assert len(info.method_selection["candidates"]) >= 4
 

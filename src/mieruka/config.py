@@ -66,9 +66,10 @@ class TrainConfig:
         max_escape: Escape-rate target for the NG threshold chosen on the validation split (a bound on the
             probability that a new defect passes; see :mod:`mieruka.metrics`).
         guide: ``masks`` adds the right-for-the-right-reasons loss on NG training images with a marked region
-            (:mod:`mieruka.train.guide`); ``none`` (default) trains on the labels alone; ``auto``: ``masks`` where
+            (:mod:`mieruka.train.guide`); ``none`` trains on the labels alone; ``auto`` (default): ``masks`` where
             NG training images have regions and the head has a closed-form CAM, else ``none``.
-        guide_weight: Weight of that loss beside the cross-entropy.
+        guide_weight: Weight of that loss beside the cross-entropy (default 0.5).
+        guide_fine: Weight of an experimental second guide term on the stride-16 stage (0: off, the default).
         explain_method: The explanation stored with the model for ``explain``, ``export``, ``serve`` and the Python
             API: ``auto`` (default) chooses it after training on the validation split's regions
             (:mod:`mieruka.audit.selection`; Grad-CAM where validation has none), or a method spec such as
@@ -103,6 +104,7 @@ class TrainConfig:
     max_escape: float = 0.0
     guide: str = "auto"
     guide_weight: float = 0.5
+    guide_fine: float = 0.0
     explain_method: str = "auto"
     corrections: str = ""
     bit_depth: int | None = None
@@ -127,6 +129,7 @@ class TrainConfig:
             (self.layout in _layouts(), f"--layout must be one of {', '.join(_layouts())}"),
             (self.guide in ("auto", "masks", "none"), "--guide must be auto, masks or none"),
             (self.guide_weight >= 0, "--guide-weight must not be negative"),
+            (self.guide_fine >= 0, "--guide-fine must not be negative"),
             (self.explain_method == "auto" or _is_spec(self.explain_method), _spec_message(self.explain_method)),
             (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),
             (self.bit_depth in (None, *BIT_DEPTHS), f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}"),

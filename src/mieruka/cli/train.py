@@ -35,6 +35,7 @@ _TRAIN_OPTIONS = [
     "bit_depth",
     "guide",
     "guide_weight",
+    "guide_fine",
     "explain_method",
     "corrections",
 ]
@@ -135,6 +136,12 @@ def _add_explanation(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--guide-weight", type=float, help="weight of the --guide loss beside the cross-entropy (default 0.5)"
+    )
+    p.add_argument(
+        "--guide-fine",
+        type=float,
+        help="experimental: weight of a second guide term, the stride-16 stage's activations outside the marked "
+        "region (default 0: off; BENCHMARKS.md §4d)",
     )
     p.add_argument(
         "--explain-method",

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,11 +36,12 @@ from mieruka.config import TrainConfig
 from mieruka.data.annotations import read_region
 from mieruka.data.sample import Sample
 from mieruka.errors import DataError, MierukaError
-from mieruka.explain.engine import closed_form_holds, fast_path_head
+from mieruka.explain.engine import closed_form_holds, fast_path_head, multiscale_layers
 from mieruka.explain.maps import as_map
 
 __all__ = [
     "GUIDE_CHOICES",
+    "FineGuide",
     "GuideMasks",
     "WithFeatures",
     "guide_for",
@@ -163,10 +165,35 @@ def guide_loss(
     """
     feats = as_map(model, features).float()  # (B, K, h, w)
     cam = torch.einsum("bkhw,bk->bhw", feats, head.weight.float()[labels]).relu()
-    inside = F.adaptive_max_pool2d(masks.to(feats.device, feats.dtype), feats.shape[-2:])[:, 0] > 0.01
-    total = cam.flatten(1).sum(1)
-    outside = cam.masked_fill(inside, 0).flatten(1).sum(1)
+    return _outside_share(cam, masks)
+
+
+def _outside_share(energy: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean over the images of the share of ``energy`` (B, h, w) outside the regions (max-pooled to its grid)."""
+    inside = F.adaptive_max_pool2d(masks.to(energy.device, energy.dtype), energy.shape[-2:])[:, 0] > 0.01
+    total = energy.flatten(1).sum(1)
+    outside = energy.masked_fill(inside, 0).flatten(1).sum(1)
     return (outside / (total + _EPS)).mean()
+
+
+class FineGuide:
+    """``--guide-fine W`` (experimental): a second guide term on a finer map than the last block's 8 × 8 grid, the
+    share of the stride-16 stage's positive activations (summed over channels) that lies outside the region. The
+    stage's LayerCAM map weighs those activations, so quiet ones outside the defect keep its map on the defect.
+    A forward hook keeps the stage's output of the training step; no second-order gradient is needed."""
+
+    def __init__(self, model: nn.Module):
+        layers = multiscale_layers(model, min_reduction=16)
+        self.layer = layers[0]
+        self.output: torch.Tensor | None = None
+        model.get_submodule(self.layer).register_forward_hook(self._keep)
+
+    def _keep(self, _module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        self.output = output
+
+    def loss(self, on: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        assert self.output is not None, "the guided step runs the model first"
+        return _outside_share(self.output[on].float().relu().sum(1), masks)
 
 
 class WithFeatures(nn.Module):

@@ -33,7 +33,7 @@ from mieruka.models import build_model, feature_layer, load_pretrained, normaliz
 from mieruka.train.curves import plot_history, write_history
 from mieruka.train.distributed import Ranks, from_env
 from mieruka.train.frozen import FrozenPrefix, freeze_stages, frozen_batchnorms
-from mieruka.train.guide import WithFeatures, guide_for, guide_loss
+from mieruka.train.guide import FineGuide, WithFeatures, guide_for, guide_loss
 from mieruka.train.inputs import TrainingData, load_training_data
 from mieruka.train.runs import prepare_run, resumed_config
 from mieruka.train.state import (
@@ -82,6 +82,7 @@ class _Trainer:
             self.forward = DistributedDataParallel(base, device_ids=[device] if device.type == "cuda" else None)
         self.ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
         self.evaluated = self.ema.module if self.ema is not None else model  # the weights validated and saved
+        self.fine = FineGuide(model) if self.guide is not None and cfg.guide_fine > 0 else None  # after the EMA copy
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
         self.steps_per_epoch = max(1, len(data.train_idx) // cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -188,6 +189,8 @@ class _Trainer:
                 on = marked.to(device)
                 guided = guide_loss(self.model, features[on], self.guide_head, y[on], masks[on])
                 loss = loss + cfg.guide_weight * guided
+                if self.fine is not None:
+                    loss = loss + cfg.guide_fine * self.fine.loss(on, masks[on])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
