@@ -224,6 +224,8 @@ def test_review_command_serves_the_folder_and_names_a_wrong_one(
     assert calls[0]["port"] == 8123 and calls[0]["host"] == "127.0.0.1"
     assert TestClient(calls[0]["app"]).get("/api/decisions").status_code == 200
     assert "decisions.csv" in capsys.readouterr().out
+    assert main(["review", str(evil_audit[1]), "--host", "0.0.0.0"]) == 0
+    assert "anyone who can reach this port" in capsys.readouterr().err
     assert main(["review", str(tmp_path)]) == 2
     assert "not an audit folder with a report" in capsys.readouterr().err
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,13 @@ def serve_review(audit_dir: str | os.PathLike[str], *, host: str = "127.0.0.1", 
     """Serve :func:`create_review_app` until interrupted."""
     import uvicorn
 
+    from mieruka.serve import is_loopback
+
     app = create_review_app(audit_dir)
+    if not is_loopback(host):
+        print(
+            f"warning: listening on {host}: anyone who can reach this port can read the audit and write decisions",
+            file=sys.stderr,
+        )
     print(f"mieruka review: http://{host}:{port}/ ; decisions go to {Path(audit_dir) / 'decisions.csv'}")
     uvicorn.run(app, host=host, port=port, log_level="warning")
