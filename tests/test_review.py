@@ -198,6 +198,8 @@ def test_review_loop_in_a_real_browser(evil_audit: tuple[Path, Path], tmp_path: 
                 other = page.locator(f"#review tbody tr[data-image='{picked[1]}'] .d-kind")
                 assert other.input_value() == "exclude"
                 page.click("#review th:nth-child(3)")  # sorts by the true class without an error
+                link = page.locator("#files a[href='decisions.csv']")
+                assert link.count() == 1 and "exclude" in page.request.get(url + "decisions.csv").text()
             assert not errors and not dialogs, (errors, dialogs)
         finally:
             browser.close()
