@@ -154,6 +154,7 @@ def test_what_to_collect_names_the_kind_category_and_traits() -> None:
         "collect more fray images like these (dark exposures) and mark their defect regions"
     )
     assert groups[1].traits == ("dark",) and groups[0].traits == ()  # one crack image: no quartiles to compare
+    assert groups[0].sentence.startswith("crack: 1 correct for the wrong reason — mark the defect regions of crack")
 
 
 @pytest.mark.slow

@@ -103,14 +103,15 @@ def what_to_collect(rows: Sequence[dict[str, Any]], classes: Sequence[str], t: d
 
 def _with_sentence(g: CollectGroup, t: dict[str, str]) -> CollectGroup:
     n = len(g.images)
-    parts = [t[f"collect_{g.kind}"].format(n=n), t[g.category]]
+    listed = t["collect_list"].join(t[f"trait_{x}"] for x in g.traits)
+    parts = [t[f"collect_{g.kind}"].format(n=n)]
+    if g.kind != "wrong_reason":  # its category (correct, off the defect) is what the kind already says
+        parts.append(t[g.category])
     if g.traits:
-        words = ", ".join(t[f"trait_{x}"] for x in g.traits)
-        parts.append(t["collect_all"].format(words=words) if n > 1 else words)
+        parts.append(t["collect_all"].format(words=listed) if n > 1 else listed)
     if g.taken_for:
-        parts.append(t["collect_taken"].format(c=g.taken_for))
-    advice = t[f"advice_{g.kind}"].format(
-        c=g.cls, like=t["collect_like"].format(words=", ".join(t[f"trait_{x}"] for x in g.traits)) if g.traits else ""
-    )
+        parts.append(t["collect_taken" if n > 1 else "collect_taken_one"].format(c=g.taken_for))
+    like = t["collect_like"].format(words=listed) if g.traits else ""
+    advice = t[f"advice_{g.kind}"].format(c=g.cls, like=like)
     sentence = f"{g.cls}: {t['collect_sep'].join(parts)}{t['collect_dash']}{advice}"
     return CollectGroup(g.cls, g.kind, g.category, g.images, g.traits, g.taken_for, sentence, g.rows)

@@ -94,7 +94,9 @@ TEXT: dict[str, dict[str, str]] = {
         "collect_wrong_reason": "{n} correct for the wrong reason",
         "collect_all": "all {words}",
         "collect_taken": "mostly taken for {c}",
+        "collect_taken_one": "taken for {c}",
         "collect_sep": ", ",
+        "collect_list": ", ",
         "collect_dash": " — ",
         "collect_like": " like these ({words})",
         "trait_dark": "dark exposures",
@@ -105,8 +107,8 @@ TEXT: dict[str, dict[str, str]] = {
         "advice_false_reject": "collect more passing {c} parts{like}, so the model learns what still passes",
         "advice_confusion": "collect more {c} images{like}, labelled with care, to tell it from the class it was "
         "taken for",
-        "advice_wrong_reason": "collect {c} images{like} with marked regions and train with --guide masks, so the "
-        "answer comes from the defect",
+        "advice_wrong_reason": "mark the defect regions of {c} images{like} and collect more of them: training "
+        "guides the model to the marked regions (--guide auto, the default), so the answer comes from the defect",
     },
     "ja": {
         "title": "mieruka 監査レポート",
@@ -197,7 +199,9 @@ TEXT: dict[str, dict[str, str]] = {
         "collect_wrong_reason": "誤った理由での正解 {n} 件",
         "collect_all": "いずれも{words}",
         "collect_taken": "主に {c} と判定",
+        "collect_taken_one": "{c} と判定",
         "collect_sep": "、",
+        "collect_list": "・",
         "collect_dash": "。",
         "collect_like": "（{words}）",
         "trait_dark": "暗い露光",
@@ -208,7 +212,8 @@ TEXT: dict[str, dict[str, str]] = {
         "advice_false_reject": "合格する {c} の部品の画像{like}を追加で集め、合格の範囲を学ばせてください",
         "advice_confusion": "{c} の画像{like}を追加で集め、"
         "取り違えたクラスと区別できるよう丁寧にラベルを付けてください",
-        "advice_wrong_reason": "領域付きの {c} の画像{like}を集め、--guide masks で学習して欠陥から判断させてください",
+        "advice_wrong_reason": "{c} の画像{like}の欠陥領域に印を付けて追加で集めてください。"
+        "学習は印の領域に注目するよう導かれ（既定の --guide auto）、欠陥から判断するようになります",
     },
 }
 
