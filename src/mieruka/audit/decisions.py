@@ -94,7 +94,8 @@ class DecisionLog:
                 writer = csv.writer(fh)
                 if new:
                     writer.writerow(DECISIONS_HEADER)
-                writer.writerow([asdict(d)[k] for k in DECISIONS_HEADER])
+                row = asdict(d)
+                writer.writerow([row[k] for k in DECISIONS_HEADER])
                 fh.flush()
                 os.fsync(fh.fileno())
         return d

@@ -26,6 +26,7 @@ import numpy as np
 
 from mieruka._io import atomic_write
 from mieruka.audit.collect import what_to_collect
+from mieruka.audit.decisions import DECISIONS
 from mieruka.audit.report_tables import (
     class_tables,
     faithfulness_table,
@@ -37,10 +38,7 @@ from mieruka.audit.text import TEXT, translate_reasons
 from mieruka.errors import DataError
 from mieruka.metrics import classification_metrics, gate_rates
 
-__all__ = ["AUDIT_FILES", "DECISIONS", "TEXT", "rebuild_report", "write_report"]
-
-DECISIONS = ("correct", "relabel", "region_wrong", "exclude")
-"""What a reviewer can decide about a review item (``mieruka review``)."""
+__all__ = ["AUDIT_FILES", "TEXT", "rebuild_report", "write_report"]
 
 AUDIT_FILES = ("audit.csv", "summary.json", "review.csv", "decisions.csv", "report/panels.json")
 """The audit's files the report links to (those that exist)."""
@@ -139,18 +137,13 @@ def _review_items(
 
 
 def _gallery(rows: Sequence[dict[str, Any]], categories: Sequence[str], panels: dict, t: dict[str, str]) -> list:
-    groups = []
-    for cat in categories:
-        cards = []
-        for r in rows:
-            if r["category"] != cat:
-                continue
-            thumb, full = panels[(r["image"], r["method"])]
-            caption = t["caption"].format(t=r["true"], p=r["predicted"], q=f"{r['probability']:.2f}")
-            cards.append({"cls": r["true"], "method": r["method"], "thumb": thumb, "full": full, "caption": caption})
-        if cards:
-            groups.append({"category": cat, "cards": cards})
-    return groups
+    by_category: dict[str, list[dict[str, Any]]] = {cat: [] for cat in categories}
+    for r in rows:
+        thumb, full = panels[(r["image"], r["method"])]
+        caption = t["caption"].format(t=r["true"], p=r["predicted"], q=f"{r['probability']:.2f}")
+        card = {"cls": r["true"], "method": r["method"], "thumb": thumb, "full": full, "caption": caption}
+        by_category.setdefault(r["category"], []).append(card)
+    return [{"category": cat, "cards": by_category[cat]} for cat in categories if by_category[cat]]
 
 
 def write_report(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["REASONS_JA", "TEXT", "translate_reasons"]
 
 TEXT: dict[str, dict[str, str]] = {
@@ -242,8 +244,6 @@ def translate_reasons(reasons: str, lang: str) -> str:
     """``review.csv``'s ``"; "``-joined reasons in ``lang`` (English as written; unknown phrases stay as they are)."""
     if lang != "ja" or not reasons:
         return reasons
-    import re
-
     out = []
     for part in reasons.split("; "):
         for pattern, replacement in REASONS_JA:

@@ -182,6 +182,7 @@ class AuditWorker:
         if layers == (MULTISCALE,) and model is not None:
             layers = multiscale_layers(model)
         device = next(model.parameters()).device if model is not None else torch.device("cpu")
+        mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (info.mean, info.std))
         for idx in batches(good, self.batch_size, desc=f"auditing ({method})", progress=False):
             x = model_input(store, idx, device, info.mean, info.std)
             labels = torch.tensor([items[j].label for j in idx], device=device)
@@ -195,7 +196,6 @@ class AuditWorker:
             if self.faith is not None:
                 keys = [items[j].index for j in idx]
                 measured = self.faith.measure(store, idx, keys, x, ex, method, layers, fusion)
-            mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (info.mean, info.std))
             brightness = (x.float() * std + mean).mean((1, 2, 3)).clamp(0, 1).tolist()
             for n, j in enumerate(idx):
                 extra = measured.get(items[j].index, {})

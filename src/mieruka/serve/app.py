@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, Uploa
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi_offline import FastAPIOffline
+from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mieruka import __version__
@@ -133,7 +134,7 @@ class _Pictures:
         if self.heatmap and heat is not None:
             out["heatmap_png"] = _picture(image, heat, max_side, 1.0)
         if self.preview:
-            out["input_png"] = _picture(image, np.zeros((1, 1), np.float32), max_side, 0.0)
+            out["input_png"] = _picture(image, None, max_side, 0.0)
         return out
 
 
@@ -273,10 +274,15 @@ def _decode(upload: UploadFile, max_pixels: int, bit_depth: int | None) -> np.nd
         raise HTTPException(422, str(exc)) from None
 
 
-def _picture(image: np.ndarray, heat: np.ndarray, max_side: int, alpha: float) -> str:
-    """The jet colours of ``heat`` (S, S) blended at ``alpha`` on ``image`` (0: the image alone, 1: the heatmap
-    alone), at the image's size shrunk to ``max_side``, as base64 PNG."""
+def _picture(image: np.ndarray, heat: np.ndarray | None, max_side: int, alpha: float) -> str:
+    """The jet colours of ``heat`` (S, S) blended at ``alpha`` on ``image`` (1: the heatmap alone; without a map:
+    the image alone), at the image's size shrunk to ``max_side``, as base64 PNG."""
     h, w = image.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return base64.b64encode(encode_png(overlay_at(image, heat, size, alpha))).decode("ascii")
+    if heat is None:
+        shown = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+        picture = np.asarray(shown if shown.size == size[::-1] else shown.resize(size[::-1], Image.Resampling.BILINEAR))
+    else:
+        picture = overlay_at(image, heat, size, alpha)
+    return base64.b64encode(encode_png(picture)).decode("ascii")

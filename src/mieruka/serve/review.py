@@ -24,11 +24,13 @@ from pydantic import BaseModel, Field
 
 from mieruka import __version__
 from mieruka.audit.decisions import DECISIONS, Decision, DecisionLog
+from mieruka.audit.report import AUDIT_FILES
 from mieruka.errors import DataError
 
 __all__ = ["create_review_app", "serve_review"]
 
-_FILES = ("audit.csv", "summary.json", "review.csv", "decisions.csv")
+_FILES = tuple(name for name in AUDIT_FILES if "/" not in name)
+"""The audit's own files, served beside the report (the report folder's files come from the mounts)."""
 
 
 class DecisionIn(BaseModel):
