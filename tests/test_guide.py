@@ -57,24 +57,45 @@ def test_guide_loss_is_the_share_of_cam_energy_outside_the_region() -> None:
     assert feats.grad is not None and feats.grad[0, 0, 0, 1] > 0 and feats.grad[0, 0, 0, 0] < 0
 
 
-def test_fine_guide_is_the_stride_16_activation_share_outside_the_region() -> None:
+def test_fine_guide_is_layercam_of_the_multiscale_stages_and_trains_through_their_gradients() -> None:
+    from mieruka.explain import TrueClass, explain
+    from mieruka.train.frozen import freeze_stages
+
+    torch.manual_seed(0)
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=3)
+    frozen = set(freeze_stages(model, 3))  # blocks.2 (stride 8) is frozen, its map is guided all the same
     fine = FineGuide(model)
-    assert fine.layer == "blocks.4"  # the stride-16 stage: a 4 x 4 grid at 64 px
-    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    model(x)
-    assert fine.output is not None and fine.output.shape[-2:] == (4, 4)
-    energy = fine.output.relu().sum(1)  # (2, 4, 4)
-    mask = torch.zeros(2, 1, 64, 64)
-    mask[:, :, 0:10, 0:10] = 1.0  # the top-left cell of the 4 x 4 grid (16 px a cell)
+    assert fine.layers == ("blocks.2", "blocks.4", "blocks.6")  # the multi-scale map's stages before the last
+    model.train()
+    for m in model.modules():  # training mode for the hooks, the numbers of evaluation (no batch statistics)
+        if isinstance(m, (nn.BatchNorm2d, nn.Dropout)):
+            m.eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([1, 2])
     on = torch.tensor([True, True])
-    expected = (1 - energy[:, 0, 0] / energy.flatten(1).sum(1)).mean()
-    assert fine.loss(on, mask).item() == pytest.approx(expected.item(), rel=1e-5)
-    assert fine.loss(on, torch.ones(2, 1, 64, 64)).item() == pytest.approx(0.0, abs=1e-6)
+    maps = fine.maps(model(x), y, on)
+    for name, got in zip(
+        fine.layers, maps, strict=True
+    ):  # the explanation engine's LayerCAM of the true class, resized alike
+        ref = explain(model, x, method="layercam", targets=[TrueClass()], labels=y, layers=[name]).maps[:, 0]
+        up = torch.nn.functional.interpolate(got[:, None].detach(), size=(64, 64), mode="bilinear")[:, 0]
+        assert torch.allclose(up, ref, rtol=1e-4, atol=1e-6 * float(ref.max())), name
+    # the share outside: the top-left 8 x 8 block marks one cell of the stride-8 grid and one of the others
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[:, :, 0:8, 0:8] = 1.0
+    maps = fine.maps(model(x), y, on)
+    expected = torch.stack([(1 - m[:, 0, 0] / m.flatten(1).sum(1)).mean() for m in maps]).mean()
     model.zero_grad()
-    fine.loss(on, mask).backward()  # the term trains the stage itself
-    assert model.blocks[4][0].conv_pw.weight.grad is not None
-    assert model.get_classifier().weight.grad is None  # nothing after the stage takes part
+    loss = fine.loss(model(x), y, on, mask)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    loss.backward()  # second order: the weights that shape the gradients learn
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert grads["classifier.weight"] is not None and float(grads["classifier.weight"].abs().sum()) > 0
+    assert grads["blocks.5.0.conv_pw.weight"] is not None and float(grads["blocks.5.0.conv_pw.weight"].abs().sum()) > 0
+    assert all(grads[n] is None for n in frozen)
+    model.eval()
+    model(x)
+    assert not fine.outputs  # validation and explanations run untouched
 
 
 def test_a_head_without_a_closed_form_cam_is_refused() -> None:

@@ -69,7 +69,8 @@ class TrainConfig:
             (:mod:`mieruka.train.guide`); ``none`` trains on the labels alone; ``auto`` (default): ``masks`` where
             NG training images have regions and the head has a closed-form CAM, else ``none``.
         guide_weight: Weight of that loss beside the cross-entropy (default 0.5).
-        guide_fine: Weight of an experimental second guide term on the stride-16 stage (0: off, the default).
+        guide_fine: Weight of an experimental second guide term, the LayerCAM maps of the finer multi-scale stages
+            outside the region (second-order, several times the cost of a step; 0: off, the default).
         explain_method: The explanation stored with the model for ``explain``, ``export``, ``serve`` and the Python
             API: ``auto`` (default) chooses it after training on the validation split's regions
             (:mod:`mieruka.audit.selection`; Grad-CAM where validation has none), or a method spec such as

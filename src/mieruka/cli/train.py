@@ -140,8 +140,9 @@ def _add_explanation(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--guide-fine",
         type=float,
-        help="experimental: weight of a second guide term, the stride-16 stage's activations outside the marked "
-        "region (default 0: off; BENCHMARKS.md §4d)",
+        help="experimental: weight of a second guide term, the LayerCAM maps of the finer multi-scale stages "
+        "outside the marked region; second-order gradients, several times slower (default 0: off; BENCHMARKS.md "
+        "§4d)",
     )
     p.add_argument(
         "--explain-method",

@@ -76,13 +76,17 @@ class _Trainer:
         self.model = model
         self.guide, self.guide_head = guide_for(model, cfg, data.guide)
         base = model if self.guide is None else WithFeatures(model)  # the guided step needs the features too
-        # On a CPU the frozen first modules run in slices, without autograd (the same numbers, faster: FrozenPrefix).
-        self.forward: Any = (FrozenPrefix.split(model) if device.type == "cpu" else None) or base
+        fine = self.guide is not None and cfg.guide_fine > 0
+        if fine and ranks.enabled:
+            raise MierukaError("--guide-fine takes second-order gradients, which distributed training does not run")
+        # On a CPU the frozen first modules run in slices, without autograd (the same numbers, faster: FrozenPrefix);
+        # not under --guide-fine, whose maps need the gradient at a frozen stage.
+        self.forward: Any = (FrozenPrefix.split(model) if device.type == "cpu" and not fine else None) or base
         if ranks.enabled:  # gradients averaged over the ranks in backward
             self.forward = DistributedDataParallel(base, device_ids=[device] if device.type == "cuda" else None)
         self.ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
         self.evaluated = self.ema.module if self.ema is not None else model  # the weights validated and saved
-        self.fine = FineGuide(model) if self.guide is not None and cfg.guide_fine > 0 else None  # after the EMA copy
+        self.fine = FineGuide(model) if fine else None  # after the EMA copy: its hooks stay on the trained model
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
         self.steps_per_epoch = max(1, len(data.train_idx) // cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -190,7 +194,7 @@ class _Trainer:
                 guided = guide_loss(self.model, features[on], self.guide_head, y[on], masks[on])
                 loss = loss + cfg.guide_weight * guided
                 if self.fine is not None:
-                    loss = loss + cfg.guide_fine * self.fine.loss(on, masks[on])
+                    loss = loss + cfg.guide_fine * self.fine.loss(logits, y, on, masks[on])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
