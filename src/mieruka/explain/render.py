@@ -27,6 +27,7 @@ __all__ = [
     "overlay",
     "overlay_at",
     "panel",
+    "resized",
     "thumbnail",
     "to_original_size",
 ]
@@ -60,6 +61,13 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
+def resized(image: np.ndarray, size_hw: tuple[int, int]) -> Image.Image:
+    """An (H, W, 3) uint8 image as a Pillow image of ``size_hw`` (bilinear; untouched at its own size)."""
+    size_wh = (size_hw[1], size_hw[0])
+    base = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    return base if base.size == size_wh else base.resize(size_wh, Image.Resampling.BILINEAR)
+
+
 def overlay_at(image: np.ndarray, heat: np.ndarray, size_hw: tuple[int, int], alpha: float = 0.5) -> np.ndarray:
     """Overlay a map of any size on an image, both resized to ``size_hw``, using Pillow's 8-bit C routines.
 
@@ -74,9 +82,7 @@ def overlay_at(image: np.ndarray, heat: np.ndarray, size_hw: tuple[int, int], al
         alpha: Heatmap opacity.
     """
     size_wh = (size_hw[1], size_hw[0])
-    base = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-    if base.size != size_wh:
-        base = base.resize(size_wh, Image.Resampling.BILINEAR)
+    base = resized(image, size_hw)
     idx = np.clip(np.asarray(heat, dtype=np.float32) * 255 + 0.5, 0, 255).astype(np.uint8)
     levels = Image.fromarray(idx)
     if levels.size != size_wh:

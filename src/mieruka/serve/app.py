@@ -20,13 +20,12 @@ from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, Uploa
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi_offline import FastAPIOffline
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mieruka import __version__
 from mieruka.data.images import MAX_PIXELS, ImageTooLarge, NotAnImage, decode_image
 from mieruka.errors import DataError
-from mieruka.explain.render import colorize, encode_png, overlay_at
+from mieruka.explain.render import colorize, encode_png, overlay_at, resized
 from mieruka.fonts import cjk_font_path
 from mieruka.metrics import gate, ng_probability
 from mieruka.runtime import Runtime, prepare, run_with_tta
@@ -280,9 +279,5 @@ def _picture(image: np.ndarray, heat: np.ndarray | None, max_side: int, alpha: f
     h, w = image.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    if heat is None:
-        shown = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-        picture = np.asarray(shown if shown.size == size[::-1] else shown.resize(size[::-1], Image.Resampling.BILINEAR))
-    else:
-        picture = overlay_at(image, heat, size, alpha)
+    picture = np.asarray(resized(image, size)) if heat is None else overlay_at(image, heat, size, alpha)
     return base64.b64encode(encode_png(picture)).decode("ascii")

@@ -38,6 +38,7 @@ from mieruka.data.sample import Sample
 from mieruka.errors import DataError, MierukaError
 from mieruka.explain.engine import closed_form_holds, fast_path_head, multiscale_layers
 from mieruka.explain.maps import as_map
+from mieruka.explain.methods import LayerCAM
 
 __all__ = [
     "GUIDE_CHOICES",
@@ -213,7 +214,8 @@ class FineGuide:
         acts = [self.outputs.pop(n) for n in self.layers]
         score = logits[on].float().gather(1, labels[on, None]).sum()
         grads = torch.autograd.grad(score, acts, create_graph=True)
-        return [(g[on].relu() * a[on]).float().sum(1).relu() for g, a in zip(grads, acts, strict=True)]
+        layercam = LayerCAM()  # the registry's formula, on tensors that keep their graph
+        return [layercam.combine(a[on].float(), g[on].float()[:, None])[:, 0] for g, a in zip(grads, acts, strict=True)]
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, on: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """The mean over the stages of the share of the true class's LayerCAM energy outside the regions of the
