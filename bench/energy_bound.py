@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from mieruka.data.annotations import read_region
 from mieruka.data.dataset import load_dataset
 from mieruka.data.images import image_size
+from mieruka.errors import MierukaError
 
 
 def best_cell_energy(mask: torch.Tensor, grid: int, input_size: int) -> float:
@@ -42,8 +43,13 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--image-size", type=int, default=256)
     args = parser.parse_args()
-    dataset = load_dataset(args.data)
+    try:
+        dataset = load_dataset(args.data)
+    except MierukaError as exc:
+        parser.error(str(exc))
     samples = [s for s in dataset.split(args.split) if s.mask is not None and dataset.verdicts[s.label] == "NG"]
+    if not samples:
+        parser.error(f"{args.data}: no NG image of the {args.split} split has a mask file")
     out: dict[str, object] = {"split": args.split, "images": len(samples), "image_size": args.image_size}
     for stride in (32, 16, 8):
         grid = args.image_size // stride
