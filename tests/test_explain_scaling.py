@@ -28,3 +28,18 @@ def test_minmax_scales_each_map_by_its_own_range() -> None:
     out = minmax_np(heat)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, [[0.0, 0.25], [0.5, 1.0]])
+
+
+@pytest.mark.parametrize(
+    ("hw", "size"), [((7, 7), (224, 224)), ((8, 5), (256, 100)), ((3, 4), (3, 4)), ((6, 6), (4, 9))]
+)
+def test_upsample_is_pytorchs_bilinear_resize(hw: tuple[int, int], size: tuple[int, int]) -> None:
+    from mieruka.explain.upsample import interpolation_matrix, upsample
+
+    maps = torch.rand(2, 3, *hw, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(upsample(maps, size), expected, rtol=0, atol=1e-6)
+    # the weights by hand for 2 → 4: output pixel i samples the input at (i + 0.5) / 2 - 0.5, clamped at the edges
+    expected_2_4 = torch.tensor([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])
+    torch.testing.assert_close(interpolation_matrix(2, 4), expected_2_4)
+    assert upsample(maps.double(), size).dtype == torch.float64

@@ -30,6 +30,7 @@ from mieruka.explain.methods import METHODS, CAMMethod, MapContext
 from mieruka.explain.scaling import minmax
 from mieruka.explain.state import eval_mode, params_kept, preserved
 from mieruka.explain.targets import ClassTarget, PredictedClass, Target
+from mieruka.explain.upsample import upsample
 
 __all__ = [
     "FUSIONS",
@@ -234,10 +235,8 @@ def _finish(cam: CAMMethod, per_layer: list[torch.Tensor], x: torch.Tensor, fusi
     resized, and fused (``mean``: LayerCAM's fusion, in the order pytorch-grad-cam uses; ``product``)."""
     size = x.shape[-2:]
     if len(per_layer) == 1:
-        return F.interpolate(per_layer[0], size=size, mode="bilinear", align_corners=False)
-    ups = torch.stack(
-        [F.interpolate(minmax(m), size=size, mode="bilinear", align_corners=False) for m in per_layer]
-    )  # (L, B, T, H, W)
+        return upsample(per_layer[0], size)
+    ups = torch.stack([upsample(minmax(m), size) for m in per_layer])  # (L, B, T, H, W)
     return ups.prod(0) if fusion == "product" else ups.mean(0)
 
 

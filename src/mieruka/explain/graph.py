@@ -16,13 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mieruka.errors import MierukaError
 from mieruka.explain.engine import as_map, closed_form_holds, fast_path_head
 from mieruka.explain.methods import METHODS
 from mieruka.explain.scaling import minmax
+from mieruka.explain.upsample import upsample
 
 __all__ = ["EXPORT_METHODS", "ExplainedModel", "graph_method"]
 
@@ -102,7 +102,7 @@ class ExplainedModel(nn.Module):
         else:
             grads = (weight[probs.argmax(1)] / z)[:, None, :, None, None]  # (B, 1, K, 1, 1)
         maps = self.cam.combine(feats, grads)  # (B, T, h, w)
-        maps = minmax(F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False))
+        maps = minmax(upsample(maps, x.shape[-2:]))
         if not self.all_classes:
             return probs, maps[:, 0]
         predicted = maps.gather(1, probs.argmax(1)[:, None, None, None].expand(-1, 1, *maps.shape[-2:]))[:, 0]
