@@ -4,8 +4,10 @@ A model exported by mieruka (default: tf_efficientnet_lite0 with its offline Ima
 224 × 224; ``--model`` a trained ``.safetensors``), batch 1 and 16, on the CPU. The int8 graph is the one
 ``mieruka export --precision int8`` writes, calibrated on 256 images of the training split of ``--data``; its test
 split measures what int8 costs: accuracy (points) and the heatmap's Pearson correlation with float32, mean over the
-images. Timings are interleaved (every repetition times each contender once, in turn) and the median is kept, so that
-the load of a shared machine hits all of them alike.
+images. Timings are interleaved (every repetition times each contender once, in an order shuffled anew every repetition
+with a fixed seed) and the median is kept, so that the load of a shared machine hits all of them alike and no contender
+always runs right after the same other one: a runtime that follows another starts with the other's data in the caches
+and, after eager PyTorch, with its OpenMP threads still spinning on the cores.
 
 Contenders:
   * torch_plain: ``model(x)`` under ``torch.inference_mode()``, default memory format — plain eager inference;
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -145,8 +148,9 @@ def main() -> None:
             for fn in contenders.values():  # warm-up
                 fn()
                 fn()
+            order = random.Random(batch)
             for _ in range(max(1, args.repeats // args.block)):
-                for name, fn in contenders.items():
+                for name, fn in order.sample(list(contenders.items()), len(contenders)):
                     if args.block > 1:
                         fn()  # after another contender: caches and thread pools are the other's; not timed
                     for _ in range(args.block):
