@@ -7,6 +7,7 @@ Writes into RUN: ``model.safetensors`` (the best epoch by validation balanced ac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -33,6 +34,7 @@ from mieruka.models import build_model, feature_layer, load_pretrained, normaliz
 from mieruka.train.curves import plot_history, write_history
 from mieruka.train.distributed import Ranks, from_env
 from mieruka.train.frozen import FrozenPrefix, freeze_stages, frozen_batchnorms
+from mieruka.train.grouped_conv import GroupedConvDoubleBackward
 from mieruka.train.guide import FineGuide, WithFeatures, guide_for, guide_loss
 from mieruka.train.inputs import TrainingData, load_training_data
 from mieruka.train.runs import prepare_run, resumed_config
@@ -87,6 +89,7 @@ class _Trainer:
         self.ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
         self.evaluated = self.ema.module if self.ema is not None else model  # the weights validated and saved
         self.fine = FineGuide(model) if fine else None  # after the EMA copy: its hooks stay on the trained model
+        self.step_mode = GroupedConvDoubleBackward if fine else contextlib.nullcontext  # its maps' 2nd order
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
         self.steps_per_epoch = max(1, len(data.train_idx) // cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -185,7 +188,7 @@ class _Trainer:
             x, masks = augment_with_masks(x, masks, cfg.augment, self.aug_gen)
             x = normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(data.labels[pick]).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp), self.step_mode():
                 logits, features = self._logits_features(x)
             loss = F.cross_entropy(logits.float(), y, weight=self.class_weight, label_smoothing=cfg.label_smoothing)
             if marked is not None and bool(marked.any()):
