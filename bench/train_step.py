@@ -47,15 +47,9 @@ def main() -> None:
     y = torch.randint(0, 6, (args.batch,))
     steps = {}
     for stages in (2, 3):
-        torch.manual_seed(0)
-        model = build_model("tf_efficientnet_lite0", 6).to(memory_format=torch.channels_last)
-        frozen = set(freeze_stages(model, stages))
-        model.train()
-        for module in frozen_batchnorms(model, frozen):
-            module.eval()
+        model, optimizer = _training_model(stages)
         split = FrozenPrefix.split(model)
         assert split is not None
-        optimizer = torch.optim.AdamW(param_groups(model, 0.02), lr=1e-4)
 
         def step(forward: object, optimizer: torch.optim.Optimizer = optimizer) -> None:
             loss = F.cross_entropy(forward(x), y)  # type: ignore[operator]
@@ -91,16 +85,22 @@ def main() -> None:
     )
 
 
-def _fine_steps(x: torch.Tensor, y: torch.Tensor) -> dict[str, tuple[object, object]]:
-    """The ``--guide-fine`` step, with PyTorch's double backward and with the grouped one."""
+def _training_model(stages: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """EfficientNet-Lite0 (seeded) with ``stages`` frozen, in training mode with the frozen BatchNorm layers in eval
+    mode, as ``mieruka train`` sets it up, and its optimizer."""
     torch.manual_seed(0)
     model = build_model("tf_efficientnet_lite0", 6).to(memory_format=torch.channels_last)
-    frozen = set(freeze_stages(model, 3))
-    fine = FineGuide(model)
+    frozen = set(freeze_stages(model, stages))
     model.train()
     for module in frozen_batchnorms(model, frozen):
         module.eval()
-    optimizer = torch.optim.AdamW(param_groups(model, 0.02), lr=1e-4)
+    return model, torch.optim.AdamW(param_groups(model, 0.02), lr=1e-4)
+
+
+def _fine_steps(x: torch.Tensor, y: torch.Tensor) -> dict[str, tuple[object, object]]:
+    """The ``--guide-fine`` step, with PyTorch's double backward and with the grouped one."""
+    model, optimizer = _training_model(3)
+    fine = FineGuide(model)
     on = torch.arange(len(x)) % 3 == 0
     g = torch.Generator().manual_seed(0)
     masks = (torch.rand(int(on.sum()), 1, *x.shape[-2:], generator=g) > 0.99).float()

@@ -94,8 +94,7 @@ class OpenVinoModel(ExportedRuntime):
             request = self.compiled.create_infer_request()
         try:
             # The request reads the caller's array in place and hands back views of its own buffers (no copy either
-            # way); the views are copied before the request is
-            # given back for reuse.
+            # way); the views are copied before the request is given back for reuse.
             out = request.infer({0: np.ascontiguousarray(x, dtype=np.float32)}, share_inputs=True, share_outputs=True)
             probs = np.array(out[self.compiled.output("probabilities")])
             heat = np.array(out[self.compiled.output("heatmap")]) if self.has_heatmap else None
