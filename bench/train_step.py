@@ -1,6 +1,6 @@
 """CPU training step time by frozen stages, with the frozen first modules run whole or in slices.
 
-    python bench/train_step.py [--size 256] [--batch 32] [--repeats 5] [--fine]
+    python bench/train_step.py [--size 256] [--batch 32] [--repeats 5] [--fine] [--strides 32,16,8]
 
 One training step (forward, backward, AdamW) of EfficientNet-Lite0 on a random batch, in training mode with the
 frozen BatchNorm layers in eval mode, as ``mieruka train`` runs it: the whole model on the batch, or (what ``train``
@@ -8,8 +8,9 @@ does on a CPU) the frozen first modules without autograd in slices of ``CPU_PIXE
 the whole batch. With ``--fine``, two more variants: the step of ``--guide-fine`` (3 frozen stages, the whole model,
 the cross-entropy plus the fine guide's second-order loss on a third of the batch, marked with random regions), with
 PyTorch's double backward of the depthwise convolutions and with :class:`GroupedConvDoubleBackward`, as ``train``
-runs it. Every variant is timed in turn within each repetition; medians in seconds per step. The last line printed is
-one JSON object.
+runs it. With ``--strides``, the sliced step of 3 frozen stages at each other ``--output-stride`` too (the dilated
+backbone ``train --output-stride`` builds). Every variant is timed in turn within each repetition; medians in seconds
+per step. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def main() -> None:
         action="store_true",
         help="also time the step of --guide-fine, with and without the grouped convolutions' double backward",
     )
+    parser.add_argument(
+        "--strides",
+        default="32",
+        help="comma-separated output strides: 16 and 8 add the sliced step of the dilated backbone (default 32)",
+    )
     args = parser.parse_args()
 
     x = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
@@ -59,6 +65,18 @@ def main() -> None:
 
         steps[f"{stages} frozen, whole"] = (step, model)
         steps[f"{stages} frozen, sliced"] = (step, split)
+    for stride in (int(v) for v in args.strides.split(",") if int(v) != 32):
+        model, optimizer = _training_model(3, stride)
+        split = FrozenPrefix.split(model)
+        assert split is not None
+
+        def step(forward: object, optimizer: torch.optim.Optimizer = optimizer) -> None:
+            loss = F.cross_entropy(forward(x), y)  # type: ignore[operator]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        steps[f"3 frozen, sliced, output stride {stride}"] = (step, split)
     if args.fine:
         steps.update(_fine_steps(x, y))
     times: dict[str, list[float]] = {name: [] for name in steps}
@@ -85,11 +103,11 @@ def main() -> None:
     )
 
 
-def _training_model(stages: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    """EfficientNet-Lite0 (seeded) with ``stages`` frozen, in training mode with the frozen BatchNorm layers in eval
-    mode, as ``mieruka train`` sets it up, and its optimizer."""
+def _training_model(stages: int, output_stride: int = 32) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """EfficientNet-Lite0 (seeded, at ``output_stride``) with ``stages`` frozen, in training mode with the frozen
+    BatchNorm layers in eval mode, as ``mieruka train`` sets it up, and its optimizer."""
     torch.manual_seed(0)
-    model = build_model("tf_efficientnet_lite0", 6).to(memory_format=torch.channels_last)
+    model = build_model("tf_efficientnet_lite0", 6, output_stride=output_stride).to(memory_format=torch.channels_last)
     frozen = set(freeze_stages(model, stages))
     model.train()
     for module in frozen_batchnorms(model, frozen):

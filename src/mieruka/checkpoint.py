@@ -45,6 +45,8 @@ class ModelInfo:
         classes: Class names in output order.
         verdicts: Class name → ``"OK"``/``"NG"``.
         image_size: Side of the square input.
+        output_stride: Input pixels per cell of the last feature map (32, or 16 / 8 for a dilated backbone): the
+            heatmap's resolution; files written before the option existed are 32.
         mean: Per-channel normalization mean (inputs scaled to 0–1 first).
         std: Per-channel normalization standard deviation.
         target_layer: Default layer to explain (the last convolutional block).
@@ -70,6 +72,7 @@ class ModelInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     target_layer: str
+    output_stride: int = 32
     ng_threshold: float | None = None
     tta: str = "none"
     bit_depth: int | None = None
@@ -171,6 +174,7 @@ def info_problems(data: dict[str, Any]) -> list[str]:
             and 16 <= data["image_size"] <= 8192,
             "a whole number of pixels from 16 to 8192",
         ),
+        ("output_stride", data.get("output_stride", 32) in (32, 16, 8), "32, 16 or 8"),
         ("target_layer", isinstance(data.get("target_layer"), str) and bool(data.get("target_layer")), "a layer name"),
         (
             "ng_threshold",
@@ -315,7 +319,7 @@ def load_checkpoint(
     extra = {k: v for k, v in tensors.items() if k.startswith("_")}
     state = {k: v for k, v in tensors.items() if not k.startswith("_")}
     _check_arch(path, info.arch)
-    model = build_model(info.arch, len(info.classes), image_size=info.image_size)
+    model = build_model(info.arch, len(info.classes), image_size=info.image_size, output_stride=info.output_stride)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

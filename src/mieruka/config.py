@@ -13,12 +13,15 @@ from mieruka.augment import AugmentConfig
 from mieruka.data.images import BIT_DEPTHS
 from mieruka.tta import TRAIN_TTA_CHOICES
 
-__all__ = ["BALANCE_CHOICES", "DEFAULT_ARCH", "TrainConfig"]
+__all__ = ["BALANCE_CHOICES", "DEFAULT_ARCH", "OUTPUT_STRIDES", "TrainConfig"]
 
 DEFAULT_ARCH = "tf_efficientnet_lite0"
 """The default backbone: EfficientNet-Lite0, whose ImageNet weights install offline from PyPI."""
 
 BALANCE_CHOICES = ("sqrt", "sampler", "loss", "none")
+
+OUTPUT_STRIDES = (32, 16, 8)
+"""``--output-stride`` choices: the input pixels per cell of the last feature map (and so of the heatmap)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,10 @@ class TrainConfig:
         arch: timm architecture.
         pretrained: ``imagenet`` (offline weights), ``none``, or a ``.safetensors`` file of timm weights.
         image_size: Images are resized to this square.
+        output_stride: Input pixels per cell of the last feature map, which the heatmap has: 32 (the backbone as
+            pretrained), or 16 / 8 (the last stages dilated instead of strided: the same pretrained weights, a
+            map 2× / 4× finer at 2–4× the cost of those stages). Needs a backbone that timm builds dilated
+            (:func:`mieruka.models.build_model` names the supported values otherwise).
         epochs: Maximum number of epochs.
         batch_size: Images per optimizer step.
         lr: Peak AdamW learning rate (reached after the warm-up, then cosine decay).
@@ -83,6 +90,7 @@ class TrainConfig:
     arch: str = DEFAULT_ARCH
     pretrained: str = "imagenet"
     image_size: int = 256
+    output_stride: int = 32
     epochs: int = 26
     batch_size: int = 32
     lr: float = 1e-3
@@ -114,6 +122,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.image_size >= 32, "--image-size must be at least 32"),
+            (
+                self.output_stride in OUTPUT_STRIDES,
+                f"--output-stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}",
+            ),
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.batch_size >= 2, "--batch-size must be at least 2"),
             (self.lr > 0, "--lr must be positive"),

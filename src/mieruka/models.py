@@ -67,11 +67,20 @@ def normalization_for(arch: str) -> tuple[tuple[float, float, float], tuple[floa
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)  # type: ignore[return-value]
 
 
-def build_model(arch: str, num_classes: int, *, drop_rate: float = 0.2, image_size: int | None = None) -> nn.Module:
+def build_model(
+    arch: str,
+    num_classes: int,
+    *,
+    drop_rate: float = 0.2,
+    image_size: int | None = None,
+    output_stride: int = 32,
+) -> nn.Module:
     """A timm model with random weights and a ``num_classes`` head after global average pooling.
 
     ``image_size`` is passed to the architectures built for one input size (vision transformers: ViT, DeiT, Swin),
-    whose patch grid depends on it; convolutional networks take any size and ignore it."""
+    whose patch grid depends on it; convolutional networks take any size and ignore it. ``output_stride`` 16 or 8
+    builds timm's dilated variant (the last stages keep their resolution; the same weights fit), refused with the
+    supported values for a backbone that has none."""
     check_arch(arch)
     options: dict[str, Any] = {
         "pretrained": False,
@@ -79,6 +88,8 @@ def build_model(arch: str, num_classes: int, *, drop_rate: float = 0.2, image_si
         "global_pool": "avg",
         "drop_rate": drop_rate,
     }
+    if output_stride != 32:
+        return _dilated(arch, options, output_stride)
     sized: dict[str, Any] = {**options, "img_size": image_size} if image_size else options
     try:
         model = timm.create_model(arch, **sized)
@@ -88,13 +99,56 @@ def build_model(arch: str, num_classes: int, *, drop_rate: float = 0.2, image_si
         raise MierukaError(
             f"--arch {arch} at --image-size {image_size}: timm cannot build it at that size ({exc})"
         ) from None
+    _small_head(model)
+    return model
+
+
+def _dilated(arch: str, options: dict[str, Any], output_stride: int) -> nn.Module:
+    """timm's ``output_stride`` variant of ``arch``, checked: its last feature map has that stride."""
+    try:
+        model = timm.create_model(arch, **options, output_stride=output_stride)
+        stride = _feature_stride(model)
+    except (TypeError, AssertionError, ValueError, RuntimeError, NotImplementedError):
+        stride = None
+    if stride != output_stride:
+        raise MierukaError(
+            f"--output-stride {output_stride}: {arch} has no dilated variant with that stride in timm; it supports "
+            f"--output-stride {', '.join(map(str, _supported_strides(arch, options)))}"
+        )
+    _small_head(model)
+    return model
+
+
+def _feature_stride(model: nn.Module, size: int = 128) -> int:
+    """Input pixels per cell of ``model``'s last feature map, measured on a blank image."""
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            features = model.forward_features(torch.zeros(1, 3, size, size))  # type: ignore[operator]
+    finally:
+        model.train(was_training)
+    return size // int(features.shape[-1]) if features.dim() == 4 else 0
+
+
+def _supported_strides(arch: str, options: dict[str, Any]) -> list[int]:
+    supported = [32]
+    for stride in (16, 8):
+        try:
+            if _feature_stride(timm.create_model(arch, **options, output_stride=stride)) == stride:
+                supported.append(stride)
+        except (TypeError, AssertionError, ValueError, RuntimeError, NotImplementedError):
+            pass
+    return supported
+
+
+def _small_head(model: nn.Module) -> None:
     head = model.get_classifier()  # type: ignore[operator]
     if isinstance(head, nn.Linear):
         # Some timm inits scale the head by 1/sqrt(num_classes); with few classes on 1280 pretrained features that
         # starts fine-tuning from logits in the tens. A small head starts every class near equal probability.
         nn.init.normal_(head.weight, std=0.01)
         nn.init.zeros_(head.bias)
-    return model
 
 
 def _pretrained_state(arch: str, source: str) -> dict[str, torch.Tensor]:

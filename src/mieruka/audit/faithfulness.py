@@ -200,7 +200,11 @@ class FaithfulnessRun:
         self.model, self.info, self.cfg = model, info, cfg
         self.chosen = set(np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int)).tolist())
         torch.manual_seed(0)  # the same "destroyed" model every run
-        self.random_model = build_model(info.arch, len(info.classes), image_size=info.image_size).to(device).eval()
+        self.random_model = (
+            build_model(info.arch, len(info.classes), image_size=info.image_size, output_stride=info.output_stride)
+            .to(device)
+            .eval()
+        )
         self.random_model = self.random_model.to(memory_format=torch.channels_last)
         self.baseline: dict[int, tuple[float, float]] = {}
 

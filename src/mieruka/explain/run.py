@@ -223,7 +223,9 @@ def _resolve_layers(info: ModelInfo, layers: Sequence[str]) -> tuple[str, ...]:
         return tuple(layers)
     from mieruka.models import build_model
 
-    return multiscale_layers(build_model(info.arch, len(info.classes), image_size=info.image_size))
+    return multiscale_layers(
+        build_model(info.arch, len(info.classes), image_size=info.image_size, output_stride=info.output_stride)
+    )
 
 
 def run_explain(

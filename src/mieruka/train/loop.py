@@ -69,7 +69,7 @@ class _Trainer:
         self.cfg, self.data, self.run, self.device, self.ranks = cfg, data, run, device, ranks
         num_classes = len(data.dataset.classes)
         self.mean, self.std = normalization_for(cfg.arch)
-        model = build_model(cfg.arch, num_classes, image_size=cfg.image_size)
+        model = build_model(cfg.arch, num_classes, image_size=cfg.image_size, output_stride=cfg.output_stride)
         if cfg.pretrained != "none":
             load_pretrained(model, cfg.arch, cfg.pretrained)
         self.frozen_bn = frozen_batchnorms(model, set(freeze_stages(model, cfg.freeze_stages)))
@@ -132,6 +132,7 @@ class _Trainer:
             classes=dataset.classes,
             verdicts=dict(dataset.verdicts),
             image_size=self.cfg.image_size,
+            output_stride=self.cfg.output_stride,
             mean=self.mean,
             std=self.std,
             target_layer=self.target_layer,
