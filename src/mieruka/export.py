@@ -22,6 +22,7 @@ from torch import nn
 
 from mieruka._io import atomic_write
 from mieruka.checkpoint import ModelInfo, load_checkpoint
+from mieruka.deploy.exported import sealed_onnx_bytes
 from mieruka.deploy.precision import PrecisionCheck
 from mieruka.errors import MierukaError
 from mieruka.explain.graph import ExplainedModel, graph_method
@@ -258,15 +259,12 @@ def export_model(
     if written != opset:
         raise MierukaError(f"--opset {opset}: the exporter wrote opset {written} instead; nothing was written")
     meta = onnx_metadata(info, method if wrapped.has_heatmap else None, names)
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
     proto.doc_string = (
         f"mieruka {info.arch}: {len(info.classes)} classes ({', '.join(info.classes)}); "
         f"outputs {', '.join(names)}" + (f"; heatmap by {method}" if wrapped.has_heatmap else "")
     )
-    path = atomic_write(out, lambda p: onnx.save_model(proto, str(p)))
+    data = sealed_onnx_bytes(proto, meta)
+    path = atomic_write(out, lambda p: p.write_bytes(data))
     prob_diff, map_diff = _check(wrapped, path, size, check_batch)
     return ExportResult(
         path=path,

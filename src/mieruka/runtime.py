@@ -20,7 +20,7 @@ import torch
 
 from mieruka.checkpoint import ModelInfo
 from mieruka.data.store import normalize, resize_image
-from mieruka.deploy.exported import ExportedRuntime
+from mieruka.deploy.exported import DIGEST_KEY, ExportedRuntime, check_seal
 from mieruka.errors import CheckpointError, MierukaError
 from mieruka.tta import tta_views
 
@@ -42,7 +42,8 @@ __all__ = [
 
 ONNX_FORMAT = "mieruka.onnx"
 """The ``format`` metadata key of an ONNX file written by ``mieruka export`` (the key/values: export.onnx_metadata)."""
-ONNX_FORMAT_VERSION = 1
+ONNX_FORMAT_VERSION = 2
+"""2: sealed by the digest of :mod:`mieruka.deploy.exported` (1 had none and is no longer read)."""
 
 
 def prepare(images: Sequence[np.ndarray], info: ModelInfo) -> np.ndarray:
@@ -107,8 +108,9 @@ class OnnxModel(ExportedRuntime):
         from mieruka.deploy.providers import provider_list, short_name
 
         providers = provider_list(provider, ort.get_available_providers())
+        data = self.path.read_bytes()
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+            self.session = ort.InferenceSession(data, options, providers=providers)
         except Exception as exc:
             raise CheckpointError(f"{self.path}: not an ONNX model that ONNX Runtime can load ({exc})") from None
         self.provider = short_name(self.session.get_providers()[0])
@@ -122,6 +124,12 @@ class OnnxModel(ExportedRuntime):
             self.outputs: tuple[str, ...] = tuple(json.loads(meta["outputs"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{self.path}: the model description in the metadata is damaged ({exc})") from None
+        if meta.get("format_version") != str(ONNX_FORMAT_VERSION):
+            raise CheckpointError(
+                f"{self.path}: exported graph format {meta.get('format_version')!r}, but this mieruka reads format "
+                f"{ONNX_FORMAT_VERSION} only (sealed by a digest of its weights and description); export it again"
+            )
+        check_seal(self.path, meta.get(DIGEST_KEY), data)
         self.method: str | None = meta.get("method") or None
         self.input_name = self.session.get_inputs()[0].name
 

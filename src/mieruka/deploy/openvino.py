@@ -2,10 +2,11 @@
 
 ``mieruka export … --format openvino --out model.xml`` converts the checked ONNX graph (any ``--precision``) with
 ``openvino.convert_model`` and writes ``model.xml`` and ``model.bin``; the model's description travels in the IR's
-runtime information under ``mieruka``, with the same keys as the ONNX metadata. :class:`OpenVinoModel` runs it with
-the interface of :class:`~mieruka.runtime.OnnxModel`, so ``predict`` and ``serve`` take ``.xml`` files. On a CPU it
-asks for float32 arithmetic (OpenVINO would otherwise pick bf16 where the processor has it), so an fp32 IR gives the
-ONNX graph's numbers; int8 IR runs OpenVINO's int8 kernels.
+runtime information under ``mieruka``, with the same keys as the ONNX metadata, and the ``.xml`` is sealed with the
+digest of both files (:mod:`mieruka.deploy.exported`). :class:`OpenVinoModel` runs it with the interface of
+:class:`~mieruka.runtime.OnnxModel`, so ``predict`` and ``serve`` take ``.xml`` files. On a CPU it asks for float32
+arithmetic (OpenVINO would otherwise pick bf16 where the processor has it), so an fp32 IR gives the ONNX graph's
+numbers; int8 IR runs OpenVINO's int8 kernels.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from mieruka.checkpoint import ModelInfo
-from mieruka.deploy.exported import ExportedRuntime
+from mieruka.deploy.exported import BLANK_DIGEST, DIGEST_KEY, ExportedRuntime, check_seal, seal
 from mieruka.errors import CheckpointError, MierukaError
 
 __all__ = ["OpenVinoModel", "write_ir"]
@@ -39,9 +40,10 @@ def write_ir(onnx_path: Path, out: Path, metadata: dict[str, str]) -> Path:
     """Convert ``onnx_path`` to IR at ``out`` (``.xml``, weights beside it in ``.bin``), with ``metadata``."""
     ov = _openvino()
     model = ov.convert_model(str(onnx_path))
-    for key, value in metadata.items():
+    for key, value in {**metadata, DIGEST_KEY: BLANK_DIGEST}.items():
         model.set_rt_info(value, [_RT_KEY, key])
     ov.save_model(model, str(out), compress_to_fp16=False)
+    out.write_bytes(seal(out.read_bytes(), out.with_suffix(".bin").read_bytes())[0])
     return out
 
 
@@ -68,7 +70,9 @@ class OpenVinoModel(ExportedRuntime):
             raise CheckpointError(f"{self.path}: not an OpenVINO IR that OpenVINO can read ({exc})") from None
         if not model.has_rt_info([_RT_KEY, "info"]):
             raise CheckpointError(f"{self.path}: an OpenVINO IR, but not one written by mieruka export")
-        meta = {key: model.get_rt_info([_RT_KEY, key]).astype(str) for key in ("info", "outputs", "method")}
+        keys = ("info", "outputs", "method", DIGEST_KEY)
+        meta = {k: model.get_rt_info([_RT_KEY, k]).astype(str) if model.has_rt_info([_RT_KEY, k]) else "" for k in keys}
+        check_seal(self.path, meta[DIGEST_KEY], self.path.read_bytes(), self.path.with_suffix(".bin").read_bytes())
         try:
             self.info = ModelInfo.from_json(meta["info"])
             self.outputs: tuple[str, ...] = tuple(json.loads(meta["outputs"]))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mieruka.checkpoint import ModelInfo
-from mieruka.deploy.exported import onnx_metadata_of
+from mieruka.deploy.exported import onnx_metadata_of, sealed_onnx_bytes
 from mieruka.errors import DataError, MierukaError
 
 if TYPE_CHECKING:
@@ -129,12 +129,7 @@ def convert(src: Path, dst: Path, precision: str, calib: np.ndarray | None) -> N
         model = onnx.load(str(dst))
     else:
         raise MierukaError(f"--precision {precision!r}: choose {', '.join(PRECISIONS)}")
-    kept = onnx_metadata_of(src)
-    del model.metadata_props[:]
-    for key, value in {**kept, "precision": precision}.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save_model(model, str(dst))
+    dst.write_bytes(sealed_onnx_bytes(model, {**onnx_metadata_of(src), "precision": precision}))
 
 
 def _quantize(src: Path, dst: Path, calib: np.ndarray, batch: int = 8) -> None:
