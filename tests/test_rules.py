@@ -73,3 +73,60 @@ def test_rule1_an_altered_openvino_ir_is_refused(tiny_run: Path, tmp_path: Path)
     weights.with_suffix(".bin").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="do not match their recorded digest"):
         OpenVinoModel(weights)
+
+
+def test_rule2_a_tracker_that_cannot_record_is_refused_before_training(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", str(synth_dir), "--out", str(run), "--epochs", "1", "--image-size", "32", "--pretrained", "none"]
+    monkeypatch.setitem(__import__("sys").modules, "mlflow", None)  # not installed
+    assert main([*args, "--tracker", "mlflow", "--quiet"]) == 2
+    assert "--tracker mlflow needs MLflow" in capsys.readouterr().err
+    assert not (run / "model.safetensors").exists()
+    monkeypatch.undo()
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (blocker / "mlruns").as_uri())
+    for command in (args, ["evaluate", str(tmp_path / "m.safetensors"), str(synth_dir), "--out", str(tmp_path / "e")]):
+        assert main([*command, "--tracker", "mlflow", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "--tracker mlflow: MLFLOW_TRACKING_URI" in err and "plain-file is a file, not a folder" in err
+    assert not (run / "model.safetensors").exists() and not (tmp_path / "e").exists()
+
+
+def test_rule2_an_unreachable_ray_address_is_refused_in_bounded_time_naming_the_option(
+    tiny_run: Path, synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    from conftest import free_port
+
+    model = str(tiny_run / "model.safetensors")
+    for address, said in ((f"127.0.0.1:{free_port()}", "nothing answers at 127.0.0.1"),
+                          (f"ray://127.0.0.1:{free_port()}", "nothing answers at 127.0.0.1"),
+                          ("not a url", "give auto, HOST:PORT or ray://HOST:PORT")):  # fmt: skip
+        t0 = time.monotonic()
+        code = main(["predict", model, str(synth_dir), "--engine", "ray", "--ray-address", address, "--quiet",
+                     "--out", str(tmp_path / "p.csv")])  # fmt: skip
+        assert code == 2 and time.monotonic() - t0 < 15
+        err = capsys.readouterr().err
+        assert f"--ray-address {address}" in err.replace("'", "") and said in err
+    assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("command", ["serve", "review"])
+def test_rule2_a_taken_port_is_refused_before_anything_is_announced(
+    tiny_onnx: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        number = taken.getsockname()[1]
+        target = str(tiny_onnx) if command == "serve" else str(tmp_path)
+        assert main([command, target, "--port", str(number)]) == 2
+    out, err = capsys.readouterr()
+    assert f"--port {number}: cannot listen on 127.0.0.1:{number}" in err
+    assert "http://" not in out

@@ -22,7 +22,7 @@ from typing import Any
 
 from mieruka.errors import MierukaError
 
-__all__ = ["TRACKERS", "log_evaluation", "log_training", "stored_run_id"]
+__all__ = ["TRACKERS", "check_tracker", "log_evaluation", "log_training", "stored_run_id"]
 
 TRACKERS = ("none", "mlflow", "tensorboard")
 _RUN_ID_KEY = "mlflow_run_id"
@@ -37,6 +37,46 @@ def _mlflow() -> Any:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(Path("mlruns").resolve().as_uri())
     return mlflow
+
+
+def check_tracker(tracker: str) -> None:
+    """Raise before any work when ``tracker`` cannot record: its package is missing, or MLflow's store (a folder or
+    SQLite file named by ``MLFLOW_TRACKING_URI``, else ``./mlruns``) lies under something that is not a writable
+    folder. A server's address is not contacted here."""
+    if tracker == "tensorboard":
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise MierukaError("--tracker tensorboard needs TensorBoard: pip install 'mieruka[tensorboard]'") from None
+    if tracker != "mlflow":
+        return
+    _mlflow()
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    store = _local_store(uri) if uri else Path("mlruns").resolve()
+    if store is None:
+        return
+    where = f"MLFLOW_TRACKING_URI {uri}" if uri else "its default store ./mlruns"
+    folder = store.parent if uri.startswith("sqlite") else store
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise MierukaError(
+            f"--tracker mlflow: {where} points to {store}, but {existing} is a file, not a folder; set "
+            "MLFLOW_TRACKING_URI to a folder, a sqlite:/// file or a server"
+        )
+    if not os.access(existing, os.W_OK):
+        raise MierukaError(f"--tracker mlflow: {where}: cannot write under {existing}")
+
+
+def _local_store(uri: str) -> Path | None:
+    """The local path of a ``file:``, ``sqlite:`` or plain-path tracking URI (None for a server)."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path or uri)).resolve()
+    if parsed.scheme == "sqlite":
+        return Path(unquote(uri.split(":///", 1)[-1])).resolve() if ":///" in uri else None
+    return None
 
 
 def _flat(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:

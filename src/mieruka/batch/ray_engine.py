@@ -126,6 +126,7 @@ def _start(ray: Any, options: EngineOptions, progress: bool) -> bool:
     if options.address is None:
         kwargs["num_cpus"] = (os.cpu_count() or 1) + LOCAL_EXTRA_CPUS
     else:
+        options.check_reachable()
         kwargs["address"] = options.address
     ray.init(**kwargs)
     return True

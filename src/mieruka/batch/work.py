@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["ENGINES", "EngineOptions", "Item", "Worker"]
+from mieruka.errors import MierukaError
+
+__all__ = ["ENGINES", "RAY_CONNECT_TIMEOUT_S", "EngineOptions", "Item", "Worker"]
 
 ENGINES = ("local", "ray")
 
@@ -40,13 +44,20 @@ class Worker(Protocol):
         ...
 
 
+RAY_CONNECT_TIMEOUT_S = 10.0
+"""How long ``--ray-address HOST:PORT`` may take to accept a connection before the job is refused."""
+
+_ADDRESS = re.compile(r"(ray://)?(\[[0-9a-fA-F:]+\]|[\w.\-]+):(\d{1,5})")
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """How to run a batch job.
 
     Attributes:
         name: ``local`` or ``ray``.
-        address: Ray only: ``None`` starts a local Ray instance; ``auto`` or ``ray://HOST:PORT`` joins a cluster.
+        address: Ray only: ``None`` starts a local Ray instance; ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``
+            joins a cluster (refused when nothing answers there within :data:`RAY_CONNECT_TIMEOUT_S`).
         workers: Ray only: model replicas (actors); default: one per GPU with ``gpus_per_worker``, else one per
             ``cpus_per_worker`` CPUs.
         gpus_per_worker: Ray only: GPUs each replica holds (0: run on CPUs).
@@ -70,3 +81,20 @@ class EngineOptions:
             raise ValueError(f"--workers {self.workers}: give at least 1")
         if self.gpus_per_worker < 0 or (self.cpus_per_worker is not None and self.cpus_per_worker <= 0):
             raise ValueError("--num-gpus-per-worker must be at least 0 and --cpus-per-worker above 0")
+        if self.address is not None and self.address != "auto" and not _ADDRESS.fullmatch(self.address):
+            raise ValueError(f"--ray-address {self.address!r}: give auto, HOST:PORT or ray://HOST:PORT")
+
+    def check_reachable(self, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+        """Raise naming ``--ray-address`` unless something accepts a connection there within ``timeout`` seconds
+        (``auto`` and a local instance are left to Ray)."""
+        match = _ADDRESS.fullmatch(self.address or "")
+        if match is None:
+            return
+        host, port = match.group(2), int(match.group(3))
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as exc:
+            raise MierukaError(
+                f"--ray-address {self.address}: nothing answers at {host}:{port} within {timeout:g} s "
+                f"({exc.strerror or exc}); start the cluster there or correct the address"
+            ) from None

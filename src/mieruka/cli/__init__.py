@@ -28,6 +28,7 @@ from mieruka.cli import (
     synth,
     train,
 )
+from mieruka.cli._common import preflight
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -73,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one of several processes torchrun started: say which
         who += f" (rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']})"
     try:
+        preflight(args)
         args.func(args)
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mieruka.data.splits import SPLIT_CHOICES
+from mieruka.errors import MierukaError
 from mieruka.tta import TTA_CHOICES
 
 if TYPE_CHECKING:
@@ -21,11 +22,13 @@ __all__ = [
     "add_model",
     "add_split",
     "add_tta",
+    "check_port_free",
     "engine_options",
     "fmt_rate",
     "int_at_least",
     "number_in",
     "port",
+    "preflight",
 ]
 
 
@@ -96,6 +99,36 @@ def add_tta(p: argparse.ArgumentParser) -> None:
         help="test-time augmentation: average over flips (flip: 2 views) or flips and 90° turns (d4: 8 "
         "views); default: the model's, chosen on the validation split at training time",
     )
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Every precondition of the shared options, checked before a command does any work: the tracker can record,
+    the Ray cluster answers, the port is free (so nothing is announced, trained or written first)."""
+    tracker = getattr(args, "tracker", "none")
+    if tracker != "none":
+        from mieruka.tracking import check_tracker
+
+        check_tracker(tracker)
+    if getattr(args, "engine", "local") == "ray" and getattr(args, "ray_address", None):
+        engine_options(args).check_reachable()
+    if hasattr(args, "port") and hasattr(args, "host"):
+        check_port_free(args.host, args.port)
+
+
+def check_port_free(host: str, number: int) -> None:
+    """Raise naming ``--port`` when ``host:number`` cannot be listened on (taken, or not this machine's)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+        try:
+            s.bind((host, number))
+        except OSError as exc:
+            raise MierukaError(
+                f"--port {number}: cannot listen on {host}:{number} ({exc.strerror or exc}); another program holds "
+                "it — choose another --port or stop that program"
+            ) from None
 
 
 def add_split(p: argparse.ArgumentParser, default: str, what: str = "split of the data set") -> None:
