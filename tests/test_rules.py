@@ -130,3 +130,37 @@ def test_rule2_a_taken_port_is_refused_before_anything_is_announced(
     out, err = capsys.readouterr()
     assert f"--port {number}: cannot listen on 127.0.0.1:{number}" in err
     assert "http://" not in out
+
+
+def test_rule3_no_output_is_replaced_unasked(
+    tiny_run: Path, tiny_onnx: Path, synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = str(tiny_run / "model.safetensors")
+    csv_out, onnx_out = tmp_path / "p.csv", tmp_path / "m.onnx"
+    for path in (csv_out, onnx_out):
+        path.write_bytes(b"precious")
+    assert main(["predict", model, str(synth_dir / "crack"), "--out", str(csv_out), "--quiet"]) == 2
+    assert "--out " in capsys.readouterr().err and csv_out.read_bytes() == b"precious"
+    assert main(["export", model, "--out", str(onnx_out)]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err and onnx_out.read_bytes() == b"precious"
+    assert main(["predict", model, str(synth_dir / "crack"), "--out", str(csv_out), "--quiet", "--overwrite"]) == 0
+    assert csv_out.read_text(encoding="utf-8").startswith("image,")
+
+
+def test_rule3_a_run_that_stopped_before_training_does_not_block_the_retry_it_suggests(
+    synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    (data / "crack" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    run = tmp_path / "run"
+    args = ["train", str(data), "--out", str(run), "--epochs", "1", "--image-size", "32", "--pretrained", "none",
+            "--explain-method", "gradcam", "--quiet"]  # fmt: skip
+    assert main(args) == 2
+    assert "--skip-bad" in capsys.readouterr().err and (run / "bad_images.csv").is_file()
+    assert main([*args, "--skip-bad"]) == 0
+    assert (run / "model.safetensors").is_file()
+    assert main([*args, "--skip-bad"]) == 2  # a trained run is still never replaced unasked
+    assert "--overwrite" in capsys.readouterr().err

@@ -20,8 +20,10 @@ __all__ = [
     "add_engine",
     "add_listen",
     "add_model",
+    "add_out_file",
     "add_split",
     "add_tta",
+    "check_new_file",
     "check_port_free",
     "engine_options",
     "fmt_rate",
@@ -113,6 +115,29 @@ def preflight(args: argparse.Namespace) -> None:
         engine_options(args).check_reachable()
     if hasattr(args, "port") and hasattr(args, "host"):
         check_port_free(args.host, args.port)
+    if getattr(args, "out_file", False):
+        check_new_file(args.out, overwrite=args.overwrite, resume=getattr(args, "resume", False))
+
+
+def add_out_file(p: argparse.ArgumentParser, help: str, *, required: bool) -> None:
+    """``--out FILE`` and ``--overwrite``: a file that exists is refused unless ``--overwrite`` (or ``--resume``,
+    where the command has it) says what to do with it."""
+    p.add_argument("--out", type=Path, required=required, help=help)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (refused otherwise)")
+    p.set_defaults(out_file=True)
+
+
+def check_new_file(out: Path | None, *, overwrite: bool, resume: bool = False) -> None:
+    """Refuse to replace an existing ``out`` (and an OpenVINO ``.xml``'s ``.bin``) unasked."""
+    if out is None or overwrite or resume:
+        return
+    present = [p for p in (out, *([out.with_suffix(".bin")] if out.suffix.lower() == ".xml" else [])) if p.exists()]
+    if present:
+        raise MierukaError(
+            f"--out {out}: {present[0]} exists; pass --overwrite to replace it"
+            + (" (or --resume to continue it)" if out.suffix.lower() in (".csv", ".parquet") else "")
+            + ", or choose another --out"
+        )
 
 
 def check_port_free(host: str, number: int) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import int_at_least
+from mieruka.cli._common import add_out_file, int_at_least
 
 __all__ = ["register", "run"]
 
@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
         default="onnx",
         help="onnx (default), or openvino: OpenVINO IR (--out NAME.xml, NAME.bin beside it; mieruka[openvino])",
     )
-    p.add_argument("--out", type=Path, required=True, help="the .onnx (or OpenVINO .xml) file to write")
+    add_out_file(p, "the .onnx (or OpenVINO .xml) file to write", required=True)
     p.add_argument(
         "--method",
         choices=EXPORT_METHODS,

@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_common, add_engine, add_provider, add_tta, engine_options, number_in
+from mieruka.cli._common import (
+    add_common,
+    add_engine,
+    add_out_file,
+    add_provider,
+    add_tta,
+    engine_options,
+    number_in,
+)
 
 __all__ = ["register", "run"]
 
@@ -24,10 +32,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--model", type=Path, help="the model (.safetensors, .onnx or .xml), instead of the first argument")
     p.add_argument("paths", nargs="+", type=Path, metavar="[MODEL] IMAGE_OR_DIR")
-    p.add_argument(
-        "--out",
-        type=Path,
-        help="write rows here as they are made: CSV, or Parquet for a .parquet name (else print a table)",
+    add_out_file(
+        p, "write rows here as they are made: CSV, or Parquet for a .parquet name (else print a table)", required=False
     )
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (default: an error row)")
     p.add_argument("--resume", action="store_true", help="skip the images --out already holds and append the rest")

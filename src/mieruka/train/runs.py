@@ -1,7 +1,8 @@
 """The run folder: a finished run is never overwritten by accident, and ``--resume`` continues only the same run.
 
 ``train DATA --out RUN`` refuses a folder that already holds files unless ``--resume`` (continue it) or
-``--overwrite`` (start again) is given. ``--resume`` takes the run's saved configuration; options given again must
+``--overwrite`` (start again) is given; a folder holding only what an attempt that stopped before its first epoch
+wrote (:data:`BEFORE_TRAINING`) is reused. ``--resume`` takes the run's saved configuration; options given again must
 equal it, except a longer ``--epochs`` (the run is extended: the learning-rate schedule is stretched to the new
 length) and where it runs (``--device``, ``--cache-gb``).
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from mieruka.config import TrainConfig
 from mieruka.errors import MierukaError
 
-__all__ = ["RUN_FILES", "option_name", "prepare_run", "resumed_config"]
+__all__ = ["BEFORE_TRAINING", "RUN_FILES", "option_name", "prepare_run", "resumed_config"]
 
 RUN_FILES = (
     "model.safetensors",
@@ -31,6 +32,10 @@ RUN_FILES = (
 
 _FREE_ON_RESUME = ("epochs", "device", "cache_gb", "cache")
 
+BEFORE_TRAINING = frozenset({"config.json", "split.csv", "bad_images.csv"})
+"""What a run writes before its first epoch: a folder that holds nothing else is an attempt that stopped before
+training (a bad image, say), and the next attempt reuses it, so the advice it printed works as given."""
+
 
 def option_name(field: str) -> str:
     """The command-line option of a configuration field (``image_size`` → ``--image-size``)."""
@@ -45,6 +50,9 @@ def prepare_run(run: Path, *, resume: bool, overwrite: bool) -> None:
         raise MierukaError(f"--out {run}: a file, not a folder")
     if not resume and run.is_dir():
         present = sorted(p.name for p in run.iterdir())
+        if present and set(present) <= BEFORE_TRAINING:
+            print(f"{run}: reusing the folder of an attempt that stopped before training ({', '.join(present)})")
+            overwrite = True
         if present and not overwrite:
             shown = ", ".join(present[:4]) + (", …" if len(present) > 4 else "")
             raise MierukaError(
