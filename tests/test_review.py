@@ -242,3 +242,53 @@ def test_a_missing_extra_is_named(evil_audit: tuple[Path, Path], monkeypatch, ca
     monkeypatch.delitem(sys.modules, "mieruka.serve.app", raising=False)
     assert main(["review", str(evil_audit[1])]) == 2
     assert "pip install 'mieruka[serve]'" in capsys.readouterr().err
+
+
+def test_rule5_nothing_the_review_service_accepts_breaks_a_later_read(evil_audit: tuple[Path, Path]) -> None:
+    """A comment over the limit and a body over the limit are JSON 413s; what was accepted reads back, in the
+    service, after a restart and in ``train --corrections``."""
+    from mieruka.audit.decisions import MAX_COMMENT
+    from mieruka.serve.review import MAX_BODY
+
+    audit = evil_audit[1]
+    (audit / "decisions.csv").unlink(missing_ok=True)
+    image = next(csv.DictReader((audit / "review.csv").open(encoding="utf-8")))["image"]
+    with TestClient(create_review_app(audit)) as client:
+        long = client.post("/api/decisions", json={"image": image, "decision": "correct", "comment": "x" * 10_000})
+        assert long.status_code == 413 and f"at most {MAX_COMMENT}" in long.json()["detail"]
+        huge = client.post("/api/decisions", json={"image": image, "decision": "correct", "comment": "x" * 200_000})
+        assert huge.status_code == 413 and "larger than 64 KiB" in huge.json()["detail"]
+        big = client.post(
+            "/api/decisions", content=b"{" + b" " * (MAX_BODY + 10) + b"}", headers={"content-type": "application/json"}
+        )
+        assert big.status_code == 413 and "larger than" in big.json()["detail"]
+        kept = client.post("/api/decisions", json={"image": image, "decision": "correct", "comment": "y" * MAX_COMMENT})
+        assert kept.status_code == 200
+        assert client.get("/api/decisions").status_code == 200
+    with TestClient(create_review_app(audit)) as client:
+        assert client.get("/api/decisions").json()["decisions"][0]["comment"] == "y" * MAX_COMMENT
+    assert read_decisions(audit / "decisions.csv")[0][1].comment == "y" * MAX_COMMENT
+    (audit / "decisions.csv").unlink()
+
+
+def test_rule5_every_csv_people_hand_us_is_read_by_one_reader(tmp_path: Path, synth_dir: Path) -> None:
+    """Excel's UTF-8 with a byte-order mark reads everywhere; another encoding is refused naming the file, for
+    manifests and decisions files alike; a field beyond Python's default limit reads too."""
+    rows = "image,decision,label,comment,time\r\ncrack/a.png,exclude,,ちょっと,\r\n"
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + rows.encode("utf-8"))
+    assert read_decisions(bom)[0][1].decision == "exclude"
+    sjis = tmp_path / "sjis.csv"
+    sjis.write_bytes(rows.encode("shift_jis"))
+    with pytest.raises(DataError, match=r"sjis\.csv: not UTF-8 text .* save it as UTF-8"):
+        read_decisions(sjis)
+    image = next((synth_dir / "good").glob("*.png"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(f"image,label\r\n{image},良品\r\n".encode("shift_jis"))
+    with pytest.raises(DataError, match=r"m\.csv: not UTF-8 text"):
+        load_dataset(manifest)
+    manifest.write_bytes(b"\xef\xbb\xbf" + f"image,label,split\r\n{image},良品,train\r\n{image},良品,train\r\n".encode())
+    assert load_dataset(manifest).classes == ("良品",)
+    wide = tmp_path / "wide.csv"
+    wide.write_text(f"image,decision,label,comment,time\ncrack/a.png,correct,,{'z' * 200_000},\n", encoding="utf-8")
+    assert len(read_decisions(wide)[0][1].comment) == 200_000

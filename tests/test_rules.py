@@ -164,3 +164,26 @@ def test_rule3_a_run_that_stopped_before_training_does_not_block_the_retry_it_su
     assert (run / "model.safetensors").is_file()
     assert main([*args, "--skip-bad"]) == 2  # a trained run is still never replaced unasked
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_rule4_predict_resume_redoes_a_row_torn_mid_write(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """A kill or a full disk mid-row leaves a line without its end: resume drops it and does that image again, so
+    every image has exactly one whole row."""
+    import csv
+
+    model, images = str(tiny_run / "model.safetensors"), str(synth_dir / "crack")
+    out = tmp_path / "p.csv"
+    assert main(["predict", model, images, "--out", str(out), "--quiet"]) == 0
+    whole = out.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:4]) + lines[4][: len(lines[4]) // 2])  # 3 rows, the 4th torn
+    assert main(["predict", model, images, "--out", str(out), "--resume", "--quiet"]) == 0
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(tmp_path / "full.csv", "wb") as fh:
+        fh.write(whole)
+    with open(tmp_path / "full.csv", newline="", encoding="utf-8") as fh:
+        expected = list(csv.DictReader(fh))
+    assert len(rows) == len(expected) == len(list((synth_dir / "crack").glob("*.png")))
+    assert sorted(r["image"] for r in rows) == sorted(r["image"] for r in expected)
+    assert {r["image"]: r["class"] for r in rows} == {r["image"]: r["class"] for r in expected}

@@ -15,15 +15,19 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mieruka.data.csvfile import read_csv_rows
 from mieruka.errors import DataError
 
-__all__ = ["DECISIONS", "DECISIONS_HEADER", "Decision", "DecisionLog", "read_decisions"]
+__all__ = ["DECISIONS", "DECISIONS_HEADER", "MAX_COMMENT", "Decision", "DecisionLog", "read_decisions"]
 
 DECISIONS = ("correct", "relabel", "region_wrong", "exclude")
 """correct: the label is right; relabel: the image belongs to ``label``; region_wrong: its marked region is wrong
 (training does not use it); exclude: leave the image out of training."""
 
 DECISIONS_HEADER = ("image", "decision", "label", "comment", "time")
+
+MAX_COMMENT = 2000
+"""Characters a decision's comment may hold (the review service answers 413 beyond)."""
 
 
 @dataclass(frozen=True)
@@ -59,15 +63,11 @@ def read_decisions(path: str | os.PathLike[str]) -> list[tuple[int, Decision]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such decisions file (mieruka review writes one into the audit folder)")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ("image", "decision") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: not a decisions file (no {', '.join(missing)} column)")
-        latest: dict[str, tuple[int, Decision]] = {}
-        for line, row in enumerate(reader, start=2):
-            d = Decision(*(str(row.get(k) or "").strip() for k in DECISIONS_HEADER))
-            latest[d.image] = (line, d.check(where=f"{path} line {line}"))
+    _, rows = read_csv_rows(path, required=("image", "decision"), what="decisions file")
+    latest: dict[str, tuple[int, Decision]] = {}
+    for line, row in rows:
+        d = Decision(*(row.get(k, "") for k in DECISIONS_HEADER))
+        latest[d.image] = (line, d.check(where=f"{path} line {line}"))
     return sorted(latest.values(), key=lambda pair: pair[0])
 
 

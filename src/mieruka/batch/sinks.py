@@ -43,6 +43,8 @@ class CsvSink:
     def __init__(self, path: Path, header: Sequence[str], *, resume: bool):
         self.path, self.header = path, list(header)
         self._done: set[str] = set()
+        if resume and path.is_file():
+            _drop_torn_line(path)
         exists = path.is_file() and path.stat().st_size > 0
         if resume and exists:
             with open(path, newline="", encoding="utf-8") as fh:
@@ -73,6 +75,25 @@ class CsvSink:
 
     def close(self) -> None:
         self._fh.close()
+
+
+def _drop_torn_line(path: Path) -> None:
+    """Cut a last line that was torn mid-write (a kill or a full disk: no line end), so that its image is done again
+    and the next row starts on a line of its own."""
+    with open(path, "rb+") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        start = max(0, end - (1 << 20))
+        fh.seek(start)
+        tail = fh.read()
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        if cut < 0 and start:  # a last line longer than the tail read: read it all
+            fh.seek(0)
+            start, tail = 0, fh.read()
+            cut = tail.rfind(b"\n")
+        fh.truncate(start + cut + 1)
+        os.fsync(fh.fileno())
 
 
 def _pyarrow() -> Any:

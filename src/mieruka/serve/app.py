@@ -16,11 +16,10 @@ from importlib import resources
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi_offline import FastAPIOffline
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mieruka import __version__
 from mieruka.data.images import MAX_PIXELS, ImageTooLarge, NotAnImage, decode_image
@@ -29,6 +28,7 @@ from mieruka.explain.render import colorize, encode_png, overlay_at, resized
 from mieruka.fonts import cjk_font_path
 from mieruka.metrics import gate, ng_probability
 from mieruka.runtime import Runtime, prepare, run_with_tta
+from mieruka.serve.limits import BodyLimit, add_error_handler
 
 __all__ = ["API_KEY_HEADER", "create_app"]
 
@@ -66,13 +66,13 @@ def create_app(
         description="Explainable visual inspection: class, OK/NG verdict and a Grad-CAM-family heatmap per image.",
     )
     too_large = f"the upload is larger than the limit of {max_upload_mb:g} MiB"
-    app.add_middleware(_BodyLimit, limit=int(max_upload_mb * 1024 * 1024), message=too_large)
+    app.add_middleware(BodyLimit, limit=int(max_upload_mb * 1024 * 1024), message=too_large)
 
     def check_key(given: Annotated[str | None, Depends(_key_header)]) -> None:
         if api_key is not None and not hmac.compare_digest((given or "").encode(), api_key.encode()):
             raise HTTPException(401, f"missing or wrong API key (send it in the {API_KEY_HEADER} header)")
 
-    _add_error_handler(app)
+    add_error_handler(app)
     limits = {"max_upload_mb": max_upload_mb, "max_images": max_images, "max_pixels": max_pixels}
     model_description = _describe(runtime, limits, api_key is not None)
     _add_page(app)
@@ -202,47 +202,6 @@ def _probe(runtime: Runtime) -> str | None:
     except Exception as exc:  # any failure here is reported by /healthz instead of by every request
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-class _BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with a JSON 413: at once when Content-Length says so, else as soon
-    as the streamed body passes the limit (the handler's error answer is then JSON too)."""
-
-    def __init__(self, app: Any, limit: int, message: str) -> None:
-        self.app, self.limit, self.message = app, limit, message
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.limit:
-            await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise HTTPException(413, self.message)
-            return message
-
-        await self.app(scope, limited, send)
-
-
-def _add_error_handler(app: FastAPI) -> None:
-    """Every error answers JSON ``{"detail": …}``, an unexpected one too (500, with its reason)."""
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def server_error(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
 
 
 def _add_page(app: FastAPI) -> None:

@@ -3,7 +3,9 @@
 ``GET /`` is the audit's own report; served over HTTP it shows, beside every review item, the decisions of
 :data:`mieruka.audit.decisions.DECISIONS` (with a class for a relabel and an optional comment).
 ``POST /api/decisions`` (JSON ``image``, ``decision``, optional ``label`` and ``comment``) appends one to
-``AUDIT_DIR/decisions.csv``; ``GET /api/decisions`` returns the current ones (the last per image). The panels, the
+``AUDIT_DIR/decisions.csv``; ``GET /api/decisions`` returns the current ones (the last per image). Bodies over
+:data:`MAX_BODY` and comments over :data:`~mieruka.audit.decisions.MAX_COMMENT` get a JSON 413, so nothing the
+service accepts can break a later read of the file. The panels, the
 thumbnails and the audit's files are served from the folder as they are.
 """
 
@@ -23,11 +25,15 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from mieruka import __version__
-from mieruka.audit.decisions import DECISIONS, Decision, DecisionLog
+from mieruka.audit.decisions import DECISIONS, MAX_COMMENT, Decision, DecisionLog
 from mieruka.audit.report import AUDIT_FILES
 from mieruka.errors import DataError
+from mieruka.serve.limits import BodyLimit, add_error_handler
 
-__all__ = ["create_review_app", "serve_review"]
+__all__ = ["MAX_BODY", "create_review_app", "serve_review"]
+
+MAX_BODY = 64 * 1024
+"""Bytes a request body may hold (a decision is a few hundred); larger ones get a JSON 413."""
 
 _FILES = tuple(name for name in AUDIT_FILES if "/" not in name)
 """The audit's own files, served beside the report (the report folder's files come from the mounts)."""
@@ -61,6 +67,8 @@ def create_review_app(audit_dir: str | os.PathLike[str]) -> FastAPI:
     log = DecisionLog(audit / "decisions.csv", classes)
     log.current()  # a damaged decisions file stops the start, with its line, not the first request
     app = FastAPI(title="mieruka review", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit, limit=MAX_BODY, message=f"the request is larger than {MAX_BODY // 1024} KiB")
+    add_error_handler(app)
 
     @app.get("/api/decisions")
     def current() -> dict[str, Any]:
@@ -68,6 +76,8 @@ def create_review_app(audit_dir: str | os.PathLike[str]) -> FastAPI:
 
     @app.post("/api/decisions")
     def decide(body: DecisionIn) -> dict[str, Any]:
+        if len(body.comment) > MAX_COMMENT:
+            raise HTTPException(413, f"the comment has {len(body.comment)} characters; at most {MAX_COMMENT}")
         if body.image not in images:
             raise HTTPException(404, f"{body.image}: not an image of this audit")
         try:

@@ -14,6 +14,7 @@ import numpy as np
 
 from mieruka._io import write_json
 from mieruka.config import TrainConfig
+from mieruka.data.csvfile import read_csv_rows
 from mieruka.data.dataset import Dataset, describe, load_dataset
 from mieruka.data.doctor import cheap_warnings
 from mieruka.data.sample import Sample
@@ -95,6 +96,8 @@ def load_training_data(
     usable = dataset.without(bad)
     if bad:
         _require_trainable(data, usable, " after skipping the unusable images (--skip-bad)")
+    if expected_classes is not None:
+        _check_same_split(run, usable)
     if write:
         usable.save_split(run / "split.csv")
     print(describe(usable))
@@ -117,6 +120,26 @@ def load_training_data(
         val_idx=np.array([len(train_samples) + i for i, s in enumerate(val_samples) if s.image not in bad]),
         guide=guide,
     )
+
+
+def _check_same_split(run: Path, dataset: Dataset) -> None:
+    """``--resume`` continues the run on the images it was split with: an image added, removed or moved to another
+    split since (which would train on a former validation image, or validate on a trained one) is refused by name."""
+    saved_path = run / "split.csv"
+    if not saved_path.is_file():
+        return
+    _, rows = read_csv_rows(saved_path, required=("image",), what="split file")
+    saved = {os.path.abspath(os.path.join(run, row["image"])): row.get("split", "") for _, row in rows}
+    now = {os.path.abspath(s.image): s.split or "" for s in dataset.samples}
+    changes = [f"{p} (removed)" for p in sorted(set(saved) - set(now))]
+    changes += [f"{p} (new)" for p in sorted(set(now) - set(saved))]
+    changes += [f"{p} ({saved[p]} → {now[p]})" for p in sorted(set(saved) & set(now)) if saved[p] != now[p]]
+    if changes:
+        shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
+        raise DataError(
+            f"--resume: the data differ from the split the run in {run} was trained with (its split.csv): {shown}. "
+            "Resume on the same images, or start a new run (--overwrite or another --out)"
+        )
 
 
 def _corrected(dataset: Dataset, cfg: TrainConfig) -> tuple[Dataset, dict[str, Any] | None]:

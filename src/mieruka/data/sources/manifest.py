@@ -5,10 +5,10 @@ one of ``train``, ``val``, ``test``. ``mask`` is a mask image or a box annotatio
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
+from mieruka.data.csvfile import read_csv_rows
 from mieruka.data.sample import NG, Sample, nfc
 from mieruka.data.sources.base import SourceContents
 from mieruka.data.splits import SPLITS
@@ -27,13 +27,7 @@ class ManifestSource:
         return path.is_file() and path.suffix.lower() == ".csv"
 
     def read(self, path: Path) -> SourceContents:
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as fh:
-                rows = _rows(path, csv.DictReader(fh))
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc})") from None
-        except csv.Error as exc:
-            raise DataError(f"{path}: malformed CSV ({exc})") from None
+        rows = _rows(path)
         if not rows:
             raise DataError(f"{path}: the manifest lists no images")
         samples, warnings = _deduplicated(path, rows)
@@ -73,19 +67,14 @@ def _entry(sample: Sample) -> str:
     return ", ".join(parts)
 
 
-def _rows(path: Path, reader: csv.DictReader) -> list[tuple[int, Sample]]:
+def _rows(path: Path) -> list[tuple[int, Sample]]:
     base = path.parent
-    fields = [f.strip() for f in (reader.fieldnames or [])]
-    missing = [f for f in ("image", "label") if f not in fields]
-    if missing:
-        raise DataError(
-            f"{path}: the header must name the columns image,label[,mask][,split]; "
-            f"missing {', '.join(missing)} (found: {', '.join(fields) or 'no header'})"
-        )
+    _, rows = read_csv_rows(
+        path, required=("image", "label"), what="manifest", hint="the header must name image,label[,mask][,split]"
+    )
     samples = []
-    for line, raw in enumerate(reader, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-        if not row["image"] or not row["label"]:
+    for line, row in rows:
+        if not row.get("image") or not row.get("label") or not row["label"]:
             raise DataError(f"{path}, line {line}: empty image or label")
         split = row.get("split") or None
         if split is not None and split not in SPLITS:

@@ -1,0 +1,64 @@
+"""The one reader of the CSV files people hand mieruka: manifests, review decisions (``train --corrections``), a
+run's ``split.csv``.
+
+UTF-8 with or without a byte-order mark (as Excel's "CSV UTF-8" saves it); header names and values stripped of
+surrounding blanks. Any other encoding, a malformed row or a missing column is a :class:`~mieruka.errors.DataError`
+naming the file (and the line); a field may hold up to :data:`FIELD_LIMIT` characters, more than anything mieruka
+itself writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from mieruka.errors import DataError
+
+__all__ = ["FIELD_LIMIT", "read_csv_rows"]
+
+FIELD_LIMIT = 1 << 24
+"""Characters one field may hold (Python's csv module stops at 131,072 by default)."""
+
+
+def read_csv_rows(
+    path: str | os.PathLike[str], *, required: Sequence[str] = (), what: str = "CSV file", hint: str = ""
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header and the rows of a CSV file, each row with its line number.
+
+    Args:
+        path: The file.
+        required: Columns it must have; a file without one is refused as not a ``what``.
+        what: What the file should be, for the messages (``decisions file``, ``manifest``).
+        hint: Said after a missing column (e.g. the header expected).
+    """
+    path = Path(path)
+    if csv.field_size_limit() < FIELD_LIMIT:
+        csv.field_size_limit(FIELD_LIMIT)
+    line = 1
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise DataError(
+                    f"{path}: not a {what} (no {', '.join(missing)} column; found: {', '.join(header) or 'no header'})"
+                    + (f"; {hint}" if hint else "")
+                )
+            rows = []
+            for values in reader:
+                line = reader.line_num
+                if any(v.strip() for v in values):
+                    rows.append((line, {k: (v or "").strip() for k, v in zip(header, values, strict=False) if k}))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such {what}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start : exc.start + 1]!r}); save it as UTF-8 "
+            "(in Excel: 'CSV UTF-8')"
+        ) from None
+    except csv.Error as exc:
+        raise DataError(f"{path}, line {line + 1}: malformed CSV ({exc})") from None
+    return header, rows
