@@ -287,7 +287,9 @@ def test_rule5_every_csv_people_hand_us_is_read_by_one_reader(tmp_path: Path, sy
     manifest.write_bytes(f"image,label\r\n{image},良品\r\n".encode("shift_jis"))
     with pytest.raises(DataError, match=r"m\.csv: not UTF-8 text"):
         load_dataset(manifest)
-    manifest.write_bytes(b"\xef\xbb\xbf" + f"image,label,split\r\n{image},良品,train\r\n{image},良品,train\r\n".encode())
+    manifest.write_bytes(
+        b"\xef\xbb\xbf" + f"image,label,split\r\n{image},良品,train\r\n{image},良品,train\r\n".encode()
+    )
     assert load_dataset(manifest).classes == ("良品",)
     wide = tmp_path / "wide.csv"
     wide.write_text(f"image,decision,label,comment,time\ncrack/a.png,correct,,{'z' * 200_000},\n", encoding="utf-8")

@@ -47,7 +47,9 @@ def test_rule1_an_altered_exported_file_is_refused_whatever_its_format(
     assert "Traceback" not in err and not (tmp_path / "p.csv").exists()
     assert main(["serve", str(altered), "--port", "1"]) == 2
     assert "altered.onnx" in capsys.readouterr().err
-    assert main(["predict", str(tiny_onnx), str(synth_dir / "crack"), "--out", str(tmp_path / "ok.csv"), "--quiet"]) == 0
+    assert (
+        main(["predict", str(tiny_onnx), str(synth_dir / "crack"), "--out", str(tmp_path / "ok.csv"), "--quiet"]) == 0
+    )
 
 
 def test_rule1_an_altered_openvino_ir_is_refused(tiny_run: Path, tmp_path: Path) -> None:
@@ -187,3 +189,63 @@ def test_rule4_predict_resume_redoes_a_row_torn_mid_write(tiny_run: Path, synth_
     assert len(rows) == len(expected) == len(list((synth_dir / "crack").glob("*.png")))
     assert sorted(r["image"] for r in rows) == sorted(r["image"] for r in expected)
     assert {r["image"]: r["class"] for r in rows} == {r["image"]: r["class"] for r in expected}
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+def test_rule5_the_bit_depth_rule_applies_to_colour_as_to_gray(tmp_path: Path, fmt: str) -> None:
+    """The same 12-bit data as 48-bit colour and as 16-bit gray read alike with --bit-depth 12, and check reports
+    16 bits for both."""
+    import numpy as np
+    from PIL import Image
+
+    from mieruka.data.doctor import _describe_image
+    from mieruka.data.images import read_image
+
+    y, x = np.mgrid[0:24, 0:32]
+    twelve = ((x * 131 + y * 17) % 4096).astype(np.uint16)  # (H, W), 0..4095
+    colour = np.stack([twelve, twelve, twelve], -1)
+    gray_path = tmp_path / "gray.png"
+    Image.fromarray(twelve).save(gray_path)  # 16-bit gray
+    colour_path = tmp_path / f"colour.{fmt}"
+    if fmt == "png":
+        _write_png48(colour_path, colour)
+    else:
+        _write_tiff48(colour_path, colour)
+    gray = read_image(gray_path, bit_depth=12)
+    rgb = read_image(colour_path, bit_depth=12)
+    assert gray.max() == 255 and np.array_equal(rgb, gray)
+    np.testing.assert_array_equal(read_image(colour_path)[..., 0], read_image(gray_path)[..., 0])
+    assert _describe_image(colour_path)["bits"] == 16 and _describe_image(gray_path)["bits"] == 16
+
+
+def _write_png48(path: Path, rgb: object) -> None:
+    """A 48-bit PNG written by hand (Pillow cannot write one), rows with the Sub and Up filters."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    data = np.asarray(rgb).astype(">u2")
+    h, w, _ = data.shape
+    rows, previous = [], np.zeros(w * 6, np.uint8)
+    for yy in range(h):
+        raw = np.frombuffer(data[yy].tobytes(), np.uint8)
+        if yy % 2:  # Up
+            rows.append(b"\x02" + ((raw.astype(int) - previous) % 256).astype(np.uint8).tobytes())
+        else:  # Sub (6 bytes per pixel)
+            left = np.concatenate([np.zeros(6, np.uint8), raw[:-6]])
+            rows.append(b"\x01" + ((raw.astype(int) - left) % 256).astype(np.uint8).tobytes())
+        previous = raw
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+                     + chunk(b"IEND", b""))  # fmt: skip
+
+
+def _write_tiff48(path: Path, rgb: object) -> None:
+    """An uncompressed 48-bit TIFF (tifffile writes it as photographers' tools do)."""
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(path, rgb, photometric="rgb")

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mieruka.data.dataset import SPLITS, Dataset
-from mieruka.data.images import read_image
+from mieruka.data.images import bits_per_channel, read_image
 
 __all__ = ["IMBALANCE_RATIO", "NEAR_COSINE", "cheap_warnings", "check_data", "exact_duplicates"]
 
@@ -96,17 +96,13 @@ def _describe_image(path: Path) -> dict[str, Any]:
     """Size, mode and bit depth from the header, and whether the whole image decodes."""
     try:
         with Image.open(path) as img:
-            info = {"width": img.width, "height": img.height, "mode": img.mode, "bits": _bits(img.mode)}
+            info = {"width": img.width, "height": img.height, "mode": img.mode, "bits": bits_per_channel(img)}
         read_image(path)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         return {"error": str(exc)}
     except Exception as exc:  # DataError and the decoders' own errors: a bad file, named with its reason
         return {"error": str(exc).removeprefix(f"{path}: ")}
     return info
-
-
-def _bits(mode: str) -> int:
-    return 16 if mode.startswith("I;16") or mode in ("I", "F") else 1 if mode == "1" else 8
 
 
 def _features(paths: Sequence[Path], progress: bool) -> np.ndarray:

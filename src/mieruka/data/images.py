@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,6 +25,7 @@ __all__ = [
     "MAX_PIXELS",
     "ImageTooLarge",
     "NotAnImage",
+    "bits_per_channel",
     "decode_image",
     "image_size",
     "read_image",
@@ -67,8 +71,11 @@ def _decode(source: Path | io.BytesIO, path: str, max_pixels: int) -> Image.Imag
                     f"{path}: {width}×{height} pixels exceeds the limit of {max_pixels:,} "
                     "(refused as a possible decompression bomb)"
                 )
+            low = _low_byte_rawmode(img)
             img.load()
             oriented: Image.Image = ImageOps.exif_transpose(img)
+            if low is not None:  # 16 bits per colour channel: Pillow kept the high bytes; decode the low ones too
+                oriented.info[_LOW_BYTES] = _decode_low_bytes(source, low)
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -83,8 +90,65 @@ def _decode(source: Path | io.BytesIO, path: str, max_pixels: int) -> Image.Imag
     return oriented
 
 
+_WIDE_COLOUR = re.compile(r"(RGBA|RGBX|RGB);16([BLN])$")
+_LOW_BYTES = "mieruka.low_bytes"
+"""Where :func:`_decode` keeps the low bytes of a 16-bit colour image (Pillow's colour modes hold 8 bits)."""
+
+
+def _rawmode(img: Image.Image) -> str:
+    """The pixel layout of an opened, not yet loaded image's data (its first tile's raw mode)."""
+    tiles: list[Any] = getattr(img, "tile", None) or []  # ImageFile's, before loading
+    if not tiles:
+        return ""
+    args = tiles[0].args
+    return args if isinstance(args, str) else str(args[0]) if isinstance(args, tuple) and args else ""
+
+
+def bits_per_channel(img: Image.Image) -> int:
+    """Bits per channel as stored in the file (read before the image is loaded): 16 for 16-bit gray *and* for
+    48-/64-bit colour, which Pillow opens as 8-bit RGB."""
+    if img.mode.startswith("I;16") or img.mode in ("I", "F") or _WIDE_COLOUR.match(_rawmode(img)):
+        return 16
+    return 1 if img.mode == "1" else 8
+
+
+def _low_byte_rawmode(img: Image.Image) -> str | None:
+    """For a 16-bit colour image that Pillow decodes itself (PNG, uncompressed TIFF), the raw mode that reads the
+    low byte of every sample instead of the high one: the same data read with the other byte order."""
+    match = _WIDE_COLOUR.match(_rawmode(img))
+    if match is None or getattr(img, "tile", [])[0].codec_name not in ("zip", "raw"):
+        return None
+    order = {"B": "L", "L": "B", "N": "B" if sys.byteorder == "little" else "L"}[match.group(2)]
+    return f"{match.group(1)};16{order}"
+
+
+def _decode_low_bytes(source: Path | io.BytesIO, rawmode: str) -> np.ndarray:
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    with Image.open(source) as again:
+        tiles: list[Any] = getattr(again, "tile", [])
+        again.tile = [t._replace(args=_with_rawmode(t.args, rawmode)) for t in tiles]  # type: ignore[attr-defined]
+        again.load()
+        return np.asarray(ImageOps.exif_transpose(again)).copy()
+
+
+def _with_rawmode(args: Any, rawmode: str) -> Any:
+    return rawmode if isinstance(args, str) else (rawmode, *tuple(args)[1:])
+
+
+def _wide_to_rgb(img: Image.Image, bit_depth: int | None) -> np.ndarray:
+    """A 16-bit colour image (high bytes in ``img``, low bytes in its info) to (H, W, 3) uint8 by the 16-bit rule;
+    transparency composited onto white at full depth."""
+    wide = np.asarray(img).astype(np.uint16) * 256 + img.info[_LOW_BYTES]  # (H, W, C)
+    rgb = wide[..., :3].astype(np.float64)
+    if img.mode == "RGBA":
+        alpha = wide[..., 3:4] / 65535.0
+        rgb = rgb * alpha + float(2 ** (bit_depth or 16) - 1) * (1 - alpha)
+    return _to_uint8_gray(rgb.round().astype(np.uint16), bit_depth)
+
+
 def _to_uint8_gray(arr: np.ndarray, bit_depth: int | None = None) -> np.ndarray:
-    """Scale a 16-bit / 32-bit integer or float single-channel image to 0–255 by one fixed factor, the same for
+    """Scale a 16-bit / 32-bit integer or float image (any channels) to 0–255 by one fixed factor, the same for
     every image of a data set: integers by 2^bit_depth − 1 (default: the 16-bit container's 65535, so a 12-bit
     camera stored in 16 bits needs ``bit_depth=12``); floats by 1 (values in 0–1) unless ``bit_depth`` is given.
     Values above the range are clipped."""
@@ -102,6 +166,8 @@ def _to_uint8_gray(arr: np.ndarray, bit_depth: int | None = None) -> np.ndarray:
 def _to_rgb(img: Image.Image, bit_depth: int | None = None) -> np.ndarray:
     """Any PIL mode to (H, W, 3) uint8; transparency is composited onto white; high bit depths scaled by
     :func:`_to_uint8_gray`."""
+    if _LOW_BYTES in img.info:
+        return _wide_to_rgb(img, bit_depth)
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
