@@ -127,7 +127,7 @@ def _decode_low_bytes(source: Path | io.BytesIO, rawmode: str) -> np.ndarray:
         source.seek(0)
     with Image.open(source) as again:
         tiles: list[Any] = getattr(again, "tile", [])
-        again.tile = [t._replace(args=_with_rawmode(t.args, rawmode)) for t in tiles]  # type: ignore[attr-defined]
+        again.tile = [t._replace(args=_with_rawmode(t.args, rawmode)) for t in tiles]
         again.load()
         return np.asarray(ImageOps.exif_transpose(again)).copy()
 
