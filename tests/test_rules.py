@@ -249,3 +249,20 @@ def _write_tiff48(path: Path, rgb: object) -> None:
     """An uncompressed 48-bit TIFF (tifffile writes it as photographers' tools do)."""
     tifffile = pytest.importorskip("tifffile")
     tifffile.imwrite(path, rgb, photometric="rgb")
+
+
+def test_rule6_a_fault_of_the_model_file_names_the_model_file(
+    tiny_run: Path, synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import replace
+
+    from mieruka.checkpoint import load_checkpoint, save_checkpoint
+
+    model, info, _ = load_checkpoint(tiny_run / "model.safetensors")
+    odd = save_checkpoint(tmp_path / "odd.safetensors", model, replace(info, explain_method="gradcam:no.such.layer"))
+    for command in (["explain", str(odd), str(synth_dir), "--out", str(tmp_path / "x"), "--quiet"],
+                    ["predict", str(odd), str(synth_dir / "crack"), "--quiet"]):  # fmt: skip
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "odd.safetensors: the model description explain_method names 'no.such.layer'" in err
+        assert "--layer" not in err

@@ -326,5 +326,24 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path}: the weights do not fit {info.arch} with {len(info.classes)} classes ({str(exc).splitlines()[0]})"
         ) from None
+    _check_layers(path, model, info)
     model.to(device).eval()
     return model, info, {"metadata": metadata, "extra": extra}
+
+
+def _check_layers(path: Path, model: nn.Module, info: ModelInfo) -> None:
+    """The layers the description names (its explanation layer and its method's) are modules of the model: a file
+    that names others is at fault, and is named, before a command blames an option the user never gave."""
+    from mieruka.explain.spec import MULTISCALE, parse_method_spec
+
+    modules = dict(model.named_modules())
+    named = [("target_layer", info.target_layer)]
+    named += [
+        ("explain_method", layer) for layer in parse_method_spec(info.explain_method).layers if layer != MULTISCALE
+    ]
+    wrong = [f"{field} names {layer!r}" for field, layer in named if layer not in modules]
+    if wrong:
+        raise CheckpointError(
+            f"{path}: the model description {'; '.join(wrong)}, which {info.arch} does not have; the file is damaged "
+            "or was written for another model (train it again, or give the method with --method)"
+        )
