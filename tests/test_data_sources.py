@@ -134,13 +134,14 @@ def test_mixed_split_and_class_folders_are_ambiguous_until_named(tmp_path: Path)
 
 
 def test_mvtec_tree(tmp_path: Path) -> None:
-    """train/good is OK training data; test/<type> becomes val and test by a seeded half-and-half split per class;
-    ground_truth/<type>/<stem>_mask.png is attached to its image."""
+    """train/good is OK training data; each defect type's test images become train / val / test (60/20/20) and
+    test/good val and test (half and half) by the seeded rule, which the layout line says; ground_truth/<type>/
+    <stem>_mask.png is attached to its image."""
     root = tmp_path / "bottle"
     for i in range(4):
         _image(root / "train" / "good" / f"{i:03d}.png")
     for kind in ("good", "broken_large", "contamination"):
-        for i in range(4):
+        for i in range(5):
             _image(root / "test" / kind / f"{i:03d}.png")
             if kind != "good" and i != 3:
                 _image(root / "ground_truth" / kind / f"{i:03d}_mask.png")
@@ -149,12 +150,14 @@ def test_mvtec_tree(tmp_path: Path) -> None:
     ds = load_dataset(root)
     assert ds.classes == ("broken_large", "contamination", "good")
     assert ds.verdicts == {"broken_large": "NG", "contamination": "NG", "good": "OK"}
-    train = ds.split("train")
-    assert len(train) == 4 and {s.label for s in train} == {"good"}
-    for kind in ("good", "broken_large", "contamination"):
-        assert (
-            sorted(s.split for s in ds.samples if s.label == kind and s.split != "train") == ["test"] * 2 + ["val"] * 2
-        )
+    assert "each defect type's test images split 60/20/20 into train/val/test" in ds.layout
+    assert sorted(s.image.parent.name for s in ds.split("train") if s.label == "good") == ["good"] * 4
+    assert {s.image.parent.parent.name for s in ds.split("train") if s.label == "good"} == {"train"}
+    good_test = sorted(s.split for s in ds.samples if s.label == "good" and s.image.parent.parent.name == "test")
+    assert good_test == ["test", "test", "test", "val", "val"]
+    for kind in ("broken_large", "contamination"):
+        assert sorted(s.split for s in ds.samples if s.label == kind) == ["test", "train", "train", "train", "val"]
+    assert load_dataset(root).samples == ds.samples  # the rule is seeded: every command splits alike
     masks = {(s.label, s.image.stem): s.mask for s in ds.samples if s.label != "good"}
     assert masks[("broken_large", "000")] == root / "ground_truth" / "broken_large" / "000_mask.png"
     assert masks[("contamination", "003")] is None

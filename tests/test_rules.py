@@ -266,3 +266,28 @@ def test_rule6_a_fault_of_the_model_file_names_the_model_file(
         err = capsys.readouterr().err
         assert "odd.safetensors: the model description explain_method names 'no.such.layer'" in err
         assert "--layer" not in err
+
+
+def test_rule7_every_documented_layout_trains_mvtec_too(synth_dir: Path, tmp_path: Path) -> None:
+    """An MVTec-shaped category (good images only under train/) trains: its defect types' test images are split
+    into train / val / test by the layout's seeded rule, and evaluate reads the same split from the stored layout."""
+    import shutil
+
+    root = tmp_path / "category"
+    for kind, source in (("good", "good"), ("crack", "crack"), ("scratch", "blowhole")):
+        images = sorted((synth_dir / source).glob("*.png"))
+        for n, image in enumerate(images):
+            where = root / "train" / "good" if kind == "good" and n < 4 else root / "test" / kind
+            where.mkdir(parents=True, exist_ok=True)
+            shutil.copy(image, where / image.name)
+            mask = synth_dir / "masks" / source / image.name
+            if kind != "good" and mask.is_file():
+                (root / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
+                shutil.copy(mask, root / "ground_truth" / kind / f"{image.stem}_mask.png")
+    run = tmp_path / "run"
+    assert main(["train", str(root), "--out", str(run), "--epochs", "1", "--image-size", "64", "--pretrained",
+                 "none", "--quiet"]) == 0  # fmt: skip
+    split = (run / "split.csv").read_text(encoding="utf-8")
+    trained = [line for line in split.splitlines() if line.endswith(",train")]
+    assert {line.split(",")[1] for line in trained} == {"good", "crack", "scratch"}
+    assert main(["evaluate", str(run / "model.safetensors"), str(root), "--out", str(tmp_path / "e"), "--quiet"]) == 0

@@ -185,12 +185,12 @@ def load_dataset(
         samples=tuple(samples),
         ignored=tuple(ignored),
         warnings=tuple(contents.warnings),
-        layout=_layout_line(reader.description, given=all(g is not None for g in given)),
+        layout=_layout_line(reader.description, given=all(g is not None for g in given), rule=reader.split_rule),
     )
 
 
-def _layout_line(description: str, *, given: bool) -> str:
-    splits = "splits from the data set" if given else "split by mieruka (stratified, seeded)"
+def _layout_line(description: str, *, given: bool, rule: str = "") -> str:
+    splits = rule or ("splits from the data set" if given else "split by mieruka (stratified, seeded)")
     return f"{description}; {splits}"
 
 

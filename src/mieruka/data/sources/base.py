@@ -26,6 +26,8 @@ class DataSource(Protocol):
 
     name: str
     description: str
+    split_rule: str
+    """How the layout assigns splits when it does so by a rule of its own ("" otherwise), for the layout line."""
 
     def detect(self, path: Path) -> bool:
         """Whether ``path`` (which exists) is laid out this way."""

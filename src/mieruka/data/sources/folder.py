@@ -27,6 +27,7 @@ class FolderSource:
 
     name = "folder"
     description = "a class-per-folder tree ROOT/<class>/<image>"
+    split_rule = ""
 
     def detect(self, path: Path) -> bool:
         return path.is_dir()

@@ -22,6 +22,7 @@ class ManifestSource:
 
     name = "manifest"
     description = "a manifest .csv file with the columns image,label[,mask][,split]"
+    split_rule = ""
 
     def detect(self, path: Path) -> bool:
         return path.is_file() and path.suffix.lower() == ".csv"

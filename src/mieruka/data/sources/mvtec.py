@@ -4,9 +4,12 @@ ROOT/train/good/<image>                       defect-free training images
 ROOT/test/<type>/<image>                      test images: good, and one folder per defect type
 ROOT/ground_truth/<type>/<stem>_mask.png      the defect's mask (none for good images)
 
-``good`` is the OK class and each defect type an NG class. MVTec AD gives no validation split, so its test images
-are split in half per class into ``val`` and ``test`` by a seeded stratified rule (:data:`SPLIT_SEED`); training
-writes the result to ``split.csv`` in the run folder, as for any data set.
+``good`` is the OK class and each defect type an NG class. MVTec AD trains anomaly detectors, so its ``train/`` holds
+good images only and its defects lie in ``test/``; a classifier must see defects in training. So each defect type's
+test images are split 60/20/20 into ``train``, ``val`` and ``test``, and ``test/good`` half and half into ``val`` and
+``test``, per class by the seeded stratified rule of :mod:`mieruka.data.splits` with :data:`SPLIT_SEED` (a defect
+type needs three images). The rule is part of the layout, which the model stores, so every command splits alike;
+the layout line that ``train`` prints says it, and training writes the result to ``split.csv`` in the run folder.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from mieruka.errors import DataError
 __all__ = ["SPLIT_SEED", "MVTecSource"]
 
 SPLIT_SEED = 0
-"""Seed of the half-and-half split of MVTec AD's test images into val and test."""
+"""Seed of the split of MVTec AD's test images (defect types 60/20/20 into train/val/test, good 50/50 into val/test)."""
+
+DEFECT_FRACTIONS = (0.6, 0.2, 0.2)
+GOOD_FRACTIONS = (0.0, 0.5, 0.5)
 
 GOOD = "good"
 
@@ -39,6 +45,10 @@ class MVTecSource:
 
     name = "mvtec"
     description = "an MVTec AD category ROOT/train/good, ROOT/test/<type>, ROOT/ground_truth/<type>"
+    split_rule = (
+        "train/good trains; each defect type's test images split 60/20/20 into train/val/test and test/good 50/50 "
+        f"into val/test (stratified, seed {SPLIT_SEED})"
+    )
 
     def detect(self, path: Path) -> bool:
         """``train/`` holds ``good`` alone, ``test/`` exists, and there is no validation folder: a split-first tree
@@ -72,6 +82,13 @@ class MVTecSource:
             raise DataError(f"{path / 'test'}: no test images (expected test/good and test/<defect type>)")
         if missing_masks:
             warnings.append(f"{path / 'ground_truth'}: {missing_masks} defect image(s) have no <stem>_mask.png")
-        halves = stratified_split([s.label for s in tests], (0.0, 0.5, 0.5), SPLIT_SEED)
-        samples += [Sample(s.image, s.label, s.verdict, s.mask, split) for s, split in zip(tests, halves, strict=True)]
+        for group, fractions in ((GOOD, GOOD_FRACTIONS), (None, DEFECT_FRACTIONS)):
+            chosen = [t for t in tests if (t.label == GOOD) == (group == GOOD)]
+            try:
+                splits = stratified_split([t.label for t in chosen], fractions, SPLIT_SEED)
+            except DataError as exc:
+                raise DataError(f"{path / 'test'}: {exc}") from None
+            samples += [
+                Sample(t.image, t.label, t.verdict, t.mask, split) for t, split in zip(chosen, splits, strict=True)
+            ]
         return SourceContents(samples, ignored, warnings)

@@ -32,6 +32,7 @@ class SplitFirstSource:
 
     name = "split-first"
     description = "a split-first tree ROOT/{train,val,test}/<class>/<image>"
+    split_rule = ""
 
     def detect(self, path: Path) -> bool:
         dirs = child_dirs(path) if path.is_dir() else []
