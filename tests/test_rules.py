@@ -291,3 +291,24 @@ def test_rule7_every_documented_layout_trains_mvtec_too(synth_dir: Path, tmp_pat
     trained = [line for line in split.splitlines() if line.endswith(",train")]
     assert {line.split(",")[1] for line in trained} == {"good", "crack", "scratch"}
     assert main(["evaluate", str(run / "model.safetensors"), str(root), "--out", str(tmp_path / "e"), "--quiet"]) == 0
+
+
+def test_rule4_train_resume_keeps_the_run_split_or_names_what_changed(
+    synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    run = tmp_path / "run"
+    args = ["train", str(data), "--out", str(run), "--image-size", "32", "--pretrained", "none", "--explain-method",
+            "gradcam", "--guide", "none", "--quiet"]  # fmt: skip
+    assert main([*args, "--epochs", "1"]) == 0
+    split_before = (run / "split.csv").read_bytes()
+    removed = sorted((data / "crack").glob("*.png"))[:2]
+    for image in removed:
+        image.unlink()
+    assert main([*args, "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume: the data differ from the split" in err and f"{removed[0].name} (removed)" in err
+    assert (run / "split.csv").read_bytes() == split_before  # the run's split is not rewritten
