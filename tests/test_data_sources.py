@@ -199,6 +199,13 @@ def test_split_first_tree_trains_with_its_folders(
     import json
 
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["images"] == test_count
+    # every command reads the tree as the model does (the layout stored with it)
+    model = str(run / "model.safetensors")
+    assert main(["explain", model, str(root), "--split", "test", "--out", str(tmp_path / "x"), "--quiet"]) == 0
+    explained = json.loads((tmp_path / "x" / "manifest.json").read_text(encoding="utf-8"))
+    assert len(explained["images"]) == test_count
+    assert main(["audit", model, str(root), "--split", "test", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert main(["check", str(root), "--out", str(tmp_path / "c")]) == 0
 
 
 def test_layout_option_of_evaluate_and_audit(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:

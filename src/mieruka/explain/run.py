@@ -30,6 +30,7 @@ from mieruka.batch.engine import EngineOptions, Item, run_items
 from mieruka.checkpoint import ModelInfo, load_checkpoint, read_info
 from mieruka.data.images import IMAGE_EXTENSIONS, read_image
 from mieruka.data.sample import nfc
+from mieruka.data.sources import detect_layout
 from mieruka.data.sources.folder import MASKS_DIR
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError, MierukaError
@@ -63,13 +64,16 @@ def _class_folders(path: Path) -> set[str]:
 
 
 def _is_dataset(path: Path, info: ModelInfo, need_labels: bool) -> bool:
-    """A manifest, or a folder whose subfolders are classes of the model. With ``need_labels``, a folder laid out
+    """A manifest, a split-first tree or MVTec category (by the layout stored in the model, else detected), or a
+    folder whose subfolders are classes of the model. With ``need_labels``, a folder laid out
     as class folders (subfolders, no image at its top level) whose names are not the model's is an error naming
     them, rather than a folder of unlabelled images."""
     if path.is_file():
         return path.suffix.lower() == ".csv"
     if not path.is_dir():
         return False
+    if detect_layout(path, str(info.config.get("layout", "auto"))) in ("split-first", "mvtec"):
+        return True  # the layouts whose first level is not classes: read as the model reads its data
     folders = _class_folders(path)
     classes = {nfc(c) for c in info.classes}
     if folders and folders <= classes:

@@ -16,13 +16,20 @@ from mieruka.data.sources.mvtec import MVTecSource
 from mieruka.data.sources.splitfirst import SPLIT_NAMES, SplitFirstSource, child_dirs
 from mieruka.errors import DataError
 
-__all__ = ["LAYOUTS", "SOURCES", "DataSource", "SourceContents", "read_source"]
+__all__ = ["LAYOUTS", "SOURCES", "DataSource", "SourceContents", "detect_layout", "read_source"]
 
 SOURCES: tuple[DataSource, ...] = (ManifestSource(), MVTecSource(), SplitFirstSource(), FolderSource())
 """The layouts, in the order they are tried."""
 
 LAYOUTS = ("auto", *(s.name for s in SOURCES))
 """``--layout`` choices: ``auto`` detects; a name forces that layout."""
+
+
+def detect_layout(path: Path, layout: str = "auto") -> str | None:
+    """The name of the layout that would read ``path`` (``layout`` when one is named), without reading it."""
+    if layout != "auto":
+        return layout
+    return next((s.name for s in SOURCES if path.exists() and s.detect(path)), None)
 
 
 def read_source(path: Path, layout: str = "auto") -> tuple[DataSource, SourceContents]:
