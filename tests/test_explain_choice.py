@@ -60,15 +60,33 @@ def test_export_uses_the_stored_method_where_the_graph_can() -> None:
 
 @pytest.fixture(scope="module")
 def auto_audit(tiny_run: Path, synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A copy of the tiny model, audited with --method auto on the test split."""
+    """A copy of the tiny model, audited with --method auto --store-method on the test split."""
     root = tmp_path_factory.mktemp("auto")
     model = root / "model.safetensors"
     shutil.copy(tiny_run / "model.safetensors", model)
     cmd = [sys.executable, "-m", "mieruka", "audit", str(model), str(synth_dir), "--split", "test", "--method",
-           "auto", "--out", str(root / "audit"), "--quiet"]  # fmt: skip
+           "auto", "--store-method", "--out", str(root / "audit"), "--quiet"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert "--method auto: " in done.stdout
     return model, root / "audit"
+
+
+def test_audit_auto_leaves_the_model_it_reads_unchanged(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """The interface: ``audit MODEL DATA --method auto`` writes its choice to the audit's summary and leaves MODEL's
+    bytes as they were (storing it is the explicit --store-method)."""
+    import hashlib
+
+    from mieruka.cli import main
+
+    model = tmp_path / "model.safetensors"
+    shutil.copy(tiny_run / "model.safetensors", model)
+    before = hashlib.sha256(model.read_bytes()).hexdigest()
+    args = ["audit", str(model), str(synth_dir), "--split", "test", "--method", "auto", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == before
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["chosen_method"] == summary["method_selection"]["chosen"]
+    assert main(["audit", str(model), str(synth_dir), "--store-method", "--out", str(tmp_path / "b")]) == 2
 
 
 def test_audit_auto_writes_the_choice_and_stores_it(auto_audit: tuple[Path, Path]) -> None:

@@ -26,7 +26,7 @@ from mieruka import __version__
 from mieruka._io import atomic_write, write_csv, write_json
 from mieruka.audit.faithfulness import FaithfulnessConfig, faithfulness_summary
 from mieruka.audit.report import TEXT, write_report
-from mieruka.audit.selection import DEFAULT_METHOD, select_method, store_selection
+from mieruka.audit.selection import DEFAULT_METHOD, select_method
 from mieruka.audit.summary import SummaryBuilder
 from mieruka.audit.triage import CATEGORIES, REVIEW_HEADER, AuditConfig, review_list
 from mieruka.audit.worker import AUDIT_COLUMNS, AuditRecord, AuditWorker
@@ -277,8 +277,8 @@ def _resolve_methods(
     lang: str,
 ) -> tuple[list[str], dict[str, Any] | None]:
     """The method specs to audit (checked, with ``lang``, before any work), with ``auto`` replaced by the method
-    chosen on the validation split (stored in the model, and audited beside plain Grad-CAM); None: the model's
-    stored method beside Grad-CAM."""
+    chosen on the validation split (written to the audit's summary, never into the model it reads; audited beside
+    plain Grad-CAM); None: the model's stored method beside Grad-CAM."""
     if lang not in TEXT:
         raise ValueError(f"--lang {lang!r}: choose en or ja")
     for spec in methods or ():
@@ -294,8 +294,7 @@ def _resolve_methods(
         model_path, data, device=device, batch_size=batch_size, boxes=boxes, layout=layout, config=cfg,
         progress=progress,
     )  # fmt: skip
-    store_selection(model_path, selection)
-    print(f"--method auto: {selection['reason']}; stored in {model_path}")
+    print(f"--method auto: {selection['reason']} (in summary.json; the model file is unchanged)")
     chosen = [selection["chosen"] if m == "auto" else m for m in methods]
     return list(dict.fromkeys([*chosen, DEFAULT_METHOD])), selection
 

@@ -38,7 +38,13 @@ def register(sub: Any) -> None:
         "--method",
         help="comma-separated NAME[:LAYER+LAYER…][/mean|product]; the layer word multiscale means every stage from "
         "stride 8 down plus the last block; auto: choose among candidates by AP on the validation split's regions "
-        "and store the choice in MODEL (audited beside gradcam); default: the model's stored method beside gradcam",
+        "(audited beside gradcam; the choice goes to summary.json); default: the model's stored method beside gradcam",
+    )
+    p.add_argument(
+        "--store-method",
+        action="store_true",
+        help="with --method auto: also write the chosen method into MODEL (the one audit option that changes the "
+        "model file; its checksum is renewed)",
     )
     p.add_argument("--target", default="pred", help="pred (default), true, ng or a class name")
     p.add_argument(
@@ -93,6 +99,8 @@ def run(args: argparse.Namespace) -> None:
     from mieruka.audit.run import run_audit
     from mieruka.audit.triage import AuditConfig
 
+    if args.store_method and "auto" not in (args.method or "").split(","):
+        raise ValueError("--store-method stores what --method auto chooses: give --method auto")
     result = run_audit(
         args.model,
         args.data,
@@ -113,6 +121,8 @@ def run(args: argparse.Namespace) -> None:
         layout=args.layout,
     )
     _print_summary(result.summary)
+    if args.store_method:
+        _store_method(args, result.summary)
     if args.tracker != "none":
         from mieruka.checkpoint import read_info
         from mieruka.cli.evaluate import _track
@@ -129,6 +139,14 @@ def run(args: argparse.Namespace) -> None:
         print(
             f"warning: {errors['images']} image(s) could not be audited (the first: {errors['first']})", file=sys.stderr
         )
+
+
+def _store_method(args: argparse.Namespace, summary: dict[str, Any]) -> None:
+    from mieruka.audit.selection import store_selection
+
+    selection = summary["method_selection"]
+    store_selection(args.model, selection)
+    print(f"stored in {args.model}: explanation method {selection['chosen']}")
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
