@@ -121,7 +121,7 @@ def test_config_values_of_the_wrong_type_name_the_key(synth_dir: Path, tmp_path:
 
 def test_explain_finds_data_sets_whatever_the_unicode_form_and_names_foreign_classes(tmp_path: Path) -> None:
     from mieruka.checkpoint import ModelInfo
-    from mieruka.explain.run import _is_dataset
+    from mieruka.explain.inputs import _is_dataset
 
     info = ModelInfo("resnet18", ("ガラス", "good"), {"ガラス": "NG", "good": "OK"}, 64, (0.5,) * 3, (0.5,) * 3, "x")
     data = tmp_path / "data"

@@ -13,6 +13,7 @@ from PIL import Image
 from mieruka.cli import main
 from mieruka.data.dataset import load_dataset
 from mieruka.data.doctor import cheap_warnings, check_data, exact_duplicates
+from mieruka.neighbors import backbone_features
 
 
 def _photo(path: Path, seed: int, shift: int = 0) -> Path:
@@ -43,7 +44,7 @@ def tree(tmp_path: Path) -> Path:
 
 def test_check_finds_duplicates_and_leaks(tree: Path) -> None:
     dataset = load_dataset(tree)
-    report = check_data(dataset, progress=False)
+    report = check_data(dataset, features=backbone_features, progress=False)
     assert report["counts"]["crack"] == {"train": 3, "val": 4, "test": 3}
     assert report["counts"]["good"] == {"train": 4, "val": 3, "test": 4}
     assert report["bad_files"] == []

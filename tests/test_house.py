@@ -84,6 +84,18 @@ def test_rooms_stay_small(name: str) -> None:
     assert not long, f"{path}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
 
 
+MODEL_MODULES = {"mieruka.models", "mieruka.checkpoint", "mieruka.neighbors", "mieruka.inference"}
+"""What builds or runs a model; the data layer imports none of them (docs/architecture.md)."""
+
+
+def test_the_data_layer_imports_no_model() -> None:
+    modules = _modules()
+    for name, path in modules.items():
+        if name.startswith("mieruka.data."):
+            reached = _imports(path, set(modules)) & MODEL_MODULES
+            assert not reached, f"{path}: the data layer imports {', '.join(sorted(reached))}"
+
+
 def test_every_command_keeps_its_options_beside_its_handler() -> None:
     from mieruka.cli import COMMANDS, build_parser
 

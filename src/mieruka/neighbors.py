@@ -10,6 +10,7 @@ part more than once (under other light, from another station), and label each ph
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 from mieruka.data.store import ImageStore
 from mieruka.inference import predict_probs_and_features
 
-__all__ = ["nearest", "neighbor_sheet", "pooled_features"]
+__all__ = ["NEAR_SIZE", "backbone_features", "nearest", "neighbor_sheet", "pooled_features"]
 
 
 def pooled_features(
@@ -77,3 +78,30 @@ def neighbor_sheet(
         row += [Image.new("RGB", (1, 1), "white")] * (cols - len(row))
         cells.extend(row)
     return grid(cells, cols=cols)
+
+
+NEAR_SIZE = 128
+"""Side of the copies :func:`backbone_features` reads."""
+
+
+def backbone_features(paths: Sequence[Path], progress: bool) -> np.ndarray:
+    """Unit-length pooled features of the ImageNet backbone (EfficientNet-Lite0) for :data:`NEAR_SIZE`-px copies of
+    ``paths``: what ``mieruka check`` compares to find near duplicates."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from mieruka.data.store import ImageStore, normalize
+    from mieruka.models import build_model, load_pretrained, normalization_for
+
+    arch = "tf_efficientnet_lite0"
+    torch.manual_seed(0)
+    model = load_pretrained(build_model(arch, 2), arch, "imagenet").eval()
+    mean, std = normalization_for(arch)
+    store = ImageStore(list(paths), NEAR_SIZE, progress=progress, cache="ram")
+    out = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(paths), 64), desc="features", disable=not progress, leave=False):
+            x = normalize(store.get(range(start, min(start + 64, len(paths)))), mean, std)
+            out.append(model.forward_head(model.forward_features(x), pre_logits=True))  # type: ignore[operator]
+    feats = torch.cat(out) if out else torch.zeros(0, 1)
+    return torch.nn.functional.normalize(feats, dim=1).numpy()

@@ -45,7 +45,10 @@ def run(args: argparse.Namespace) -> None:
     print(f"data: {dataset.layout}")
     print(describe(dataset))
     threshold = NEAR_COSINE if args.near_threshold is None else args.near_threshold
-    report = check_data(dataset, near=not args.no_near, threshold=threshold, progress=not args.quiet)
+    from mieruka.neighbors import backbone_features
+
+    features = None if args.no_near else backbone_features
+    report = check_data(dataset, features=features, threshold=threshold, progress=not args.quiet)
     stats = report["image_stats"]
     if stats:
         w, h = stats["width"], stats["height"]

@@ -43,7 +43,7 @@ _TRAIN_OPTIONS = [
 
 
 def register(sub: Any) -> None:
-    from mieruka.config import BALANCE_CHOICES, OUTPUT_STRIDES, TrainConfig
+    from mieruka.config import BALANCE_CHOICES
 
     p = sub.add_parser(
         "train",
@@ -64,13 +64,6 @@ def register(sub: Any) -> None:
     p.add_argument("--arch", help="timm architecture (default tf_efficientnet_lite0; `mieruka archs` lists them)")
     p.add_argument("--pretrained", help="imagenet (default), none, or a .safetensors file of timm weights")
     p.add_argument("--image-size", type=int, help="input side in pixels (default 256)")
-    p.add_argument(
-        "--output-stride",
-        type=int,
-        choices=OUTPUT_STRIDES,
-        help="input pixels per cell of the heatmap: 32 (the backbone as pretrained), or 16 / 8 (its last stages "
-        f"dilated: a finer map, same weights; default {TrainConfig.output_stride})",
-    )
     p.add_argument("--epochs", type=int, help="maximum epochs (default 26)")
     p.add_argument("--batch-size", type=int, help="default 32")
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
@@ -129,6 +122,15 @@ def register(sub: Any) -> None:
 
 
 def _add_explanation(p: argparse.ArgumentParser) -> None:
+    from mieruka.config import OUTPUT_STRIDES, TrainConfig
+
+    p.add_argument(
+        "--output-stride",
+        type=int,
+        choices=OUTPUT_STRIDES,
+        help="input pixels per cell of the heatmap: 32 (the backbone as pretrained), or 16 / 8 (its last stages "
+        f"dilated: a finer map, same weights; default {TrainConfig.output_stride})",
+    )
     p.add_argument(
         "--corrections",
         metavar="DECISIONS_CSV",

@@ -44,7 +44,7 @@ def read_csv_rows(
             missing = [c for c in required if c not in header]
             if missing:
                 raise DataError(
-                    f"{path}: not a {what} (no {', '.join(missing)} column; found: {', '.join(header) or 'no header'})"
+                    f"{path}: not a {what}: missing {', '.join(missing)} (columns found: {', '.join(header) or 'none'})"
                     + (f"; {hint}" if hint else "")
                 )
             rows = []

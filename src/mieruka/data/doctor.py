@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,6 @@ NEAR_COSINE = 0.95
 """Near-duplicate threshold on the cosine similarity of pooled backbone features (BENCHMARKS.md §9)."""
 IMBALANCE_RATIO = 10.0
 """A warning when the largest class has this many times the images of the smallest."""
-NEAR_SIZE = 128
-"""Side of the copy each image is reduced to for its features."""
 
 
 def _sha256(path: Path) -> str | None:
@@ -105,28 +103,6 @@ def _describe_image(path: Path) -> dict[str, Any]:
     return info
 
 
-def _features(paths: Sequence[Path], progress: bool) -> np.ndarray:
-    """Unit-length pooled features of the ImageNet backbone for 128-px copies of ``paths``."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from mieruka.data.store import ImageStore, normalize
-    from mieruka.models import build_model, load_pretrained, normalization_for
-
-    arch = "tf_efficientnet_lite0"
-    torch.manual_seed(0)
-    model = load_pretrained(build_model(arch, 2), arch, "imagenet").eval()
-    mean, std = normalization_for(arch)
-    store = ImageStore(list(paths), NEAR_SIZE, progress=progress, cache="ram")
-    out = []
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(paths), 64), desc="features", disable=not progress, leave=False):
-            x = normalize(store.get(range(start, min(start + 64, len(paths)))), mean, std)
-            out.append(model.forward_head(model.forward_features(x), pre_logits=True))  # type: ignore[operator]
-    feats = torch.cat(out) if out else torch.zeros(0, 1)
-    return torch.nn.functional.normalize(feats, dim=1).numpy()
-
-
 def _near_pairs(feats: np.ndarray, threshold: float, block: int = 1024) -> list[tuple[int, int, float]]:
     """Pairs (i < j) with cosine ≥ ``threshold``, by blocks of the similarity matrix."""
     pairs = []
@@ -140,10 +116,16 @@ def _near_pairs(feats: np.ndarray, threshold: float, block: int = 1024) -> list[
     return pairs
 
 
+Features = Callable[[Sequence[Path], bool], np.ndarray]
+"""Unit-length image features for near-duplicate search: ``features(paths, progress)`` → (N, D). The data layer
+knows no model: the caller gives them (``mieruka check``: :func:`mieruka.neighbors.backbone_features`)."""
+
+
 def check_data(
-    dataset: Dataset, *, near: bool = True, threshold: float = NEAR_COSINE, progress: bool = True
+    dataset: Dataset, *, features: Features | None = None, threshold: float = NEAR_COSINE, progress: bool = True
 ) -> dict[str, Any]:
-    """The report of ``check.json`` for ``dataset`` (see the module's description)."""
+    """The report of ``check.json`` for ``dataset`` (see the module's description); near duplicates only with
+    ``features``."""
     samples = list(dataset.samples)
     paths = [s.image for s in samples]
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
@@ -157,8 +139,8 @@ def check_data(
         return {"image": str(s.image), "label": s.label, "split": s.split}
 
     near_pairs: list[tuple[int, int, float]] = []
-    if near and good:
-        feats = _features([paths[i] for i in good], progress)
+    if features is not None and good:
+        feats = features([paths[i] for i in good], progress)
         near_pairs = [(good[a], good[b], c) for a, b, c in _near_pairs(feats, threshold)]
     exact_sets = {frozenset(g) for g in duplicates}
     near_list: list[dict[str, Any]] = [
@@ -196,7 +178,7 @@ def check_data(
         "masks": {c: sum(1 for s in samples if s.label == c and s.mask is not None) for c in dataset.classes},
         "duplicates": [[entry(i) for i in g] for g in duplicates],
         "near_duplicates": near_list,
-        "near_threshold": threshold if near else None,
+        "near_threshold": threshold if features is not None else None,
         "cross_split_conflicts": conflicts,
         "warnings": warnings,
     }

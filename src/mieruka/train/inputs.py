@@ -96,10 +96,7 @@ def load_training_data(
     usable = dataset.without(bad)
     if bad:
         _require_trainable(data, usable, " after skipping the unusable images (--skip-bad)")
-    if expected_classes is not None:
-        _check_same_split(run, usable)
-    if write:
-        usable.save_split(run / "split.csv")
+    _record_split(run, usable, resuming=expected_classes is not None, write=write)
     print(describe(usable))
     for warning in cheap_warnings(usable):  # the data doctor's quick checks (mieruka check runs them all)
         print(f"warning: {warning}", file=sys.stderr)
@@ -120,6 +117,14 @@ def load_training_data(
         val_idx=np.array([len(train_samples) + i for i, s in enumerate(val_samples) if s.image not in bad]),
         guide=guide,
     )
+
+
+def _record_split(run: Path, dataset: Dataset, *, resuming: bool, write: bool) -> None:
+    """Write the run's ``split.csv`` (``write``), after checking that a resumed run's data split as it did."""
+    if resuming:
+        _check_same_split(run, dataset)
+    if write:
+        dataset.save_split(run / "split.csv")
 
 
 def _check_same_split(run: Path, dataset: Dataset) -> None:

@@ -172,13 +172,8 @@ class _Trainer:
         else:
             order = torch.randperm(len(data.train_idx), generator=self.gen)[:draws]
         losses = []
-        bar = tqdm(
-            range(self.steps_per_epoch),
-            desc=f"epoch {epoch}/{cfg.epochs}",
-            disable=not progress,
-            leave=False,
-            unit="step",
-        )
+        steps, desc = range(self.steps_per_epoch), f"epoch {epoch}/{cfg.epochs}"
+        bar = tqdm(steps, desc=desc, disable=not progress, leave=False, unit="step")
         use_amp = device.type == "cuda"
         ranks = self.ranks
         for step in bar:
