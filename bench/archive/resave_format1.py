@@ -1,7 +1,7 @@
 """Re-save a format-1 model file (checksum over the weights only) as format 2 with this tree's code, after checking
 its format-1 checksum: to compare a model trained before the format change (BENCHMARKS.md §1) with today's commands.
 
-    python bench/resave_format1.py OLD.safetensors NEW.safetensors
+    python bench/archive/resave_format1.py OLD.safetensors NEW.safetensors
 
 The description of a format-1 file was never protected, so use this only on files you trained yourself.
 """
