@@ -11,14 +11,18 @@ from typing import Any
 
 from mieruka.augment import AugmentConfig
 from mieruka.data.images import BIT_DEPTHS
+from mieruka.data.store import CACHE_CHOICES
 from mieruka.tta import TRAIN_TTA_CHOICES
 
-__all__ = ["BALANCE_CHOICES", "DEFAULT_ARCH", "OUTPUT_STRIDES", "TrainConfig"]
+__all__ = ["BALANCE_CHOICES", "CACHE_CHOICES", "DEFAULT_ARCH", "GUIDE_CHOICES", "OUTPUT_STRIDES", "TrainConfig"]
 
 DEFAULT_ARCH = "tf_efficientnet_lite0"
 """The default backbone: EfficientNet-Lite0, whose ImageNet weights install offline from PyPI."""
 
 BALANCE_CHOICES = ("sqrt", "sampler", "loss", "none")
+
+GUIDE_CHOICES = ("auto", "masks", "none")
+"""``--guide``: ``auto`` is ``masks`` where NG training images have regions and the head allows it, else ``none``."""
 
 OUTPUT_STRIDES = (32, 16, 8)
 """``--output-stride`` choices: the input pixels per cell of the last feature map (and so of the heatmap)."""
@@ -138,9 +142,9 @@ class TrainConfig:
             (0 <= self.ema_decay < 1, "--ema-decay must lie in [0, 1)"),
             (self.tta in TRAIN_TTA_CHOICES, f"--tta must be one of {', '.join(TRAIN_TTA_CHOICES)}"),
             (self.cache_gb >= 0, "--cache-gb must not be negative"),
-            (self.cache in ("auto", "ram", "disk"), "--cache must be one of auto, ram, disk"),
+            (self.cache in CACHE_CHOICES, f"--cache must be one of {', '.join(CACHE_CHOICES)}"),
             (self.layout in _layouts(), f"--layout must be one of {', '.join(_layouts())}"),
-            (self.guide in ("auto", "masks", "none"), "--guide must be auto, masks or none"),
+            (self.guide in GUIDE_CHOICES, f"--guide must be one of {', '.join(GUIDE_CHOICES)}"),
             (self.guide_weight >= 0, "--guide-weight must not be negative"),
             (self.guide_fine >= 0, "--guide-fine must not be negative"),
             (self.explain_method == "auto" or _is_spec(self.explain_method), _spec_message(self.explain_method)),

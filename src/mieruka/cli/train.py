@@ -43,7 +43,9 @@ _TRAIN_OPTIONS = [
 
 
 def register(sub: Any) -> None:
-    from mieruka.config import BALANCE_CHOICES
+    from mieruka.config import BALANCE_CHOICES, TrainConfig
+
+    d = TrainConfig()  # the defaults the help texts name
 
     p = sub.add_parser(
         "train",
@@ -61,28 +63,31 @@ def register(sub: Any) -> None:
         help="JSON or TOML file of training options (names as in RUN/config.json); "
         "options given on the command line win",
     )
-    p.add_argument("--arch", help="timm architecture (default tf_efficientnet_lite0; `mieruka archs` lists them)")
+    p.add_argument("--arch", help=f"timm architecture (default {d.arch}; `mieruka archs` lists them)")
     p.add_argument("--pretrained", help="imagenet (default), none, or a .safetensors file of timm weights")
-    p.add_argument("--image-size", type=int, help="input side in pixels (default 256)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default 26)")
-    p.add_argument("--batch-size", type=int, help="default 32")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
-    p.add_argument("--weight-decay", type=float, help="default 0.02")
-    p.add_argument("--patience", type=int, help="early stopping patience in epochs (default 8, 0 = off)")
-    p.add_argument("--balance", choices=BALANCE_CHOICES, help="class balancing (default sqrt)")
-    p.add_argument("--freeze-stages", type=int, help="feature stages kept frozen (default 3)")
+    p.add_argument("--image-size", type=int, help=f"input side in pixels (default {d.image_size})")
+    p.add_argument("--epochs", type=int, help=f"maximum epochs (default {d.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr:g})")
+    p.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay:g}")
+    p.add_argument("--patience", type=int, help=f"early stopping patience in epochs (default {d.patience}, 0 = off)")
+    p.add_argument("--balance", choices=BALANCE_CHOICES, help=f"class balancing (default {d.balance})")
+    p.add_argument("--freeze-stages", type=int, help=f"feature stages kept frozen (default {d.freeze_stages})")
     p.add_argument(
         "--ema-decay",
         type=float,
-        help="upper bound on the weight-averaging decay (default 0.998, 0 = off); in short runs timm's warm-up sets it",
+        help=f"upper bound on the weight-averaging decay (default {d.ema_decay:g}, 0 = off); in short runs timm's "
+        "warm-up sets it",
     )
     p.add_argument(
         "--tta",
         choices=TRAIN_TTA_CHOICES,
         help="test-time augmentation stored with the model: none (default), flip, d4, or auto (picked on val)",
     )
-    p.add_argument("--seed", type=int, help="seed of training (default 0)")
-    p.add_argument("--split-seed", type=int, help="seed of the split when the data gives none (default 0)")
+    p.add_argument("--seed", type=int, help=f"seed of training (default {d.seed})")
+    p.add_argument(
+        "--split-seed", type=int, help=f"seed of the split when the data gives none (default {d.split_seed})"
+    )
     add_layout(p)
     add_tracker(p, run_id=False)
     p.add_argument(
@@ -91,21 +96,10 @@ def register(sub: Any) -> None:
         metavar="CLASS",
         help="a class that passes (repeatable); default: classes named ok/good/free/normal…/正常/良品",
     )
-    p.add_argument("--max-escape", type=float, help="escape-rate target of the stored NG threshold (default 0)")
     p.add_argument(
-        "--bit-depth",
-        type=int,
-        choices=(10, 12, 14, 16),
-        help="significant bits of 16-bit images, e.g. 12 for a 12-bit camera (default: the container's 16); "
-        "stored in the model and applied by every command and the service",
+        "--max-escape", type=float, help=f"escape-rate target of the stored NG threshold (default {d.max_escape:g})"
     )
-    p.add_argument(
-        "--cache",
-        choices=("auto", "ram", "disk"),
-        help="where the decoded images are kept: auto (default: RAM up to --cache-gb, else disk), ram, or disk (a "
-        "file in ~/.cache/mieruka/images or $MIERUKA_CACHE_DIR, reused while the images are unchanged)",
-    )
-    p.add_argument("--cache-gb", type=float, help="RAM budget of --cache auto in GiB (default 4)")
+    _add_pixels_and_cache(p, d)
     _add_explanation(p)
     p.add_argument("--no-rot90", action="store_true", help="no 90° rotations (for parts with a fixed orientation)")
     p.add_argument("--no-flip", action="store_true", help="no flips")
@@ -121,15 +115,36 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _add_pixels_and_cache(p: argparse.ArgumentParser, d: Any) -> None:
+    from mieruka.config import CACHE_CHOICES
+
+    p.add_argument(
+        "--bit-depth",
+        type=int,
+        choices=(10, 12, 14, 16),
+        help="significant bits of 16-bit images, e.g. 12 for a 12-bit camera (default: the container's 16); "
+        "stored in the model and applied by every command and the service",
+    )
+    p.add_argument(
+        "--cache",
+        choices=CACHE_CHOICES,
+        help="where the decoded images are kept: auto (default: RAM up to --cache-gb, else disk), ram, or disk (a "
+        "file in ~/.cache/mieruka/images or $MIERUKA_CACHE_DIR, reused while the images are unchanged)",
+    )
+    p.add_argument("--cache-gb", type=float, help=f"RAM budget of --cache auto in GiB (default {d.cache_gb:g})")
+
+
 def _add_explanation(p: argparse.ArgumentParser) -> None:
-    from mieruka.config import OUTPUT_STRIDES, TrainConfig
+    from mieruka.config import GUIDE_CHOICES, OUTPUT_STRIDES, TrainConfig
+
+    d = TrainConfig()
 
     p.add_argument(
         "--output-stride",
         type=int,
         choices=OUTPUT_STRIDES,
         help="input pixels per cell of the heatmap: 32 (the backbone as pretrained), or 16 / 8 (its last stages "
-        f"dilated: a finer map, same weights; default {TrainConfig.output_stride})",
+        f"dilated: a finer map, same weights; default {d.output_stride})",
     )
     p.add_argument(
         "--corrections",
@@ -139,13 +154,15 @@ def _add_explanation(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--guide",
-        choices=("auto", "masks", "none"),
+        choices=GUIDE_CHOICES,
         help="masks: also penalise the Grad-CAM energy outside the marked region of NG training images that have a "
         "mask or box file, so the model learns to look at the defect; auto (default): masks where they exist and "
         "the head allows it, labels alone otherwise; none: labels alone (BENCHMARKS.md §4d)",
     )
     p.add_argument(
-        "--guide-weight", type=float, help="weight of the --guide loss beside the cross-entropy (default 0.5)"
+        "--guide-weight",
+        type=float,
+        help=f"weight of the --guide loss beside the cross-entropy (default {d.guide_weight:g})",
     )
     p.add_argument(
         "--guide-fine",

@@ -65,7 +65,6 @@ class CAMMethod:
     """Whether the maps can come from the closed-form gradient of one forward pass on a GAP + linear head."""
     slow_note: ClassVar[str] = ""
     """Why the fast path does not apply (the docs table prints it)."""
-    class_specific: ClassVar[bool] = True
 
     def layer_maps(self, acts: torch.Tensor, grads: torch.Tensor | None, ctx: MapContext) -> torch.Tensor:
         """Maps (B, T, h, w) of one layer before upsampling; ``grads`` is None unless :attr:`uses_gradients`."""
@@ -175,7 +174,6 @@ class EigenCAM(CAMMethod):
         "with the mean activation; class-agnostic, no gradients"
     )
     uses_gradients = False
-    class_specific = False
 
     def layer_maps(self, acts: torch.Tensor, grads: torch.Tensor | None, ctx: MapContext) -> torch.Tensor:
         return self.project(acts)[:, None].expand(-1, ctx.class_indices.shape[1], -1, -1)

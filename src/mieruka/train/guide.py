@@ -41,7 +41,6 @@ from mieruka.explain.maps import as_map
 from mieruka.explain.methods import LayerCAM
 
 __all__ = [
-    "GUIDE_CHOICES",
     "FineGuide",
     "GuideMasks",
     "WithFeatures",
@@ -50,9 +49,6 @@ __all__ = [
     "guided_head",
     "load_guide_masks",
 ]
-
-GUIDE_CHOICES = ("auto", "masks", "none")
-"""``auto``: ``masks`` where NG training images have regions and the head allows it, else ``none``."""
 
 _EPS = 1e-6
 
