@@ -116,3 +116,23 @@ def test_every_command_honours_the_stored_stride(
     assert np.abs(heat - normalize_for_display(ref.maps[:, 0]).numpy()).max() <= 1e-3
     _, heat_torch = TorchModel(model_path).run(x.numpy())
     assert heat_torch is not None and np.abs(heat - heat_torch).max() <= 1e-3
+
+
+def test_audit_of_the_exported_graph_equals_the_checkpoints(
+    stride16_run: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    """``audit MODEL.onnx`` and ``audit MODEL.safetensors`` give the same figures for the method the graph computes:
+    what the audit measured is what the line shows."""
+    model = stride16_run / "model.safetensors"
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", str(model), "--out", str(onnx_path)]) == 0
+    figures = {}
+    for name, path in (("checkpoint", model), ("onnx", onnx_path)):
+        out = tmp_path / name
+        assert main(["audit", str(path), str(synth_dir), "--split", "test", "--method", "gradcam", "--out", str(out),
+                     "--quiet"]) == 0  # fmt: skip
+        figures[name] = json.loads((out / "summary.json").read_text(encoding="utf-8"))["methods"]["gradcam"]["all"]
+    keys = ("energy_inside", "pointing_hit", "average_precision", "iou_at_area", "relevance_rank")
+    assert figures["checkpoint"]["with_region"] == figures["onnx"]["with_region"] > 0
+    for key in keys:
+        assert figures["onnx"][key] == pytest.approx(figures["checkpoint"][key], abs=1e-3), key
