@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure of BENCHMARKS.md §3 in one run, on a machine with the GPU and its own PyTorch:
+# Every GPU figure of docs/benchmarks-history.md#gradcam-speed in one run, on a machine with the GPU and its own PyTorch:
 #   bash bench/gpu_check.sh OUTDIR
 # Needs pytorch-grad-cam 1.5.7 (and ttach) importable for the reference rows; wheels in ./.whl are installed into a
 # private folder first when present. SMALL=1 runs a tiny version of everything (to try the script on a CPU).

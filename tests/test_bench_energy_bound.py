@@ -1,4 +1,5 @@
-"""bench/energy_bound.py: the ceiling of energy inside for a map of one grid resolution (BENCHMARKS.md §4d quotes
+"""bench/energy_bound.py: the ceiling of energy inside for a map of one grid resolution
+(docs/benchmarks-history.md#guide quotes
 it, so it is tested like the package)."""
 
 from __future__ import annotations

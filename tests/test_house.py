@@ -109,3 +109,18 @@ def test_every_command_keeps_its_options_beside_its_handler() -> None:
         handler = sub.get_default("func")
         assert handler.__module__.startswith("mieruka.cli."), name
         assert handler.__module__ != "mieruka.cli", name
+
+
+def test_code_cites_benchmarks_by_stable_anchors() -> None:
+    """Code, tests and benchmark scripts link the benchmark history by anchors (a new section shifts numbers, not
+    anchors), and every anchor they name exists."""
+    import re
+
+    root = PACKAGE.parents[1]
+    history = (root / "docs" / "benchmarks-history.md").read_text(encoding="utf-8")
+    anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', history))
+    for path in [*PACKAGE.rglob("*.py"), *(root / "tests").glob("*.py"), *(root / "bench").rglob("*.py")]:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"BENCHMARKS(\.md)?\s+§\d", text), f"{path}: cites a section number"
+        cited = set(re.findall(r"benchmarks-history\.md#([a-z0-9-]+)", text))
+        assert cited <= anchors, f"{path}: no such anchor {sorted(cited - anchors)}"

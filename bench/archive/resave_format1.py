@@ -1,5 +1,6 @@
 """Re-save a format-1 model file (checksum over the weights only) as format 2 with this tree's code, after checking
-its format-1 checksum: to compare a model trained before the format change (BENCHMARKS.md §1) with today's commands.
+its format-1 checksum: to compare a model trained before the format change (docs/benchmarks-history.md#training) with
+today's commands.
 
     python bench/archive/resave_format1.py OLD.safetensors NEW.safetensors
 

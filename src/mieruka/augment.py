@@ -7,8 +7,9 @@ as a mark) and brightness/contrast. Everything runs on whole batches on the mode
 The brightness/contrast jitter is wide on purpose (contrast × 0.4–1.6, brightness ± 0.3): lines change lamps,
 exposure and gain, and real sets mix exposures. Magnetic Tile's training split, shot at seven exposures, spans a
 per-image contrast (standard deviation) of 0.5–1.65 × its median from the 5th to the 95th percentile, and its darkest
-exposure sits at 0.37 ×. A narrower jitter (± 0.15) left the model blind to a chip on a dark test tile (BENCHMARKS.md
-§1d). Parts under one fixed exposure can narrow it in a ``--config`` file (``[augment]`` ``contrast = 0.15``).
+exposure sits at 0.37 ×. A narrower jitter (± 0.15) left the model blind to a chip on a dark test tile (docs/
+benchmarks-history.md#exposure). Parts under one fixed exposure can narrow it in a ``--config`` file (``[augment]``
+``contrast = 0.15``).
 """
 
 from __future__ import annotations

@@ -54,7 +54,8 @@ class TrainConfig:
         freeze_stages: Keep the stem and this many of the first feature stages fixed: generic ImageNet features
             at high resolution, whose backward pass costs the most. The default 3 keeps EfficientNet-Lite0 fixed up
             to stride 8 (7.5 % of its weights); a training step on a CPU then costs about 0.8 × that of 2 frozen
-            stages, which pays for the extra epochs (BENCHMARKS.md §1f, §1g).
+            stages, which pays for the extra epochs (docs/benchmarks-history.md#epoch-rules,
+            docs/benchmarks-history.md#frozen-slices).
         ema_decay: Upper bound on the decay of the exponential moving average of the weights that is validated and
             saved; 0 turns averaging off. timm's warm-up sets the decay at step t to 1 − (1 + t)^(−2/3) while that
             is lower, so the bound only binds after 1/(1 − ema_decay)^1.5 steps (11,180 for 0.998): in a run of a

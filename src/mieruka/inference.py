@@ -32,8 +32,9 @@ __all__ = [
 
 CPU_PIXELS_PER_PASS = 1 << 18
 """On a CPU, inference is bound by the caches, not by arithmetic: forward passes of at most this many pixels (4
-images of 256 × 256, 16 of 128 × 128) ran 1.3–2.0 × as many images a second as passes of 32 or 64 (BENCHMARKS.md
-§1e). Batches are still loaded and shown as ``batch_size`` images; only the forward passes are split."""
+images of 256 × 256, 16 of 128 × 128) ran 1.3–2.0 × as many images a second as passes of 32 or 64 (docs/
+benchmarks-history.md#cpu-inference). Batches are still loaded and shown as ``batch_size`` images; only the forward
+passes are split."""
 
 R = TypeVar("R", torch.Tensor, tuple[torch.Tensor, torch.Tensor])
 

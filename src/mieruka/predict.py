@@ -195,7 +195,7 @@ class PredictWorker:
         from mieruka.data.jpeg import read_ahead
 
         # a thread (a process per run measured 2.6× slower on an H200: its start and the bytes' trip back cost more
-        # than the lock the reader threads compete for; BENCHMARKS.md §3a)
+        # than the lock the reader threads compete for; docs/benchmarks-history.md#gpu)
         self._reader = self._reader or ThreadPoolExecutor(1, thread_name_prefix="mieruka-read-ahead")
         paths = tuple(Path(it.path) for it in items)
         self._ahead = (paths, self._reader.submit(read_ahead, paths))

@@ -60,7 +60,8 @@ def replica_plan(
     whose nodes have ``node_cpus`` CPUs each.
 
     Defaults: a local instance splits the machine's cores among up to :data:`MAX_LOCAL_REPLICAS` replicas (on 2 cores,
-    two replicas of one thread ran 1.26× the images/s of one replica of two threads: BENCHMARKS.md §8); a cluster
+    two replicas of one thread ran 1.26× the images/s of one replica of two threads:
+    docs/benchmarks-history.md#scale); a cluster
     runs one replica per GPU with ``gpus_per_worker``, else replicas of up to 4 CPUs (no more than its smallest node
     has) on all of its CPUs.
     """

@@ -157,7 +157,7 @@ def _add_explanation(p: argparse.ArgumentParser) -> None:
         choices=GUIDE_CHOICES,
         help="masks: also penalise the Grad-CAM energy outside the marked region of NG training images that have a "
         "mask or box file, so the model learns to look at the defect; auto (default): masks where they exist and "
-        "the head allows it, labels alone otherwise; none: labels alone (BENCHMARKS.md §4d)",
+        "the head allows it, labels alone otherwise; none: labels alone (docs/benchmarks-history.md#guide)",
     )
     p.add_argument(
         "--guide-weight",
@@ -168,8 +168,8 @@ def _add_explanation(p: argparse.ArgumentParser) -> None:
         "--guide-fine",
         type=float,
         help="experimental: weight of a second guide term, the LayerCAM maps of the finer multi-scale stages "
-        "outside the marked region; second-order gradients, several times slower (default 0: off; BENCHMARKS.md "
-        "§4d)",
+        "outside the marked region; second-order gradients, several times slower (default 0: off; "
+        "docs/benchmarks-history.md#guide)",
     )
     p.add_argument(
         "--explain-method",

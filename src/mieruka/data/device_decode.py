@@ -6,7 +6,7 @@ bytes, decoded on the device, and resized there with the same antialiased biline
 EXIF-rotated JPEGs, files it refuses — goes through the CPU path, so that errors read the same and no image is
 lost. Decoders differ in their last bits (the inverse DCT and the chroma upsampling are not specified exactly):
 pixels agree with the CPU path to a grey level or two, probabilities to within 1e-2 (0.008 at most over 8,192 images
-on an H200, BENCHMARKS.md §3).
+on an H200, docs/benchmarks-history.md#gradcam-speed).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from mieruka.data.images import bits_per_channel, read_image
 __all__ = ["IMBALANCE_RATIO", "NEAR_COSINE", "cheap_warnings", "check_data", "exact_duplicates"]
 
 NEAR_COSINE = 0.95
-"""Near-duplicate threshold on the cosine similarity of pooled backbone features (BENCHMARKS.md §9)."""
+"""Near-duplicate threshold on the cosine similarity of pooled backbone features (docs/benchmarks-history.md#doctor)."""
 IMBALANCE_RATIO = 10.0
 """A warning when the largest class has this many times the images of the smallest."""
 

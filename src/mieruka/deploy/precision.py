@@ -43,7 +43,8 @@ __all__ = [
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_IMAGES = 256
-"""Calibration images drawn (seeded) from the split: min–max ranges settle well before that (BENCHMARKS.md §6a)."""
+"""Calibration images drawn (seeded) from the split: min–max ranges settle well before that
+(docs/benchmarks-history.md#onnx)."""
 QUANTIZED_OPS = ("Conv", "Add", "Clip")
 
 

@@ -255,7 +255,8 @@ _CHECKED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], bool]] =
 def _closed_form_checked(model: nn.Module, head: nn.Linear, feats: torch.Tensor, logits: torch.Tensor) -> bool:
     """:func:`closed_form_holds`, computed once per model, head, feature shape, dtype and device and then remembered:
     the check reads a number back from the device, a wait that on a GPU costs as much as the maps themselves
-    (BENCHMARKS.md §3). Whether the head is average pooling + linear is a property of the architecture, not of the
+    (docs/benchmarks-history.md#gradcam-speed). Whether the head is average pooling + linear is a property of the
+    architecture, not of the
     batch or of the weights' values."""
     key = (id(head), tuple(feats.shape[1:]), feats.dtype, feats.device, torch.is_autocast_enabled(feats.device.type))
     seen = _CHECKED.setdefault(model, {})

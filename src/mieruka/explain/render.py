@@ -134,7 +134,8 @@ def _isal_zlib() -> Any:
 def _deflate(data: bytes, level: int) -> bytes:
     isal = _isal_zlib()
     if isal is not None and level <= isal.ISAL_BEST_COMPRESSION:
-        # The same zlib stream format, about 3× faster than zlib's fastest setting and no larger (BENCHMARKS §6b).
+        # The same zlib stream format, about 3× faster than zlib's fastest setting and no larger
+        # (docs/benchmarks-history.md#service).
         return isal.compress(data, level)
     # Run-length matching only: after the Sub filter most bytes repeat their neighbor, and this strategy finds
     # those runs in about 60 % of the default strategy's time, with output no larger.

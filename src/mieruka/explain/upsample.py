@@ -5,7 +5,7 @@ and separable: ``out = R_H · map · R_Wᵀ``, where ``R_H`` (H, h) holds the 1-
 products give ``F.interpolate(…, mode="bilinear")`` to float rounding (about 1e-7 on maps in [0, 1]) and run faster than
 the resize operator in eager PyTorch on the CPU (2–4 × for 8 × 8 → 256 × 256 at batch 1–64) and in OpenVINO's
 graph (int8, batch 1, 20 calls in a row: 3.0 ms per image with the heatmap, against 3.6 ms with a Resize node and
-2.7 ms with no heatmap at all; BENCHMARKS.md §6a); ONNX Runtime runs both forms about as fast.
+2.7 ms with no heatmap at all; docs/benchmarks-history.md#onnx); ONNX Runtime runs both forms about as fast.
 """
 
 from __future__ import annotations

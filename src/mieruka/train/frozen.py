@@ -1,7 +1,7 @@
 """Frozen stages: the stem and first feature stages keep their ImageNet weights and BatchNorm statistics.
 
 On a CPU the frozen first modules are a fixed function of each image, so :class:`FrozenPrefix` runs them without
-autograd in slices, and the trainable rest on the whole batch (BENCHMARKS.md §1g).
+autograd in slices, and the trainable rest on the whole batch (docs/benchmarks-history.md#frozen-slices).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class FrozenPrefix:
 
     With frozen stages and frozen BatchNorm statistics, the first modules are a fixed function of each image: on a
     CPU they run without autograd in slices of :data:`~mieruka.inference.CPU_PIXELS_PER_PASS` pixels, which this
-    cache-bound hardware runs faster than one pass of the whole batch (BENCHMARKS.md §1g). The trainable rest runs
+    cache-bound hardware runs faster than one pass of the whole batch (docs/benchmarks-history.md#frozen-slices). The
+    trainable rest runs
     on the whole batch, so its BatchNorm statistics are those of the batch, as before. Slices of equal size give the
     very numbers of one pass (at 256 px a batch of 32 runs as 8 slices of 4); a slice of a single image may take
     another kernel and differ in the last digits.

@@ -3,8 +3,8 @@
 ``--guide-fine`` differentiates the LayerCAM maps, which are themselves gradients, so every convolution after the
 guided stages is differentiated twice. PyTorch's double backward of a convolution with ``groups > 1`` runs one
 convolution per group for the weight's term (``aten::_convolution_double_backward``): on EfficientNet-Lite0, about
-250 small convolutions for each depthwise layer, 2.0 s of a 4.7 s guided backward pass on a CPU (BENCHMARKS.md
-§4d). Under this module a guided step takes 0.72× as long.
+250 small convolutions for each depthwise layer, 2.0 s of a 4.7 s guided backward pass on a CPU (docs/
+benchmarks-history.md#guide). Under this module a guided step takes 0.72× as long.
 
 :class:`GroupedConvDoubleBackward` is a torch-function mode that routes ``conv2d`` calls with ``groups > 1`` through
 autograd functions whose backward passes are themselves differentiable, each by one call of PyTorch's own grouped
