@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mieruka.audit.localization import iou_dice_at_area, relevance_rank_accuracy
-from mieruka.audit.selection import DEFAULT_METHOD, TIE, _choose
+from mieruka.audit.selection import DEFAULT_METHOD, TIE, _choose, candidates
 from mieruka.checkpoint import read_info
 from mieruka.explain.graph import graph_method
 
@@ -60,15 +60,26 @@ def test_export_uses_the_stored_method_where_the_graph_can() -> None:
 
 @pytest.fixture(scope="module")
 def auto_audit(tiny_run: Path, synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A copy of the tiny model, audited with --method auto --store-method on the test split."""
+    """A copy of the tiny model, audited with --method auto-all --store-method on the test split."""
     root = tmp_path_factory.mktemp("auto")
     model = root / "model.safetensors"
     shutil.copy(tiny_run / "model.safetensors", model)
     cmd = [sys.executable, "-m", "mieruka", "audit", str(model), str(synth_dir), "--split", "test", "--method",
-           "auto", "--store-method", "--out", str(root / "audit"), "--quiet"]  # fmt: skip
+           "auto-all", "--store-method", "--out", str(root / "audit"), "--quiet"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert "--method auto: " in done.stdout
     return model, root / "audit"
+
+
+def test_auto_chooses_among_the_maps_the_graph_computes_and_auto_all_among_every_one() -> None:
+    from mieruka.explain.graph import EXPORT_METHODS
+    from mieruka.models import build_model
+
+    model = build_model("tf_efficientnet_lite0", 3)
+    graph = candidates(model, "bn2")
+    assert graph == ["gradcam", "gradcam++", "layercam"] and set(graph) <= set(EXPORT_METHODS)
+    every = candidates(model, "bn2", "auto-all")
+    assert every[:3] == graph and {"gradcam:blocks.4", "layercam:multiscale/mean"} <= set(every)
 
 
 def test_audit_auto_leaves_the_model_it_reads_unchanged(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:

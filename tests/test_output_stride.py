@@ -15,6 +15,7 @@ from mieruka.config import TrainConfig
 from mieruka.data.images import read_image
 from mieruka.errors import MierukaError
 from mieruka.explain.engine import explain
+from mieruka.explain.graph import EXPORT_METHODS
 from mieruka.explain.scaling import normalize_for_display
 from mieruka.models import build_model
 from mieruka.runtime import OnnxModel, TorchModel, prepare
@@ -86,7 +87,7 @@ def test_files_written_before_the_option_are_stride_32() -> None:
 def stride16_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("os16")
     args = ["train", str(synth_dir), "--out", str(run), "--output-stride", "16", "--epochs", "1", "--image-size",
-            "64", "--pretrained", "none", "--explain-method", "gradcam", "--freeze-stages", "0", "--quiet"]  # fmt: skip
+            "64", "--pretrained", "none", "--freeze-stages", "0", "--quiet"]  # fmt: skip
     assert main(args) == 0
     return run
 
@@ -94,23 +95,26 @@ def stride16_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def test_every_command_honours_the_stored_stride(
     stride16_run: Path, synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """train → info → explain → export: the model file says 16, is rebuilt dilated, and the exported graph's
-    heatmap equals the checkpoint's ``explain`` map (display-scaled) within 1e-3."""
+    """train → info → explain → export: the model file says 16, is rebuilt dilated, its stored method (chosen by
+    the default ``auto``) is one the graph computes, and the exported graph's heatmap equals the checkpoint's
+    ``explain`` map of that method (display-scaled) within 1e-3."""
     model_path = stride16_run / "model.safetensors"
     assert main(["info", str(model_path)]) == 0
     assert json.loads(capsys.readouterr().out)["output_stride"] == 16
     model, info, _ = load_checkpoint(model_path)
-    assert info.output_stride == 16
+    assert info.output_stride == 16 and info.explain_method in EXPORT_METHODS
+    method = info.explain_method
     images = [read_image(p) for p in sorted(synth_dir.glob("crack/*.png"))[:4]]
     x = torch.from_numpy(prepare(images, info))
     with torch.no_grad():
         assert model.forward_features(x).shape[-2:] == (4, 4)  # cells of 16 px at 64 px
     out = tmp_path / "m.onnx"
     assert main(["export", str(model_path), "--out", str(out)]) == 0
+    assert "note:" not in capsys.readouterr().out  # the line shows the stored method itself
     onnx_model = OnnxModel(out)
-    assert onnx_model.info.output_stride == 16 and onnx_model.method == "gradcam"
+    assert onnx_model.info.output_stride == 16 and onnx_model.method == method
     probs, heat = onnx_model.run(x.numpy())
-    ref = explain(model, x, method="gradcam")
+    ref = explain(model, x, method=method)
     assert heat is not None
     np.testing.assert_allclose(probs, ref.probs.numpy(), atol=1e-4)
     assert np.abs(heat - normalize_for_display(ref.maps[:, 0]).numpy()).max() <= 1e-3
@@ -124,14 +128,15 @@ def test_audit_of_the_exported_graph_equals_the_checkpoints(
     """``audit MODEL.onnx`` and ``audit MODEL.safetensors`` give the same figures for the method the graph computes:
     what the audit measured is what the line shows."""
     model = stride16_run / "model.safetensors"
+    method = load_checkpoint(model)[1].explain_method  # what the graph computes (the default auto chose it)
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", str(model), "--out", str(onnx_path)]) == 0
     figures = {}
     for name, path in (("checkpoint", model), ("onnx", onnx_path)):
         out = tmp_path / name
-        assert main(["audit", str(path), str(synth_dir), "--split", "test", "--method", "gradcam", "--out", str(out),
+        assert main(["audit", str(path), str(synth_dir), "--split", "test", "--method", method, "--out", str(out),
                      "--quiet"]) == 0  # fmt: skip
-        figures[name] = json.loads((out / "summary.json").read_text(encoding="utf-8"))["methods"]["gradcam"]["all"]
+        figures[name] = json.loads((out / "summary.json").read_text(encoding="utf-8"))["methods"][method]["all"]
     keys = ("energy_inside", "pointing_hit", "average_precision", "iou_at_area", "relevance_rank")
     assert figures["checkpoint"]["with_region"] == figures["onnx"]["with_region"] > 0
     for key in keys:

@@ -84,9 +84,10 @@ class TrainConfig:
         guide_fine: Weight of an experimental second guide term, the LayerCAM maps of the finer multi-scale stages
             outside the region (second-order, several times the cost of a step; 0: off, the default).
         explain_method: The explanation stored with the model for ``explain``, ``export``, ``serve`` and the Python
-            API: ``auto`` (default) chooses it after training on the validation split's regions
-            (:mod:`mieruka.audit.selection`; Grad-CAM where validation has none), or a method spec such as
-            ``gradcam`` or ``layercam:multiscale/mean``.
+            API: ``auto`` (default) chooses it after training on the validation split's regions among the maps the
+            exported graph computes, so the line shows what the audit measured; ``auto-all`` among every candidate,
+            earlier layers included (:mod:`mieruka.audit.selection`; Grad-CAM where validation has none); or a
+            method spec such as ``gradcam`` or ``layercam:multiscale/mean``.
         bit_depth: Significant bits of 16-bit images (10, 12, 14 or 16; default: the container's 16), stored in
             the model so that every command and the service scale pixels the same way.
         augment: Augmentation strengths.
@@ -148,7 +149,10 @@ class TrainConfig:
             (self.guide in GUIDE_CHOICES, f"--guide must be one of {', '.join(GUIDE_CHOICES)}"),
             (self.guide_weight >= 0, "--guide-weight must not be negative"),
             (self.guide_fine >= 0, "--guide-fine must not be negative"),
-            (self.explain_method == "auto" or _is_spec(self.explain_method), _spec_message(self.explain_method)),
+            (
+                self.explain_method in ("auto", "auto-all") or _is_spec(self.explain_method),
+                _spec_message(self.explain_method),
+            ),
             (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),
             (self.bit_depth in (None, *BIT_DEPTHS), f"--bit-depth must be one of {', '.join(map(str, BIT_DEPTHS))}"),
         ]
@@ -243,4 +247,6 @@ def _is_spec(spec: str) -> bool:
 
 
 def _spec_message(spec: str) -> str:
-    return f"--explain-method {spec!r}: give auto or a method spec such as gradcam or layercam:multiscale/mean"
+    return (
+        f"--explain-method {spec!r}: give auto, auto-all or a method spec such as gradcam or layercam:multiscale/mean"
+    )

@@ -26,7 +26,7 @@ from mieruka import __version__
 from mieruka._io import atomic_write, write_csv, write_json
 from mieruka.audit.faithfulness import FaithfulnessConfig, faithfulness_summary
 from mieruka.audit.report import TEXT, write_report
-from mieruka.audit.selection import DEFAULT_METHOD, select_method
+from mieruka.audit.selection import AUTO_CHOICES, DEFAULT_METHOD, select_method
 from mieruka.audit.summary import SummaryBuilder
 from mieruka.audit.triage import CATEGORIES, REVIEW_HEADER, AuditConfig, review_list
 from mieruka.audit.worker import AUDIT_COLUMNS, AuditRecord, AuditWorker
@@ -282,20 +282,21 @@ def _resolve_methods(
     if lang not in TEXT:
         raise ValueError(f"--lang {lang!r}: choose en or ja")
     for spec in methods or ():
-        if spec != "auto":
+        if spec not in AUTO_CHOICES:
             parse_method_spec(spec)
     if methods is None:
         if is_exported(model_path):
             return [str(load_exported(model_path).method or "gradcam")], None
         methods = [read_info(model_path).explain_method, DEFAULT_METHOD]
-    if "auto" not in methods:
+    scopes = [m for m in methods if m in AUTO_CHOICES]
+    if not scopes:
         return list(dict.fromkeys(methods)), None
     selection = select_method(
         model_path, data, device=device, batch_size=batch_size, boxes=boxes, layout=layout, config=cfg,
-        progress=progress,
+        progress=progress, scope=scopes[-1],
     )  # fmt: skip
     print(f"--method auto: {selection['reason']} (in summary.json; the model file is unchanged)")
-    chosen = [selection["chosen"] if m == "auto" else m for m in methods]
+    chosen = [selection["chosen"] if m in AUTO_CHOICES else m for m in methods]
     return list(dict.fromkeys([*chosen, DEFAULT_METHOD])), selection
 
 

@@ -3,13 +3,18 @@
 No single recipe fits every surface: a product of multi-scale maps is sharp and wins on tiny blowholes, but breaks
 into dots on defects that cover half the image, where plain Grad-CAM's smooth map ranks pixels better. So the
 method is chosen per model, on the **validation** split (never the test split), among :func:`candidates`, in order
-of simplicity:
+of simplicity. ``auto`` (the default) chooses among the maps the exported graph computes — so that what the audit
+measures is what ``export``, ``serve`` and OpenVINO show on the line:
 
 1. ``gradcam`` — Grad-CAM on the last block (the seed study's method);
 2. ``gradcam++`` — Grad-CAM++ on the last block;
-3. ``gradcam:<stage>`` — Grad-CAM on the last stage of stride 16 (an earlier, finer map), where the model has one;
-4. ``layercam:multiscale/mean`` — LayerCAM on every stage from stride 8 plus the last block, averaged;
-5. ``layercam:multiscale/product`` — the same, multiplied (sharp: evidence must agree at every scale).
+3. ``layercam`` — LayerCAM on the last block (only the positive head weights count).
+
+``auto-all`` adds the maps that need earlier layers (``explain`` and ``audit`` compute them; a graph cannot):
+
+4. ``gradcam:<stage>`` — Grad-CAM on the last stage of stride 16 (an earlier, finer map), where the model has one;
+5. ``layercam:multiscale/mean`` — LayerCAM on every stage from stride 8 plus the last block, averaged;
+6. ``layercam:multiscale/product`` — the same, multiplied (sharp: evidence must agree at every scale).
 
 Every candidate explains the model's predicted class on every validation image of an NG class that has a marked
 region; the winner has the highest mean average precision (AP ranks pixels, so sharp and smooth maps compare on the
@@ -38,6 +43,7 @@ from mieruka.errors import MierukaError
 from mieruka.runtime import is_exported
 
 __all__ = [
+    "AUTO_CHOICES",
     "DEFAULT_METHOD",
     "SELECTION_METRICS",
     "TIE",
@@ -50,6 +56,9 @@ __all__ = [
 DEFAULT_METHOD = "gradcam"
 """What a model without a choice explains with, and what ``auto`` keeps where validation has no regions."""
 
+AUTO_CHOICES = ("auto", "auto-all")
+"""``auto``: among the maps the exported graph computes; ``auto-all``: among every candidate."""
+
 TIE = 0.005
 """Validation APs closer than this to the best count as tied (and the simpler method wins)."""
 
@@ -59,10 +68,12 @@ SELECTION_METRICS = ("average_precision", "energy_inside", "pointing_hit", "rele
 _CHUNK = 64
 
 
-def candidates(model: nn.Module, final: str) -> list[str]:
+def candidates(model: nn.Module, final: str, scope: str = "auto") -> list[str]:
     """The candidate method specs for ``model``, whose last block is ``final``, simplest first (see the module
-    docstring)."""
-    specs = ["gradcam", "gradcam++"]
+    docstring): ``auto`` the graph's, ``auto-all`` every one."""
+    specs = ["gradcam", "gradcam++", "layercam"]
+    if scope == "auto":
+        return specs
     stages = [i["module"] for i in getattr(model, "feature_info", None) or [] if i.get("reduction") == 16]
     if stages and stages[-1] != final:
         specs.append(f"gradcam:{stages[-1]}")
@@ -80,8 +91,10 @@ def select_method(
     layout: str | None = None,
     config: AuditConfig | None = None,
     progress: bool = True,
+    scope: str = "auto",
 ) -> dict[str, Any]:
-    """Score every candidate on ``split``'s defect regions and choose one (the module docstring says how).
+    """Score every candidate of ``scope`` (:data:`AUTO_CHOICES`) on ``split``'s defect regions and choose one (the
+    module docstring says how).
 
     Returns:
         ``{"split", "images", "candidates": [{"method", <SELECTION_METRICS>}], "chosen", "reason"}``.
@@ -99,7 +112,7 @@ def select_method(
     worker.setup()  # the model is loaded once: its stages name the candidates, then it scores them
     assert worker.info is not None and worker.model is not None
     info = worker.info.with_layout(layout)
-    worker.methods = candidates(worker.model, info.target_layer)
+    worker.methods = candidates(worker.model, info.target_layer, scope)
     dataset = info.load_dataset(data)
     samples = [s for s in dataset.split(split) if info.verdicts[s.label] == "NG"]
     if boxes is None:
@@ -110,7 +123,7 @@ def select_method(
         samples = [s for s in samples if box_source(Path(boxes), s.image) is not None]
     items = [Item(i, str(s.image), dataset.label_index(s), "" if s.mask is None else str(s.mask)) for i, s in
              enumerate(samples)]  # fmt: skip
-    return _choose(split, _score(worker, items, progress))
+    return {**_choose(split, _score(worker, items, progress)), "scope": scope}
 
 
 def _score(worker: AuditWorker, items: Sequence[Item], progress: bool) -> tuple[int, list[dict[str, Any]]]:
@@ -168,14 +181,14 @@ def store_selection(model_path: str | os.PathLike[str], selection: dict[str, Any
 def choose_after_training(
     model_path: Path, data: str | os.PathLike[str], method: str, device: str, progress: bool
 ) -> dict[str, Any] | None:
-    """``train --explain-method``: store the given spec, or (``auto``) choose on the validation split and store
-    the choice with its table; prints one line saying which and why."""
-    if method != "auto":
+    """``train --explain-method``: store the given spec, or (``auto``, ``auto-all``) choose on the validation split
+    and store the choice with its table; prints one line saying which and why."""
+    if method not in AUTO_CHOICES:
         model, info, _ = load_checkpoint(model_path, "cpu")
         save_checkpoint(model_path, model, replace(info, explain_method=method, method_selection={}))
         print(f"explanation: {method} (given)")
         return None
-    selection = select_method(model_path, data, device=device, progress=progress)
+    selection = select_method(model_path, data, device=device, progress=progress, scope=method)
     store_selection(model_path, selection)
     print(f"explanation: {selection['reason']}")
     return selection

@@ -37,8 +37,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--method",
         help="comma-separated NAME[:LAYER+LAYER…][/mean|product]; the layer word multiscale means every stage from "
-        "stride 8 down plus the last block; auto: choose among candidates by AP on the validation split's regions "
-        "(audited beside gradcam; the choice goes to summary.json); default: the model's stored method beside gradcam",
+        "stride 8 down plus the last block; auto: choose by AP on the validation split's regions among the maps the "
+        "exported graph computes (auto-all: among every candidate), audited beside gradcam, the choice in "
+        "summary.json; default: the model's stored method beside gradcam",
     )
     p.add_argument(
         "--store-method",
@@ -99,8 +100,8 @@ def run(args: argparse.Namespace) -> None:
     from mieruka.audit.run import run_audit
     from mieruka.audit.triage import AuditConfig
 
-    if args.store_method and "auto" not in (args.method or "").split(","):
-        raise ValueError("--store-method stores what --method auto chooses: give --method auto")
+    if args.store_method and not {"auto", "auto-all"} & set((args.method or "").split(",")):
+        raise ValueError("--store-method stores what --method auto chooses: give --method auto (or auto-all)")
     result = run_audit(
         args.model,
         args.data,

@@ -174,8 +174,9 @@ def _add_explanation(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--explain-method",
         help="the explanation stored with the model for explain, export, serve and the Python API: auto (default: "
-        "chosen on the validation split's regions by average precision; Grad-CAM where it has none) or a method "
-        "spec such as gradcam or layercam:multiscale/mean",
+        "chosen on the validation split's regions by average precision among the maps the exported graph computes, "
+        "so the line shows what the audit measured; Grad-CAM where it has none), auto-all (among every candidate, "
+        "earlier layers too), or a method spec such as gradcam or layercam:multiscale/mean",
     )
 
 
