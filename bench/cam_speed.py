@@ -4,11 +4,12 @@ Same model, inputs and layer for all: tf_efficientnet_lite0 with 6 classes and r
 batch 16 on a CPU (64 on a GPU), the last convolutional block. Each figure is the median of several timed
 repetitions after a warm-up.
 
-    python bench/cam_speed.py [--batch 16] [--repeats 7] [--device auto]
+    python bench/cam_speed.py [--batch 16] [--repeats 7] [--device auto] [--output-stride 16]
 
 Prints, as its last line, one JSON object: plain_ips, explain_one_target_ips, explain_all_classes_ips,
 explain_recheck_ips (the closed form checked on every batch, as before it was remembered per shape),
-reference_one_target_ips, reference_all_classes_ips, speedup_one_target, speedup_all_classes, cost_vs_plain, device.
+reference_one_target_ips, reference_all_classes_ips, speedup_one_target, speedup_all_classes, cost_vs_plain, device,
+output_stride.
 """
 
 from __future__ import annotations
@@ -47,11 +48,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-reference", action="store_true", help="skip pytorch-grad-cam")
+    parser.add_argument(
+        "--output-stride",
+        type=int,
+        default=32,
+        choices=(32, 16, 8),
+        help="the dilated backbone of train --output-stride",
+    )
     args = parser.parse_args()
     device = select_device(args.device)
     batch = args.batch or (64 if device.type == "cuda" else 16)
     torch.manual_seed(0)
-    model = build_model("tf_efficientnet_lite0", 6).to(device).eval()
+    model = build_model("tf_efficientnet_lite0", 6, output_stride=args.output_stride).to(device).eval()
     x = torch.randn(batch, 3, 224, 224, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -93,6 +101,7 @@ def main() -> None:
     result["cost_vs_plain"] = result["plain_ips"] / result["explain_one_target_ips"]  # type: ignore[operator]
     result["cost_vs_plain_recheck"] = result["plain_ips"] / result["explain_recheck_ips"]  # type: ignore[operator]
     result["batch"] = batch
+    result["output_stride"] = args.output_stride
     result["torch"] = torch.__version__
     result["device"] = (
         torch.cuda.get_device_name(device)
