@@ -108,6 +108,10 @@ def test_every_command_honours_the_stored_stride(
     x = torch.from_numpy(prepare(images, info))
     with torch.no_grad():
         assert model.forward_features(x).shape[-2:] == (4, 4)  # cells of 16 px at 64 px
+    assert main(["explain", str(model_path), str(synth_dir), "--split", "test", "--out", str(tmp_path / "x"),
+                 "--quiet"]) == 0  # fmt: skip
+    explained = json.loads((tmp_path / "x" / "manifest.json").read_text(encoding="utf-8"))
+    assert explained["output_stride"] == 16 and explained["method"] == method
     out = tmp_path / "m.onnx"
     assert main(["export", str(model_path), "--out", str(out)]) == 0
     assert "note:" not in capsys.readouterr().out  # the line shows the stored method itself

@@ -247,6 +247,7 @@ def run_explain(
         "normalization": normalization,
         "fixed_scale": writer.fixed_scale,
         "input_size": info.image_size,
+        "output_stride": info.output_stride,  # input pixels per cell of the last block's map
         "maps": "maps.npz",
         "errors": writer.errors,
         "images": writer.records,
