@@ -52,8 +52,9 @@ def main() -> None:
     x = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 6, (args.batch,))
     steps = {}
-    for stages in (2, 3):
-        model, optimizer = _training_model(stages)
+    variants = [(stages, 32) for stages in (2, 3)] + [(3, int(v)) for v in args.strides.split(",") if int(v) != 32]
+    for stages, stride in variants:
+        model, optimizer = _training_model(stages, stride)
         split = FrozenPrefix.split(model)
         assert split is not None
 
@@ -63,20 +64,11 @@ def main() -> None:
             loss.backward()
             optimizer.step()
 
-        steps[f"{stages} frozen, whole"] = (step, model)
-        steps[f"{stages} frozen, sliced"] = (step, split)
-    for stride in (int(v) for v in args.strides.split(",") if int(v) != 32):
-        model, optimizer = _training_model(3, stride)
-        split = FrozenPrefix.split(model)
-        assert split is not None
-
-        def step(forward: object, optimizer: torch.optim.Optimizer = optimizer) -> None:
-            loss = F.cross_entropy(forward(x), y)  # type: ignore[operator]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        steps[f"3 frozen, sliced, output stride {stride}"] = (step, split)
+        if stride == 32:
+            steps[f"{stages} frozen, whole"] = (step, model)
+            steps[f"{stages} frozen, sliced"] = (step, split)
+        else:
+            steps[f"3 frozen, sliced, output stride {stride}"] = (step, split)
     if args.fine:
         steps.update(_fine_steps(x, y))
     times: dict[str, list[float]] = {name: [] for name in steps}

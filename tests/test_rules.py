@@ -290,7 +290,15 @@ def test_rule7_every_documented_layout_trains_mvtec_too(synth_dir: Path, tmp_pat
     split = (run / "split.csv").read_text(encoding="utf-8")
     trained = [line for line in split.splitlines() if line.endswith(",train")]
     assert {line.split(",")[1] for line in trained} == {"good", "crack", "scratch"}
-    assert main(["evaluate", str(run / "model.safetensors"), str(root), "--out", str(tmp_path / "e"), "--quiet"]) == 0
+    model = str(run / "model.safetensors")
+    assert main(["evaluate", model, str(root), "--out", str(tmp_path / "e"), "--quiet"]) == 0
+    # every command reads the category as the model does
+    assert main(["explain", model, str(root), "--split", "test", "--out", str(tmp_path / "x"), "--quiet"]) == 0
+    assert main(["audit", model, str(root), "--split", "test", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert main(["check", str(root), "--out", str(tmp_path / "c"), "--no-near"]) == 0
+    tested = json.loads((tmp_path / "e" / "metrics.json").read_text(encoding="utf-8"))["images"]
+    explained = json.loads((tmp_path / "x" / "manifest.json").read_text(encoding="utf-8"))["images"]
+    assert len(explained) == tested == sum(1 for line in split.splitlines() if line.endswith(",test"))
 
 
 def test_rule4_train_resume_keeps_the_run_split_or_names_what_changed(
