@@ -328,3 +328,24 @@ def test_rule4_train_resume_keeps_the_run_split_or_names_what_changed(
     err = capsys.readouterr().err
     assert "--resume: the data differ from the split" in err and f"{removed[0].name} (removed)" in err
     assert (run / "split.csv").read_bytes() == split_before  # the run's split is not rewritten
+
+
+def test_rule5_box_files_are_read_like_every_other_user_file(tmp_path: Path) -> None:
+    """YOLO and COCO files saved with a byte-order mark read; one in another encoding is refused naming it."""
+    from mieruka.data.annotations import read_coco, read_yolo
+    from mieruka.errors import DataError
+
+    yolo = tmp_path / "a.txt"
+    yolo.write_bytes(b"\xef\xbb\xbf" + b"0 0.5 0.5 0.2 0.4\n")
+    (box,) = read_yolo(yolo, (100, 200))
+    assert (box.x0, box.y0, box.x1, box.y1) == pytest.approx((80, 30, 120, 70))
+    coco = tmp_path / "c.json"
+    entry = {"images": [{"id": 1, "file_name": "a.png", "width": 200, "height": 100}],
+             "annotations": [{"image_id": 1, "bbox": [10, 20, 30, 40], "category_id": 1}],
+             "categories": [{"id": 1, "name": "傷"}]}  # fmt: skip
+    coco.write_bytes(b"\xef\xbb\xbf" + json.dumps(entry, ensure_ascii=False).encode("utf-8"))
+    assert read_coco(coco, tmp_path / "a.png")[1][0].label == "傷"
+    sjis = tmp_path / "sjis.json"
+    sjis.write_bytes(json.dumps(entry, ensure_ascii=False).encode("shift_jis"))
+    with pytest.raises(DataError, match=r"sjis\.json: the COCO JSON file is not UTF-8 text"):
+        read_coco(sjis, tmp_path / "a.png")

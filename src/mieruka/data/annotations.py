@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mieruka.data.csvfile import read_user_text
 from mieruka.errors import DataError
 
 __all__ = [
@@ -169,10 +170,7 @@ def read_yolo(path: str | os.PathLike[str], shape: tuple[int, int], names: list[
     """The boxes of one YOLO txt file for an image of (H, W) ``shape``; ``names`` maps class ids to names."""
     path = Path(path)
     h, w = shape
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the YOLO file ({exc})") from None
+    lines = read_user_text(path, "YOLO file").splitlines()
     boxes = []
     for n, line in enumerate(lines, start=1):
         parts = line.split()
@@ -207,8 +205,8 @@ def read_yolo(path: str | os.PathLike[str], shape: tuple[int, int], names: list[
 def _coco_index(path: Path, mtime: float) -> dict[str, tuple[tuple[int, int] | None, list[Box]]]:
     """file name (and base name) → ((H, W) if given, boxes) for one COCO file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(read_user_text(path, "COCO JSON file"))
+    except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not a readable COCO JSON file ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"{path}: a COCO file needs an 'images' list (and 'annotations')")

@@ -1,5 +1,5 @@
 """The one reader of the CSV files people hand mieruka: manifests, review decisions (``train --corrections``), a
-run's ``split.csv``.
+run's ``split.csv``; and of their other text files (YOLO and COCO box files): :func:`read_user_text`.
 
 UTF-8 with or without a byte-order mark (as Excel's "CSV UTF-8" saves it); header names and values stripped of
 surrounding blanks. Any other encoding, a malformed row or a missing column is a :class:`~mieruka.errors.DataError`
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mieruka.errors import DataError
 
-__all__ = ["FIELD_LIMIT", "read_csv_rows"]
+__all__ = ["FIELD_LIMIT", "read_csv_rows", "read_user_text"]
 
 FIELD_LIMIT = 1 << 24
 """Characters one field may hold (Python's csv module stops at 131,072 by default)."""
@@ -62,3 +62,18 @@ def read_csv_rows(
     except csv.Error as exc:
         raise DataError(f"{path}, line {line + 1}: malformed CSV ({exc})") from None
     return header, rows
+
+
+def read_user_text(path: str | os.PathLike[str], what: str) -> str:
+    """A text file people hand us, by the same rule as their CSV files: UTF-8 with or without a byte-order mark;
+    anything else a :class:`~mieruka.errors.DataError` naming the file and ``what`` it should be."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: the {what} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start : exc.start + 1]!r}); "
+            "save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the {what} ({exc})") from None
