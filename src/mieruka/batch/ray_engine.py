@@ -60,10 +60,9 @@ def replica_plan(
     whose nodes have ``node_cpus`` CPUs each.
 
     Defaults: a local instance splits the machine's cores among up to :data:`MAX_LOCAL_REPLICAS` replicas (on 2 cores,
-    two replicas of one thread ran 1.26× the images/s of one replica of two threads:
-    docs/benchmarks-history.md#scale); a cluster
-    runs one replica per GPU with ``gpus_per_worker``, else replicas of up to 4 CPUs (no more than its smallest node
-    has) on all of its CPUs.
+    two replicas of one thread ran 1.26× the images/s of one replica of two threads: docs/benchmarks-history.md#scale);
+    a cluster runs one replica per GPU with ``gpus_per_worker``, else replicas of up to 4 CPUs (no more than its
+    smallest node has) on all of its CPUs.
     """
     gpus = options.gpus_per_worker
     cores = max(1.0, resources.get("CPU", 1.0) - (LOCAL_EXTRA_CPUS if local else 0))

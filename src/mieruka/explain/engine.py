@@ -256,8 +256,7 @@ def _closed_form_checked(model: nn.Module, head: nn.Linear, feats: torch.Tensor,
     """:func:`closed_form_holds`, computed once per model, head, feature shape, dtype and device and then remembered:
     the check reads a number back from the device, a wait that on a GPU costs as much as the maps themselves
     (docs/benchmarks-history.md#gradcam-speed). Whether the head is average pooling + linear is a property of the
-    architecture, not of the
-    batch or of the weights' values."""
+    architecture, not of the batch or of the weights' values."""
     key = (id(head), tuple(feats.shape[1:]), feats.dtype, feats.device, torch.is_autocast_enabled(feats.device.type))
     seen = _CHECKED.setdefault(model, {})
     if key not in seen:

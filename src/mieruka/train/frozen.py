@@ -51,10 +51,9 @@ class FrozenPrefix:
     With frozen stages and frozen BatchNorm statistics, the first modules are a fixed function of each image: on a
     CPU they run without autograd in slices of :data:`~mieruka.inference.CPU_PIXELS_PER_PASS` pixels, which this
     cache-bound hardware runs faster than one pass of the whole batch (docs/benchmarks-history.md#frozen-slices). The
-    trainable rest runs
-    on the whole batch, so its BatchNorm statistics are those of the batch, as before. Slices of equal size give the
-    very numbers of one pass (at 256 px a batch of 32 runs as 8 slices of 4); a slice of a single image may take
-    another kernel and differ in the last digits.
+    trainable rest runs on the whole batch, so its BatchNorm statistics are those of the batch, as before. Slices of
+    equal size give the very numbers of one pass (at 256 px a batch of 32 runs as 8 slices of 4); a slice of a single
+    image may take another kernel and differ in the last digits.
     """
 
     def __init__(self, prefix: list[nn.Module], rest: list[nn.Module], model: nn.Module) -> None:

@@ -184,9 +184,8 @@ class FineGuide:
     second-order term, as in Ross et al. 2017): a second backward pass of the trainable layers. Its depthwise
     convolutions take the grouped double backward of :mod:`mieruka.train.grouped_conv` (the training step runs
     under it); a step still costs about 5× the default's on a CPU (docs/benchmarks-history.md#guide). A frozen stage's
-    output is
-    made a leaf that requires grad, so its map (ImageNet features weighed by the trainable layers' gradients) is
-    guided too. Forward hooks keep the stages' outputs of the training step."""
+    output is made a leaf that requires grad, so its map (ImageNet features weighed by the trainable layers' gradients)
+    is guided too. Forward hooks keep the stages' outputs of the training step."""
 
     def __init__(self, model: nn.Module):
         self.layers = multiscale_layers(model)[:-1]
