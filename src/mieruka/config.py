@@ -150,7 +150,7 @@ class TrainConfig:
             (self.guide_weight >= 0, "--guide-weight must not be negative"),
             (self.guide_fine >= 0, "--guide-fine must not be negative"),
             (
-                self.explain_method in ("auto", "auto-all") or _is_spec(self.explain_method),
+                self.explain_method in _auto_choices() or _is_spec(self.explain_method),
                 _spec_message(self.explain_method),
             ),
             (0 <= self.max_escape <= 1, "--max-escape must lie between 0 and 1"),
@@ -234,6 +234,12 @@ def _layouts() -> tuple[str, ...]:
     from mieruka.data.sources import LAYOUTS
 
     return LAYOUTS
+
+
+def _auto_choices() -> tuple[str, ...]:
+    from mieruka.explain.spec import AUTO_CHOICES
+
+    return AUTO_CHOICES
 
 
 def _is_spec(spec: str) -> bool:

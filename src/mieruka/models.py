@@ -105,41 +105,27 @@ def build_model(
 
 def _dilated(arch: str, options: dict[str, Any], output_stride: int) -> nn.Module:
     """timm's ``output_stride`` variant of ``arch``, checked: its last feature map has that stride."""
-    try:
-        model = timm.create_model(arch, **options, output_stride=output_stride)
-        stride = _feature_stride(model)
-    except (TypeError, AssertionError, ValueError, RuntimeError, NotImplementedError):
-        stride = None
-    if stride != output_stride:
+    model = _try_dilated(arch, options, output_stride)
+    if model is None:
+        supported = [32, *(s for s in (16, 8) if _try_dilated(arch, options, s) is not None)]
         raise MierukaError(
             f"--output-stride {output_stride}: {arch} has no dilated variant with that stride in timm; it supports "
-            f"--output-stride {', '.join(map(str, _supported_strides(arch, options)))}"
+            f"--output-stride {', '.join(map(str, supported))}"
         )
     _small_head(model)
     return model
 
 
-def _feature_stride(model: nn.Module, size: int = 128) -> int:
-    """Input pixels per cell of ``model``'s last feature map, measured on a blank image."""
-    was_training = model.training
+def _try_dilated(arch: str, options: dict[str, Any], output_stride: int, size: int = 128) -> nn.Module | None:
+    """timm's ``output_stride`` variant of ``arch`` when it builds and its last feature map (measured on a blank
+    image) has that stride; else None."""
     try:
-        model.eval()
+        model = timm.create_model(arch, **options, output_stride=output_stride).eval()
         with torch.no_grad():
             features = model.forward_features(torch.zeros(1, 3, size, size))  # type: ignore[operator]
-    finally:
-        model.train(was_training)
-    return size // int(features.shape[-1]) if features.dim() == 4 else 0
-
-
-def _supported_strides(arch: str, options: dict[str, Any]) -> list[int]:
-    supported = [32]
-    for stride in (16, 8):
-        try:
-            if _feature_stride(timm.create_model(arch, **options, output_stride=stride)) == stride:
-                supported.append(stride)
-        except (TypeError, AssertionError, ValueError, RuntimeError, NotImplementedError):
-            pass
-    return supported
+    except (TypeError, AssertionError, ValueError, RuntimeError, NotImplementedError):
+        return None
+    return model.train() if features.dim() == 4 and size // int(features.shape[-1]) == output_stride else None
 
 
 def _small_head(model: nn.Module) -> None:

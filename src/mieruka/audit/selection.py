@@ -40,6 +40,7 @@ from mieruka.audit.worker import AuditWorker
 from mieruka.batch.engine import Item
 from mieruka.checkpoint import load_checkpoint, save_checkpoint
 from mieruka.errors import MierukaError
+from mieruka.explain.spec import AUTO_CHOICES
 from mieruka.runtime import is_exported
 
 __all__ = [
@@ -55,9 +56,6 @@ __all__ = [
 
 DEFAULT_METHOD = "gradcam"
 """What a model without a choice explains with, and what ``auto`` keeps where validation has no regions."""
-
-AUTO_CHOICES = ("auto", "auto-all")
-"""``auto``: among the maps the exported graph computes; ``auto-all``: among every candidate."""
 
 TIE = 0.005
 """Validation APs closer than this to the best count as tied (and the simpler method wins)."""

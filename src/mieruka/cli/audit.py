@@ -99,8 +99,9 @@ def run(args: argparse.Namespace) -> None:
     from mieruka.audit.faithfulness import FaithfulnessConfig
     from mieruka.audit.run import run_audit
     from mieruka.audit.triage import AuditConfig
+    from mieruka.explain.spec import AUTO_CHOICES
 
-    if args.store_method and not {"auto", "auto-all"} & set((args.method or "").split(",")):
+    if args.store_method and not set(AUTO_CHOICES) & set((args.method or "").split(",")):
         raise ValueError("--store-method stores what --method auto chooses: give --method auto (or auto-all)")
     result = run_audit(
         args.model,

@@ -7,7 +7,11 @@ from typing import NamedTuple
 from mieruka.explain.engine import FUSIONS
 from mieruka.explain.methods import METHODS
 
-__all__ = ["MULTISCALE", "MethodSpec", "parse_method_spec"]
+__all__ = ["AUTO_CHOICES", "MULTISCALE", "MethodSpec", "parse_method_spec"]
+
+AUTO_CHOICES = ("auto", "auto-all")
+"""What may stand for a method spec to have it chosen on validation (:mod:`mieruka.audit.selection`): ``auto`` among
+the maps the exported graph computes, ``auto-all`` among every candidate."""
 
 MULTISCALE = "multiscale"
 """The layer word for every feature stage from stride 8 down plus the final feature map

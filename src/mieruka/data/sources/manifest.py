@@ -75,7 +75,7 @@ def _rows(path: Path) -> list[tuple[int, Sample]]:
     )
     samples = []
     for line, row in rows:
-        if not row.get("image") or not row.get("label") or not row["label"]:
+        if not row.get("image") or not row.get("label"):
             raise DataError(f"{path}, line {line}: empty image or label")
         split = row.get("split") or None
         if split is not None and split not in SPLITS:

@@ -82,8 +82,8 @@ class MVTecSource:
             raise DataError(f"{path / 'test'}: no test images (expected test/good and test/<defect type>)")
         if missing_masks:
             warnings.append(f"{path / 'ground_truth'}: {missing_masks} defect image(s) have no <stem>_mask.png")
-        for group, fractions in ((GOOD, GOOD_FRACTIONS), (None, DEFECT_FRACTIONS)):
-            chosen = [t for t in tests if (t.label == GOOD) == (group == GOOD)]
+        for good, fractions in ((True, GOOD_FRACTIONS), (False, DEFECT_FRACTIONS)):
+            chosen = [t for t in tests if (t.label == GOOD) == good]
             try:
                 splits = stratified_split([t.label for t in chosen], fractions, SPLIT_SEED)
             except DataError as exc:
