@@ -52,6 +52,13 @@ def test_a_backbone_without_dilation_names_the_strides_it_supports() -> None:
         TrainConfig(output_stride=4)
 
 
+def test_train_refuses_a_stride_the_backbone_lacks_before_reading_data(synth_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["train", str(synth_dir), "--out", str(run), "--arch", "mobilenetv3_small_050", "--output-stride", "16"]
+    assert main([*args, "--pretrained", "none", "--quiet"]) == 2
+    assert not run.exists()
+
+
 @pytest.mark.parametrize("stride", [16, 8])
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam"])
 def test_fast_path_equals_autograd_on_the_dilated_map(stride: int, method: str) -> None:

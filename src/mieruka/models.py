@@ -24,6 +24,7 @@ __all__ = [
     "IMAGENET_STD",
     "build_model",
     "check_arch",
+    "check_backbone",
     "feature_layer",
     "input_size",
     "load_pretrained",
@@ -53,6 +54,13 @@ def check_arch(arch: str) -> None:
         f"{', '.join(_LITE_PACKAGES)}; any of timm's {len(names)} architectures (`mieruka archs` lists them) "
         "trains with --pretrained none."
     )
+
+
+def check_backbone(arch: str, output_stride: int = 32) -> None:
+    """Raise, before any work, when timm has no ``arch`` or no dilated variant of it at ``output_stride``."""
+    check_arch(arch)
+    if output_stride != 32:
+        _dilated(arch, {"pretrained": False, "num_classes": 2, "global_pool": "avg"}, output_stride)
 
 
 def normalization_for(arch: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:

@@ -211,11 +211,9 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> None:
-    from mieruka.models import check_arch
     from mieruka.train import train
 
     cfg = _config(args)
-    check_arch(cfg.arch)
     from mieruka.train.distributed import from_env
 
     result = train(

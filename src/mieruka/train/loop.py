@@ -30,7 +30,7 @@ from mieruka.data.store import normalize
 from mieruka.errors import MierukaError
 from mieruka.inference import predict_logits, predict_probs, select_device
 from mieruka.metrics import choose_threshold, classification_metrics, escape_bound, gate, ng_probability
-from mieruka.models import build_model, feature_layer, load_pretrained, normalization_for
+from mieruka.models import build_model, check_backbone, feature_layer, load_pretrained, normalization_for
 from mieruka.train.curves import plot_history, write_history
 from mieruka.train.distributed import Ranks, from_env
 from mieruka.train.frozen import FrozenPrefix, freeze_stages, frozen_batchnorms
@@ -329,6 +329,7 @@ def train(
     if resume and overwrite:
         raise MierukaError("--resume and --overwrite: choose one (continue the run, or start it again)")
     cfg = resumed_config(run, config) if resume else config or TrainConfig()
+    check_backbone(cfg.arch, cfg.output_stride)  # a wrong --arch or --output-stride before any image is read
     ranks = from_env()
     device = ranks.device(select_device(cfg.device))
     ranks.start(device)
