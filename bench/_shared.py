@@ -65,13 +65,14 @@ def explanation_figures(model_path: Path, data: str) -> dict[str, object]:
     """The validation explanation figures of a trained model, beside which its accuracy is judged: the stored
     method's AP, pointing game and energy inside on the validation defect regions (from the selection table that
     ``train --explain-method auto`` stores; scored here when the method was given), and what ``auto`` would choose."""
+    from mieruka.audit.options import AuditOptions
     from mieruka.audit.selection import select_method
     from mieruka.checkpoint import read_info
 
     info = read_info(model_path)
     selection = info.method_selection if info.method_selection.get("candidates") else None
     if selection is None or all(c["method"] != info.explain_method for c in selection["candidates"]):
-        selection = select_method(model_path, data, progress=False)
+        selection = select_method(model_path, data, AuditOptions(progress=False))
     rows = {c["method"]: c for c in selection["candidates"]}
     row = rows.get(info.explain_method)
     out: dict[str, object] = {"explain_method": info.explain_method, "auto_method": selection["chosen"]}

@@ -82,7 +82,8 @@ def _stages(folder: Path, model_path: Path, device: torch.device) -> dict[str, f
     from mieruka.data.device_decode import DeviceStore, device_decoder
     from mieruka.data.jpeg import read_for_device as _read
     from mieruka.inference import predict_probs
-    from mieruka.predict import _model, classify_chunk
+    from mieruka.model_file import open_model
+    from mieruka.predict import PredictOptions, classify_chunk
 
     paths = sorted(folder.iterdir())[:1024]
     chunks = [paths[i : i + 256] for i in range(0, len(paths), 256)]
@@ -90,7 +91,8 @@ def _stages(folder: Path, model_path: Path, device: torch.device) -> dict[str, f
     decode = device_decoder(device)
     assert decode is not None
     t0 = time.perf_counter()
-    model, info = _model(model_path, str(device))
+    opened = open_model(model_path, str(device))
+    model, info = opened.module, opened.info
     sync()
     out = {"load_model_total_ms": 1000 * (time.perf_counter() - t0)}
 
@@ -115,7 +117,7 @@ def _stages(folder: Path, model_path: Path, device: torch.device) -> dict[str, f
         "inference_on_stored_pixels",
         lambda c: predict_probs(model, store_of[id(c)], range(len(c)), mean=info.mean, std=info.std),  # type: ignore[arg-type]
     )
-    timed("classify_chunk", lambda c: classify_chunk(model, info, c, decode="device"))
+    timed("classify_chunk", lambda c: classify_chunk(opened, c, PredictOptions(decode="device")))
     return {k: round(v, 4) for k, v in out.items()}
 
 
@@ -150,7 +152,7 @@ def main() -> None:
                 t = time.perf_counter()
                 out = predict(model_path, [folder], decode=decode, **common)  # type: ignore[arg-type]
                 times.append(time.perf_counter() - t)
-                probs[decode] = np.array([r.probabilities for r in out])
+                probs[decode] = np.array([list(r.probabilities.values()) for r in out])
         result["predict_ips"] = args.images / statistics.median(runs["device"])
         result["predict_cpu_decode_ips"] = args.images / statistics.median(runs["cpu"])
         result["predict_vs_plain"] = result["predict_ips"] / result["plain_ips"]  # type: ignore[operator]

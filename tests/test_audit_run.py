@@ -305,5 +305,5 @@ def test_the_exported_file_audits_like_the_checkpoint(
         for key, tol in close.items():
             if a[key] or b[key]:
                 assert abs(float(a[key]) - float(b[key])) <= tol, key
-    with pytest.raises(MierukaError, match="computes gradcam map of the predicted class only"):
+    with pytest.raises(MierukaError, match="computes the gradcam map of the predicted class only"):
         run_audit(tiny_onnx, synth_dir, tmp_path / "x", **{**options, "methods": ["layercam"]})

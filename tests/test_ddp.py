@@ -28,7 +28,11 @@ def test_two_processes_train_one_model_and_resume(synth_dir: Path, tmp_path: Pat
     args = ["-m", "mieruka", "train", str(synth_dir), "--out", str(run), "--epochs", "1", "--image-size", "64"]
     done = _run([*TORCHRUN, *args, "--batch-size", "8", "--quiet"])
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in run.glob("*.safetensors")) == ["model.safetensors", "resume.safetensors"]
+    assert sorted(p.name for p in run.glob("*.safetensors")) == [
+        "best.safetensors",
+        "model.safetensors",
+        "resume.safetensors",
+    ]
     assert done.stdout.count("epoch   1") == 1 and done.stdout.count("best epoch 1:") == 1  # one rank logs
     info = subprocess.run(
         [sys.executable, "-m", "mieruka", "info", str(run / "model.safetensors")], capture_output=True, text=True

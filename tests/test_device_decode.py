@@ -14,7 +14,7 @@ from PIL import Image
 from mieruka.data.device_decode import DeviceStore, resize_on_device
 from mieruka.data.jpeg import jpeg_header, read_ahead
 from mieruka.data.store import ImageStore, resize_image
-from mieruka.predict import PredictWorker, predict
+from mieruka.predict import PredictOptions, PredictWorker, predict
 
 
 def _photo(seed: int, size: tuple[int, int] = (120, 90)) -> Image.Image:
@@ -101,12 +101,18 @@ def test_predict_with_device_decoding_and_read_ahead(tiny_run: Path, synth_dir: 
         Image.open(p).convert("RGB").save(folder / f"{p.parent.name}_{p.stem}.jpg", quality=95)
     cpu = predict(tiny_run / "model.safetensors", [folder], decode="cpu", progress=False)
     dev = predict(tiny_run / "model.safetensors", [folder], decode="device", progress=False)
-    diff = float(np.abs(np.array([r.probabilities for r in cpu]) - np.array([r.probabilities for r in dev])).max())
+    diff = float(
+        np.abs(
+            np.array([list(r.probabilities.values()) for r in cpu])
+            - np.array([list(r.probabilities.values()) for r in dev])
+        ).max()
+    )
     assert diff < 0.02
 
     from mieruka.batch.work import Item
 
-    worker = PredictWorker(str(tiny_run / "model.safetensors"), "cpu", None, 8, None, decode="device")
+    model = str(tiny_run / "model.safetensors")
+    worker = PredictWorker(model, PredictOptions(device="cpu", batch_size=8, decode="device"))
     worker.setup()
     paths = sorted(folder.iterdir())
     items = [Item(i, str(p)) for i, p in enumerate(paths)]
@@ -117,7 +123,7 @@ def test_predict_with_device_decoding_and_read_ahead(tiny_run: Path, synth_dir: 
     rows = worker.process(items[:4])
     assert [r.label for r in rows] == [r.label for r in dev[:4]]
     assert read_ahead([tmp_path / "none.png"]) == {tmp_path / "none.png": None}
-    cpu_worker = PredictWorker(str(tiny_run / "model.safetensors"), "cpu", None, 8, None, decode="auto")
+    cpu_worker = PredictWorker(model, PredictOptions(device="cpu", batch_size=8, decode="auto"))
     cpu_worker.setup()
     cpu_worker.prefetch(items[:4])  # on a CPU model with decode auto nothing is read ahead
     assert cpu_worker._ahead is None

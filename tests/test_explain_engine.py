@@ -159,7 +159,7 @@ def test_product_fusion_multiplies_the_scaled_layer_maps(batch: torch.Tensor) ->
 def test_scorecam_matches_a_hand_computation() -> None:
     model = _model("resnet18")
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    ex = explain(model, x, method="scorecam", targets=[ClassTarget(2)], score_batch_size=128)
+    ex = explain(model, x, method=METHODS["scorecam"](score_batch_size=128), targets=[ClassTarget(2)])
     with torch.no_grad():
         acts = model.forward_features(x)  # (1, K, 1, 1) at 32 px
         up = F.interpolate(acts, size=(32, 32), mode="bilinear", align_corners=True)[0]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mieruka.explain.engine import explain
+from mieruka.explain.methods import METHODS
 from mieruka.explain.targets import ClassTarget
 from mieruka.models import build_model
 
@@ -53,7 +54,7 @@ def test_agrees_with_pytorch_grad_cam(arch: str, method: str) -> None:
     reference = REFERENCE[method](model=model, target_layers=[layer])
     for c in (None, 2):
         ours = explain(
-            model, x, method=method, targets=[ClassTarget(c)] if c is not None else (), score_batch_size=16
+            model, x, method=METHODS[method](score_batch_size=16), targets=[ClassTarget(c)] if c is not None else ()
         )  # the reference batches 16 masked inputs: same arithmetic
         theirs = reference(input_tensor=x, targets=None if c is None else [ClassifierOutputTarget(c)] * len(x))
         # Score-CAM on EfficientNet-Lite0 (1280 channels, a 2 × 2 map at 64 px) differs by up to 6.6e-4 although the

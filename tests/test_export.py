@@ -106,7 +106,11 @@ def test_predict_with_onnx_equals_predict_with_pytorch(tiny_run: Path, tiny_onnx
         b = predict(tiny_onnx, [synth_dir / "crack"], progress=False, tta=tta)
         assert [r.image for r in a] == [r.image for r in b]
         assert (
-            max(np.abs(np.subtract(r.probabilities, s.probabilities)).max() for r, s in zip(a, b, strict=True)) <= 1e-4
+            max(
+                np.abs(np.subtract(list(r.probabilities.values()), list(s.probabilities.values()))).max()
+                for r, s in zip(a, b, strict=True)
+            )
+            <= 1e-4
         )
         assert [r.verdict for r in a] == [r.verdict for r in b]
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mieruka.audit.faithfulness import (
+    FaithfulnessConfig,
     auc,
     average_drop_increase,
     baseline_image,
@@ -44,8 +45,10 @@ def test_deletion_and_insertion_reward_the_map_that_points_at_the_evidence() -> 
     model = Brightness()
     pixels, good, bad = _left_right()
     cls = torch.zeros(2, dtype=torch.long)
-    d_good, i_good = deletion_insertion(model, pixels, good, cls, steps=4, fill="black", **ID)
-    d_bad, i_bad = deletion_insertion(model, pixels, bad, cls, steps=4, fill="black", **ID)
+    d_good, i_good = deletion_insertion(
+        model, pixels, good, cls, config=FaithfulnessConfig(steps=4, fill="black"), **ID
+    )
+    d_bad, i_bad = deletion_insertion(model, pixels, bad, cls, config=FaithfulnessConfig(steps=4, fill="black"), **ID)
     p_white = float(torch.sigmoid(torch.tensor(10.0)))
     p_black = float(torch.sigmoid(torch.tensor(-10.0)))
     # hand computation: after deleting k/4 of the pixels in the good order, the left half keeps 1 - 2k/4 (k ≤ 2)

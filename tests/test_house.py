@@ -14,6 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mieruka"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
+MAX_PARAMETERS = 8
 
 
 def _modules() -> dict[str, Path]:
@@ -86,6 +87,31 @@ def test_rooms_stay_small(name: str) -> None:
 
 MODEL_MODULES = {"mieruka.models", "mieruka.checkpoint", "mieruka.neighbors", "mieruka.inference"}
 """What builds or runs a model; the data layer imports none of them (docs/architecture.md)."""
+
+
+def parameter_count(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """What a caller may pass: every named parameter but ``self``/``cls``, and ``*args`` / ``**kwargs`` one each."""
+    a = node.args
+    named = [p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs) if p.arg not in ("self", "cls")]
+    return len(named) + (a.vararg is not None) + (a.kwarg is not None)
+
+
+def test_parameter_count_counts_what_a_caller_passes() -> None:
+    tree = ast.parse("class C:\n    def m(self, a, /, b, *args, c, **kw): ...\ndef f(a, b=1): ...")
+    counts = [parameter_count(n) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+    assert sorted(counts) == [2, 5]
+
+
+@pytest.mark.parametrize("name", sorted(_modules()))
+def test_signatures_stay_short(name: str) -> None:
+    """Long signatures become options objects (``PredictOptions``, ``AuditOptions``…), as ``TrainConfig`` did."""
+    path = _modules()[name]
+    long = [
+        f"{node.name} ({parameter_count(node)} parameters)"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and parameter_count(node) > MAX_PARAMETERS
+    ]
+    assert not long, f"{path}: functions over {MAX_PARAMETERS} parameters: {', '.join(long)}"
 
 
 def test_the_data_layer_imports_no_model() -> None:

@@ -123,15 +123,14 @@ def test_classify_files_in_chunks_equals_one_store_and_isolates_bad_files(
     import shutil
 
     from mieruka.checkpoint import load_checkpoint
-    from mieruka.inference import classify_files
+    from mieruka.inference import ClassifyOptions, classify_files
 
     model, info, _ = load_checkpoint(tiny_run / "model.safetensors")
     folder = tmp_path / "imgs"
     shutil.copytree(synth_dir / "crack", folder)
     paths = sorted(folder.iterdir())
     (folder / "crack_0003.png").write_bytes(b"garbage")
-    kw = {"image_size": info.image_size, "mean": info.mean, "std": info.std}
-    probs, feats, bad = classify_files(model, paths, with_features=True, chunk=3, **kw)
+    probs, feats, bad = classify_files(model, paths, info, ClassifyOptions(with_features=True, chunk=3))
     assert set(bad) == {3} and "crack_0003" not in bad[3]  # the reason, without the path again
     assert np.isnan(probs[3]).all() and feats is not None and torch.isnan(feats[3]).all()
     good = [i for i in range(len(paths)) if i != 3]
@@ -142,5 +141,5 @@ def test_classify_files_in_chunks_equals_one_store_and_isolates_bad_files(
     np.testing.assert_allclose(probs[good], expected, atol=1e-6)
     torch.testing.assert_close(feats[good], expected_feats, atol=1e-6, rtol=1e-5)
     # a chunk of nothing but bad files keeps the rows aligned
-    probs2, _, bad2 = classify_files(model, [paths[3], paths[0]], chunk=1, **kw)
+    probs2, _, bad2 = classify_files(model, [paths[3], paths[0]], info, ClassifyOptions(chunk=1))
     assert set(bad2) == {0} and np.isnan(probs2[0]).all() and np.allclose(probs2[1], expected[0], atol=1e-6)

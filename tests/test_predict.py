@@ -20,11 +20,18 @@ def test_predict_folder_and_file(tiny_run: Path, synth_dir: Path, tmp_path: Path
     assert len(results) == 9
     with open(out, encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    assert [Path(r["image"]) for r in rows] == [r.image for r in results]
+    assert [r["image"] for r in rows] == [r.image for r in results]
     for r, row in zip(results, rows, strict=True):
         assert row["class"] == r.label
-        assert r.probability == max(r.probabilities)
+        assert r.probability == max(r.probabilities.values())
+        assert list(r.probabilities) == list(_classes(tiny_run))
         assert r.verdict == ("NG" if r.ng_probability >= 0.0 + float(_threshold(tiny_run)) else "OK")
+
+
+def _classes(run: Path) -> tuple[str, ...]:
+    from mieruka.checkpoint import read_info
+
+    return read_info(run / "model.safetensors").classes
 
 
 def _threshold(run: Path) -> float:

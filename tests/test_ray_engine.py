@@ -20,7 +20,8 @@ from mieruka.audit.run import run_audit
 from mieruka.batch.engine import EngineOptions, Item, run_items
 from mieruka.explain.run import ExplainWorker, run_explain
 from mieruka.explain.scaling import normalize_for_display
-from mieruka.predict import PredictWorker, predict
+from mieruka.model_file import ModelFile
+from mieruka.predict import PredictOptions, PredictWorker, predict
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -103,7 +104,8 @@ def test_explain_on_ray_equals_local(tiny_run: Path, synth_dir: Path, tmp_path: 
     # the maps themselves (float32, as the panels are drawn from them) within 1e-4 after display scaling
     paths = sorted(p for p in (synth_dir / "crack").glob("*.png"))
     items = [Item(i, str(p)) for i, p in enumerate(paths)]
-    worker = ExplainWorker(str(model), "cpu", "gradcam", "pred", None, 4)
+    spec = ModelFile.read(model).resolve("gradcam")
+    worker = ExplainWorker(str(model), "cpu", "gradcam", spec, "pred", 4)
     maps = {}
     for name, engine in (("local", EngineOptions()), ("ray", RAY)):
         chunks = bounded(
@@ -111,7 +113,7 @@ def test_explain_on_ray_equals_local(tiny_run: Path, synth_dir: Path, tmp_path: 
                 run_items(worker, items, engine=engine, chunk=3, shard_dir=tmp_path / name, progress=False, desc="")
             )
         )
-        maps[name] = [_torch(r["maps"]) for chunk in chunks for r in chunk]
+        maps[name] = [_torch(r.maps) for chunk in chunks for r in chunk]
     for x, y in zip(maps["local"], maps["ray"], strict=True):
         shown_x, shown_y = normalize_for_display(x, "per-image", None), normalize_for_display(y, "per-image", None)
         assert float((shown_x - shown_y).abs().max()) <= 1e-4
@@ -171,7 +173,8 @@ def test_a_worker_that_dies_is_replaced_on_a_two_node_cluster(tiny_run: Path, sy
         assert len([n for n in cluster.list_all_nodes()]) == 2
         paths = sorted(p for p in synth_dir.rglob("*.png") if "masks" not in p.parts)[:24]
         items = [Item(i, str(p)) for i, p in enumerate(paths)]
-        worker = _DiesOnce(str(tmp_path / "died"), str(tiny_run / "model.safetensors"), "cpu", None, 8, None)
+        options = PredictOptions(device="cpu", batch_size=8)
+        worker = _DiesOnce(str(tmp_path / "died"), str(tiny_run / "model.safetensors"), options)
         engine = EngineOptions("ray", address=cluster.address, workers=2, cpus_per_worker=0.5)
 
         def job() -> list[Any]:
@@ -186,7 +189,7 @@ def test_a_worker_that_dies_is_replaced_on_a_two_node_cluster(tiny_run: Path, sy
         reference = predict(tiny_run / "model.safetensors", paths, progress=False, device="cpu")
         for r, expected in zip(answers, reference, strict=True):
             assert r.label == expected.label
-            assert np.allclose(r.probabilities, expected.probabilities, atol=1e-5)
+            assert np.allclose(list(r.probabilities.values()), list(expected.probabilities.values()), atol=1e-5)
     finally:
         ray.shutdown()
         cluster.shutdown()

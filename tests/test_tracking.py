@@ -42,6 +42,10 @@ def test_mlflow_run_holds_training_evaluation_and_audit(
     assert 0.0 <= row["metrics.audit_test.gradcam.all.average_precision"] <= 1.0
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(row["run_id"])}
     assert {"model.safetensors", "training_curve.png", "eval_test", "audit_test"} <= artifacts
+    logged = mlflow.artifacts.download_artifacts(
+        run_id=row["run_id"], artifact_path="model.safetensors", dst_path=str(tmp_path / "logged")
+    )
+    assert Path(logged).read_bytes() == model.read_bytes()  # the model was complete, run id included, when logged
 
 
 def test_tensorboard_event_files_hold_every_epoch(synth_dir: Path, tmp_path: Path) -> None:

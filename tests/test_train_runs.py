@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY
 
+from mieruka.config import TrainConfig
 from mieruka.data.dataset import load_dataset
 from mieruka.errors import DataError, MierukaError
 from mieruka.train import train
@@ -106,3 +107,26 @@ def test_split_csv_works_from_another_working_directory(
     monkeypatch.chdir(tmp_path / "run")
     again = load_dataset(tmp_path / "run" / "split.csv")
     assert len(again.samples) == 48 and all(s.image.is_file() for s in again.samples)
+
+
+def test_training_writes_its_model_once_and_complete(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """model.safetensors is written once, at the end, with its threshold, test-time views and the method chosen on
+    the validation regions; the epochs write the best weights to best.safetensors."""
+    import mieruka.checkpoint as checkpoint
+
+    written: list[str] = []
+    real = checkpoint.atomic_write
+
+    def counted(path, fn):  # type: ignore[no-untyped-def]
+        written.append(Path(path).name)
+        return real(path, fn)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", counted)
+    cfg = TrainConfig(pretrained="none", image_size=64, epochs=2, batch_size=8, explain_method="auto")
+    train(synth_dir, tmp_path / "run", cfg, progress=False)
+    assert written.count("model.safetensors") == 1 and written.count("best.safetensors") >= 1
+    info = checkpoint.read_info(tmp_path / "run" / "model.safetensors")
+    assert info.method_selection["scope"] == "auto" and info.explain_method == info.method_selection["chosen"]
+    assert info.ng_threshold is not None and info.tta in ("none", "flip", "d4")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,12 @@ import torch
 
 from mieruka import __version__
 from mieruka._io import atomic_write, write_csv, write_json
-from mieruka.checkpoint import ModelInfo, load_checkpoint
+from mieruka.checkpoint import ModelInfo
 from mieruka.data.dataset import Dataset, Sample
 from mieruka.data.images import read_image
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError, MierukaError
-from mieruka.inference import classify_files, select_device
+from mieruka.inference import ClassifyOptions, classify_files
 from mieruka.metrics import (
     CONFIDENCE,
     choose_threshold,
@@ -35,8 +35,9 @@ from mieruka.metrics import (
     gate_rates,
     ng_probability,
 )
+from mieruka.model_file import ModelFile
 
-__all__ = ["Evaluation", "evaluate", "plot_confusion"]
+__all__ = ["EvaluateOptions", "Evaluation", "evaluate", "plot_confusion"]
 
 SCHEMA_VERSION = 1
 SHEET_ROWS = 40
@@ -85,29 +86,11 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
     return path
 
 
-def evaluate(
-    model_path: str | os.PathLike[str],
-    data: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    split: str = "test",
-    max_escape: float = 0.0,
-    device: str = "auto",
-    batch_size: int = 64,
-    tta: str | None = None,
-    neighbors: int = 0,
-    strict: bool = False,
-    progress: bool = True,
-    provider: str = "auto",
-    layout: str | None = None,
-) -> Evaluation:
-    """Evaluate a trained model on one split of a data set.
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """How ``evaluate`` runs (the command's options; :func:`evaluate` takes them as keywords).
 
-    Args:
-        model_path: The ``.safetensors`` model, or a file from ``mieruka export`` (``.onnx`` on ONNX Runtime's
-            ``provider``, OpenVINO ``.xml``): the shipped artefact checked on the same images, with the same figures.
-        data: The data set (folder tree or manifest); folder trees are split with the model's split seed.
-        out: Output folder.
+    Attributes:
         split: ``train``, ``val``, ``test`` or ``all``.
         max_escape: Escape-rate target used to choose the NG threshold on the validation split.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -117,22 +100,51 @@ def evaluate(
         strict: Stop at the first unreadable image (default: it is listed under ``unreadable`` in ``metrics.json``
             and as a row with an ``error`` in ``predictions.csv``, and the figures are those of the other images).
         progress: Show progress bars.
-        layout: How ``data`` is laid out (``--layout``; default: as the model was trained).
+        provider: ONNX Runtime's execution provider for an ``.onnx`` model.
+        layout: How the data set is laid out (``--layout``; default: as the model was trained).
+    """
+
+    split: str = "test"
+    max_escape: float = 0.0
+    device: str = "auto"
+    batch_size: int = 64
+    tta: str | None = None
+    neighbors: int = 0
+    strict: bool = False
+    progress: bool = True
+    provider: str = "auto"
+    layout: str | None = None
+
+
+def evaluate(
+    model_path: str | os.PathLike[str], data: str | os.PathLike[str], out: str | os.PathLike[str], **options: Any
+) -> Evaluation:
+    """Evaluate a trained model on one split of a data set.
+
+    Args:
+        model_path: The ``.safetensors`` model, or a file from ``mieruka export`` (``.onnx`` on ONNX Runtime's
+            ``provider``, OpenVINO ``.xml``): the shipped artefact checked on the same images, with the same figures.
+        data: The data set (folder tree or manifest); folder trees are split with the model's split seed.
+        out: Output folder.
+        options: :class:`EvaluateOptions`' fields (``split=…``, ``neighbors=…``…).
 
     The images are read a chunk at a time (:func:`mieruka.inference.classify_files`), so memory does not grow
     with the split.
     """
-    if neighbors < 0:
+    o = EvaluateOptions(**options)
+    if o.neighbors < 0:
         raise MierukaError("--neighbors must not be negative")
-    model, info = _load(model_path, device, provider, neighbors)
-    dataset: Dataset = info.with_layout(layout).load_dataset(data)
+    model, info = _load(model_path, o)
+    dataset: Dataset = info.with_layout(o.layout).load_dataset(data)
+    split = o.split
     samples = dataset.split(split)
     if not samples:
         raise DataError(f"{data}: the {split} split is empty")
-    tta = tta or info.tta
-    options: dict[str, Any] = {"mean": info.mean, "std": info.std, "tta": tta, "batch_size": batch_size}
-    options.update(image_size=info.image_size, bit_depth=info.bit_depth, strict=strict, progress=progress)
-    samples, probs, features, errors = _classify(model, samples, split, neighbors > 0, options)
+    tta = o.tta or info.tta
+    how = ClassifyOptions(tta=tta, batch_size=o.batch_size, strict=o.strict, progress=o.progress)
+    samples, probs, features, errors = _classify(
+        model, info, samples, split, replace(how, with_features=o.neighbors > 0)
+    )
     y_true = np.array([dataset.label_index(s) for s in samples])
     y_pred = probs.argmax(1)
     metrics: dict[str, Any] = {
@@ -149,12 +161,11 @@ def evaluate(
     }
     metrics.update(classification_metrics(y_true, y_pred, info.classes))
     p_ng = ng_probability(probs, info.ng_classes)
-    metrics.update(_gate(model, info, dataset, samples, split, probs, max_escape, options))
+    metrics.update(_gate(model, info, dataset, samples, probs, o, how))
     out_dir = Path(out)
-    if neighbors and features is not None:
-        metrics["neighbors"] = _neighbors(
-            model, info, dataset, samples, features, y_true, y_pred, neighbors, batch_size, progress, out_dir
-        )
+    if o.neighbors and features is not None:
+        found = _Found(samples, features, y_true, y_pred)
+        metrics["neighbors"] = _neighbors(model, info, dataset, found, o, out_dir)
     write_json(out_dir / "metrics.json", metrics)
     rejected = gate(probs, info.ng_classes, metrics["threshold"])
     _write_predictions(out_dir / "predictions.csv", info, samples, probs, p_ng, rejected, errors)
@@ -167,30 +178,25 @@ def evaluate(
     return Evaluation(metrics=metrics, out_dir=out_dir, model_summary=dict(info.summary))
 
 
-def _load(model_path: str | os.PathLike[str], device: str, provider: str, neighbors: int) -> tuple[Any, ModelInfo]:
+def _load(model_path: str | os.PathLike[str], o: EvaluateOptions) -> tuple[Any, ModelInfo]:
     """A PyTorch model (channels-last) for a checkpoint, the runtime of an exported file."""
-    from mieruka.runtime import is_exported, load_exported
-
-    if is_exported(model_path):
-        if neighbors:
-            raise MierukaError(
-                f"--neighbors needs the model's pooled features, which an exported file ({Path(model_path).name}) "
-                "does not output; evaluate the .safetensors for neighbours"
-            )
-
-        runtime = load_exported(model_path, provider=provider)
-        return runtime, runtime.info
-    model, info, _ = load_checkpoint(model_path, select_device(device))
-    return model.to(memory_format=torch.channels_last), info
+    file = ModelFile.read(model_path)
+    if file.exported and o.neighbors:
+        raise MierukaError(
+            f"--neighbors needs the model's pooled features, which an exported file ({file.path.name}) "
+            "does not output; evaluate the .safetensors for neighbours"
+        )
+    opened = file.open(o.device, provider=o.provider)
+    return opened.runner, file.info
 
 
 def _classify(
-    model: torch.nn.Module, samples: Sequence[Sample], split: str, with_features: bool, options: dict[str, Any]
+    model: torch.nn.Module, info: ModelInfo, samples: Sequence[Sample], split: str, how: ClassifyOptions
 ) -> tuple[tuple[Sample, ...], np.ndarray, torch.Tensor | None, list[tuple[Sample, str]]]:
     """The readable samples, their probabilities and (``with_features``: the features neighbors are found by, from
     the same forward pass) pooled features, and the unreadable samples with their reasons."""
     probs, features, bad = classify_files(
-        model, [s.image for s in samples], with_features=with_features, desc=f"evaluating {split}", **options
+        model, [s.image for s in samples], info, replace(how, desc=f"evaluating {split}")
     )
     if len(bad) == len(samples):
         raise DataError(f"none of the {len(samples)} images of the {split} split could be read")
@@ -204,10 +210,9 @@ def _gate(
     info: ModelInfo,
     dataset: Dataset,
     samples: Sequence[Sample],
-    split: str,
     probs: np.ndarray,
-    max_escape: float,
-    options: dict[str, Any],
+    o: EvaluateOptions,
+    how: ClassifyOptions,
 ) -> dict[str, Any]:
     """The OK/NG figures: by the predicted class's verdict alone, and by the gate (:func:`mieruka.metrics.gate`) at
     the NG threshold chosen on the validation split (on the evaluated split itself when that is the validation
@@ -216,9 +221,10 @@ def _gate(
     ng = info.ng_classes
     is_ng = np.array([info.verdicts[s.label] == "NG" for s in samples])
     by_class = _with_bound(gate_rates(is_ng, np.isin(probs.argmax(1), ng)))
-    val = dataset.split("val")
+    split, max_escape, val = o.split, o.max_escape, dataset.split("val")
     if split != "val" and val:
-        val_probs, _, val_bad = classify_files(model, [s.image for s in val], desc="calibrating on val", **options)
+        calibrating = replace(how, desc="calibrating on val")
+        val_probs, _, val_bad = classify_files(model, [s.image for s in val], info, calibrating)
         kept = [i for i in range(len(val)) if i not in val_bad]
         val_probs = val_probs[kept]
         is_ng_val = np.array([info.verdicts[val[i].label] == "NG" for i in kept])
@@ -290,24 +296,24 @@ def _write_predictions(
     write_csv(path, header, rows)
 
 
-def _neighbors(
-    model: torch.nn.Module,
-    info: ModelInfo,
-    dataset: Dataset,
-    samples: Sequence[Sample],
-    queries: torch.Tensor,
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    k: int,
-    batch_size: int,
-    progress: bool,
-    out_dir: Path,
-) -> dict[str, Any]:
-    """Write ``neighbors.csv`` (every image's k nearest training images) and ``neighbors.png`` (the errors').
+@dataclass(frozen=True)
+class _Found:
+    """The evaluated images: their samples, unit-length pooled features, true and predicted class indices."""
 
-    ``queries`` are the unit-length pooled features of ``samples``.
-    """
+    samples: Sequence[Sample]
+    features: torch.Tensor
+    y_true: np.ndarray
+    y_pred: np.ndarray
+
+
+def _neighbors(
+    model: torch.nn.Module, info: ModelInfo, dataset: Dataset, found: _Found, o: EvaluateOptions, out_dir: Path
+) -> dict[str, Any]:
+    """Write ``neighbors.csv`` (every image's k nearest training images) and ``neighbors.png`` (the errors')."""
     from mieruka.neighbors import nearest, neighbor_sheet, pooled_features
+
+    samples, queries, y_true, y_pred = found.samples, found.features, found.y_true, found.y_pred
+    k, batch_size, progress = o.neighbors, o.batch_size, o.progress
 
     train = dataset.split("train")
     if not train:

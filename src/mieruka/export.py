@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from mieruka.errors import MierukaError
 from mieruka.explain.graph import ExplainedModel, graph_method
 from mieruka.runtime import ONNX_FORMAT, ONNX_FORMAT_VERSION, OnnxModel
 
-__all__ = ["MIN_OPSET", "ExportResult", "export_model", "export_onnx", "onnx_metadata"]
+__all__ = ["MIN_OPSET", "ExportOptions", "ExportResult", "export_model", "export_onnx", "onnx_metadata"]
 
 MIN_OPSET = 18
 """The oldest opset the exporter writes directly (older ones would need a lossy conversion of the graph)."""
@@ -71,25 +72,11 @@ class ExportResult:
     format: str = "onnx"
 
 
-def export_onnx(
-    model_path: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    method: str | None = None,
-    all_classes: bool = False,
-    opset: int = 18,
-    check_batch: int = 3,
-    precision: str = "fp32",
-    calib: str | os.PathLike[str] | None = None,
-    calib_split: str = "train",
-    calib_images: int | None = None,
-    fmt: str = "onnx",
-) -> ExportResult:
-    """Export a checkpoint to one self-contained ONNX file and check it against PyTorch with ONNX Runtime.
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``export`` writes (the command's options; :func:`export_onnx` takes them as keywords).
 
-    Args:
-        model_path: A ``.safetensors`` model written by ``mieruka train``.
-        out: Destination ``.onnx`` file (written atomically, weights inside).
+    Attributes:
         method: The CAM method computed in the graph (default: the model's stored one where the graph can compute
             it, :func:`~mieruka.explain.graph.graph_method`).
         all_classes: Also output every class's heatmap.
@@ -102,12 +89,34 @@ def export_onnx(
         calib_images: How many (default :data:`~mieruka.deploy.precision.CALIB_IMAGES`).
         fmt: ``onnx``, or ``openvino`` (OpenVINO IR: ``out`` is ``NAME.xml``, with ``NAME.bin`` beside it), checked
             against the float32 ONNX graph like the other conversions.
+    """
+
+    method: str | None = None
+    all_classes: bool = False
+    opset: int = 18
+    check_batch: int = 3
+    precision: str = "fp32"
+    calib: str | os.PathLike[str] | None = None
+    calib_split: str = "train"
+    calib_images: int | None = None
+    fmt: str = "onnx"
+
+
+def export_onnx(model_path: str | os.PathLike[str], out: str | os.PathLike[str], **options: Any) -> ExportResult:
+    """Export a checkpoint to one self-contained ONNX file and check it against PyTorch with ONNX Runtime.
+
+    Args:
+        model_path: A ``.safetensors`` model written by ``mieruka train``.
+        out: Destination ``.onnx`` file (written atomically, weights inside).
+        options: :class:`ExportOptions`' fields (``precision=…``, ``calib=…``, ``fmt=…``…).
 
     Raises:
         MierukaError: A check fails (float32: probabilities differ from PyTorch by more than 1e-4 or maps by more
             than 1e-3; fp16/int8: a tolerance of :data:`~mieruka.deploy.precision.TOLERANCES`); nothing is left at
             ``out``.
     """
+    o = ExportOptions(**options)
+    method, precision, fmt, calib = o.method, o.precision, o.fmt, o.calib
     from mieruka.deploy import precision as low
 
     if precision not in low.PRECISIONS:
@@ -123,11 +132,11 @@ def export_onnx(
             print(f"note: {note}")
     x = None
     if calib is not None:
-        x = low.calibration_images(info, calib, calib_split, calib_images or low.CALIB_IMAGES)
-    options = {"method": method, "all_classes": all_classes, "opset": opset, "check_batch": check_batch}
+        x = low.calibration_images(info, calib, o.calib_split, o.calib_images or low.CALIB_IMAGES)
+    graph = {"method": method, "all_classes": o.all_classes, "opset": o.opset, "check_batch": o.check_batch}
     if precision == "fp32" and fmt == "onnx":
-        return export_model(model, info, out, **options)  # type: ignore[arg-type]
-    return _export_converted(model, info, Path(out), options, precision, fmt, x)
+        return export_model(model, info, out, **graph)  # type: ignore[arg-type]
+    return _export_converted(model, info, Path(out), graph, precision, fmt, x)
 
 
 def _export_converted(

@@ -4,8 +4,9 @@ selection."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +20,8 @@ from mieruka.tta import tta_views
 __all__ = [
     "DECODE_CHOICES",
     "FILE_CHUNK",
+    "ClassifyOptions",
+    "Passes",
     "batches",
     "classify_files",
     "cpu_chunked",
@@ -132,17 +135,26 @@ def _module_functions(
     return cpu_chunked(probs_of, device), cpu_chunked(features_and_probs_of, device)
 
 
+@dataclass(frozen=True)
+class Passes:
+    """How :func:`predict_probs` runs a model over a store: the normalization, the test-time views (``tta``), images
+    per batch and the progress bar (``desc`` its label)."""
+
+    mean: Sequence[float]
+    std: Sequence[float]
+    tta: str = "none"
+    batch_size: int = 64
+    progress: bool = False
+    desc: str = "predicting"
+
+
+@torch.inference_mode()
 def _predict(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     store: PixelSource,
     indices: Sequence[int],
+    passes: Passes,
     with_features: bool,
-    mean: Sequence[float],
-    std: Sequence[float],
-    tta: str,
-    batch_size: int,
-    progress: bool,
-    desc: str,
 ) -> tuple[np.ndarray, torch.Tensor]:
     """Probabilities averaged over the ``tta`` views and, ``with_features``, the identity view's pooled features."""
     features_and_probs_of: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -154,8 +166,8 @@ def _predict(
     if not with_features:
         features_and_probs_of = None
     outs, feats = [], []
-    for idx in batches(indices, batch_size, desc=desc, progress=progress):
-        views = tta_views(model_input(store, idx, device, mean, std), tta)
+    for idx in batches(indices, passes.batch_size, desc=passes.desc, progress=passes.progress):
+        views = tta_views(model_input(store, idx, device, passes.mean, passes.std), passes.tta)
         if features_and_probs_of is None:
             probs = [probs_of(v) for v in views]
         else:
@@ -175,41 +187,27 @@ def predict_probs(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     store: PixelSource,
     indices: Sequence[int],
-    *,
-    mean: Sequence[float],
-    std: Sequence[float],
-    tta: str = "none",
-    batch_size: int = 64,
-    progress: bool = False,
-    desc: str = "predicting",
+    **passes: Any,
 ) -> np.ndarray:
-    """Class probabilities (N, K), the softmax averaged over the ``tta`` views.
+    """Class probabilities (N, K), the softmax averaged over the ``tta`` views; ``passes``: :class:`Passes`' fields
+    (``mean`` and ``std`` required).
 
     ``model`` is a PyTorch classifier in eval mode, or any callable from a normalized CPU batch to probabilities
     (an :class:`~mieruka.runtime.OnnxModel`): both get the same preprocessing and the same views.
     """
-    return _predict(model, store, indices, False, mean, std, tta, batch_size, progress, desc)[0]
+    return _predict(model, store, indices, Passes(**passes), False)[0]
 
 
 @torch.inference_mode()
 def predict_probs_and_features(
-    model: nn.Module,
-    store: PixelSource,
-    indices: Sequence[int],
-    *,
-    mean: Sequence[float],
-    std: Sequence[float],
-    tta: str = "none",
-    batch_size: int = 64,
-    progress: bool = False,
-    desc: str = "predicting",
+    model: nn.Module, store: PixelSource, indices: Sequence[int], **passes: Any
 ) -> tuple[np.ndarray, torch.Tensor]:
     """:func:`predict_probs`, plus each image's unit-length pooled features (N, C) from the same forward pass.
 
     The features are the classifier's input (global average pooling of the last feature map) for the untransformed
     view, the ones :func:`mieruka.neighbors.pooled_features` gives; the model is a timm classifier in eval mode.
     """
-    return _predict(model, store, indices, True, mean, std, tta, batch_size, progress, desc)
+    return _predict(model, store, indices, Passes(**passes), True)
 
 
 FILE_CHUNK = 256
@@ -223,8 +221,7 @@ DECODE_CHOICES = ("auto", "cpu", "device")
 def _chunk_store(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     paths: list[Path],
-    image_size: int,
-    bit_depth: int | None,
+    pre: Any,
     decode: str,
     encoded: dict[Path, bytes | None] | None = None,
 ) -> PixelSource:
@@ -232,8 +229,8 @@ def _chunk_store(
     if device is not None:
         from mieruka.data.device_decode import DeviceStore
 
-        return DeviceStore(paths, image_size, device, bit_depth=bit_depth, encoded=encoded)
-    return ImageStore(paths, image_size, progress=False, bit_depth=bit_depth)
+        return DeviceStore(paths, pre.image_size, device, bit_depth=pre.bit_depth, encoded=encoded)
+    return ImageStore(paths, pre.image_size, progress=False, bit_depth=pre.bit_depth)
 
 
 def decode_device(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], decode: str) -> torch.device | None:
@@ -244,54 +241,62 @@ def decode_device(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], dec
     return device if decode == "device" or (decode == "auto" and device.type == "cuda") else None
 
 
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """How :func:`classify_files` runs: test-time views, images per forward pass, pooled features beside the
+    probabilities, stop at the first unreadable file (``strict``), progress bar and its label, files decoded and
+    held at once (``chunk``), where JPEGs are decoded (:data:`DECODE_CHOICES`)."""
+
+    tta: str = "none"
+    batch_size: int = 64
+    with_features: bool = False
+    strict: bool = False
+    progress: bool = False
+    desc: str = "predicting"
+    chunk: int = FILE_CHUNK
+    decode: str = "auto"
+
+
 def classify_files(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     paths: Sequence[Path],
-    *,
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    bit_depth: int | None = None,
-    tta: str = "none",
-    batch_size: int = 64,
-    with_features: bool = False,
-    strict: bool = False,
-    progress: bool = False,
-    desc: str = "predicting",
-    chunk: int = FILE_CHUNK,
-    decode: str = "auto",
+    preprocessing: Any,
+    options: ClassifyOptions = ClassifyOptions(),
     encoded: dict[Path, bytes | None] | None = None,
 ) -> tuple[np.ndarray, torch.Tensor | None, dict[int, str]]:
     """Probabilities (N, K) of image files read ``chunk`` at a time, the pooled features with ``with_features``,
     and the files that could not be read (index → reason; their rows are NaN). ``strict`` raises at the first.
-    ``decode`` says where JPEGs are decoded (:data:`DECODE_CHOICES`); ``encoded``: files already read for the
-    device decoder (:func:`mieruka.data.device_decode.read_ahead`)."""
+
+    ``preprocessing``: what the model reads (``image_size``, ``mean``, ``std``, ``bit_depth``: a
+    :class:`~mieruka.checkpoint.ModelInfo`); ``encoded``: files already read for the device decoder
+    (:func:`mieruka.data.device_decode.read_ahead`)."""
+    o, pre = options, preprocessing
     probs: list[torch.Tensor | int] = []  # per chunk: its rows, or how many rows (all unreadable)
     feats: list[torch.Tensor | int] = []
     bad: dict[int, str] = {}
-    bar = tqdm(total=len(paths), desc=desc, disable=not progress, leave=False, unit="img")
-    for start in range(0, len(paths), chunk):
-        part = list(paths[start : start + chunk])
-        store = _chunk_store(model, part, image_size, bit_depth, decode, encoded)
-        if strict:
+    passes = Passes(pre.mean, pre.std, o.tta, o.batch_size)
+    bar = tqdm(total=len(paths), desc=o.desc, disable=not o.progress, leave=False, unit="img")
+    for start in range(0, len(paths), o.chunk):
+        part = list(paths[start : start + o.chunk])
+        store = _chunk_store(model, part, pre, o.decode, encoded)
+        if o.strict:
             require_readable(store.bad)
         reasons = {b.path: b.reason for b in store.bad}
         good = [i for i, p in enumerate(part) if p not in reasons]
         bad.update({start + i: reasons[p] for i, p in enumerate(part) if p in reasons})
-        kw = {"mean": mean, "std": std, "tta": tta, "batch_size": batch_size}
         if not good:
             probs.append(len(part))
             feats.append(len(part))
-        elif with_features and isinstance(model, nn.Module):
-            p, f = predict_probs_and_features(model, store, good, **kw)  # type: ignore[arg-type]
+        elif o.with_features and isinstance(model, nn.Module):
+            p, f = _predict(model, store, good, passes, True)
             probs.append(_scatter(torch.from_numpy(p), good, len(part)))
             feats.append(_scatter(f, good, len(part)))
         else:
-            p = predict_probs(model, store, good, **kw)  # type: ignore[arg-type]
+            p = _predict(model, store, good, passes, False)[0]
             probs.append(_scatter(torch.from_numpy(p), good, len(part)))
         bar.update(len(part))
     bar.close()
-    features = _stack(feats) if with_features else None
+    features = _stack(feats) if o.with_features else None
     return _stack(probs).numpy(), features, bad
 
 

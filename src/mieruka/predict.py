@@ -11,26 +11,24 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
-
-from mieruka.batch.engine import EngineOptions, Item, run_items
+from mieruka.batch.engine import EngineOptions, Item
+from mieruka.batch.job import Job, JobOptions, ModelWorker
 from mieruka.batch.sinks import open_sink
-from mieruka.checkpoint import ModelInfo, load_checkpoint, read_info
+from mieruka.checkpoint import ModelInfo
 from mieruka.data.images import IMAGE_EXTENSIONS
 from mieruka.data.sources.folder import MASKS_DIR
 from mieruka.errors import DataError
-from mieruka.inference import classify_files, decode_device, select_device
-from mieruka.metrics import gate, ng_probability
-from mieruka.runtime import OnnxModel, check_torch_provider, is_exported, load_exported
+from mieruka.inference import ClassifyOptions, classify_files, decode_device
+from mieruka.model_file import ModelFile, OpenedModel, torch_device
+from mieruka.results import Prediction, predictions
 
 __all__ = [
     "PREDICT_CHUNK",
+    "PredictOptions",
     "PredictRun",
     "PredictWorker",
     "Prediction",
@@ -41,18 +39,33 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """One image's result."""
+class PredictOptions:
+    """How ``predict`` classifies (the command's options; :func:`predict` takes them as keywords).
 
-    image: Path
-    label: str
-    probability: float
-    verdict: str
-    ng_probability: float
-    probabilities: tuple[float, ...]
-    threshold: float
-    error: str = ""
-    """Why the image could not be classified (empty when it was); the other fields are then empty or NaN."""
+    Attributes:
+        threshold: The NG threshold of the verdict (default: the model's
+            :attr:`~mieruka.checkpoint.ModelInfo.decision_threshold`).
+        device: Where a ``.safetensors`` model runs (``auto``, ``cpu``, ``cuda``; ignored for OpenVINO ``.xml``).
+        batch_size: Images per forward pass.
+        tta: Test-time augmentation (default: the model's).
+        decode: Where JPEGs are decoded (:data:`~mieruka.inference.DECODE_CHOICES`; ``auto``: on the GPU when the
+            model runs on one).
+        provider: ONNX Runtime's execution provider for an ``.onnx`` model (:mod:`mieruka.deploy.providers`);
+            ``cpu``/``cuda`` also choose the device of a ``.safetensors`` model when ``device`` is ``auto``.
+        progress: Show a progress bar.
+        strict: Stop at the first unreadable image with its message (default: a row with ``error`` set).
+        engine: Where the model runs (:class:`~mieruka.batch.engine.EngineOptions`; default: this process).
+    """
+
+    threshold: float | None = None
+    device: str = "auto"
+    batch_size: int = 64
+    tta: str | None = None
+    decode: str = "auto"
+    provider: str = "auto"
+    progress: bool = True
+    strict: bool = False
+    engine: EngineOptions = field(default_factory=EngineOptions)
 
 
 def collect_images(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -86,111 +99,47 @@ PREDICT_CHUNK = 256
 """Images decoded, classified and written per step: memory stays flat however many images there are."""
 
 
-def _torch_device(device: str, provider: str) -> str:
-    check_torch_provider(provider)
-    return provider if device == "auto" and provider in ("cpu", "cuda") else device
-
-
-def _model(
-    model_path: str | os.PathLike[str], device: str, provider: str = "auto"
-) -> tuple[nn.Module | OnnxModel, ModelInfo]:
-    if is_exported(model_path):
-        exported = load_exported(model_path, provider=provider)
-        return exported, exported.info
-    model, info, _ = load_checkpoint(model_path, select_device(_torch_device(device, provider)))
-    return model.to(memory_format=torch.channels_last), info
-
-
-def _info(worker: PredictWorker, engine: EngineOptions) -> tuple[ModelInfo, str]:
-    """The model's description and what runs it."""
-    if engine.name == "local":  # the driver's worker is the local engine's replica: its model is loaded once, here
-        worker.setup()
-        model, info = worker.model, worker.info
-    elif is_exported(worker.model_path):  # a Ray driver: the replicas load their own copies
-        model = load_exported(worker.model_path, provider=worker.provider)
-        info = model.info
-    else:
-        device = select_device(_torch_device(worker.device, worker.provider))
-        return read_info(worker.model_path), f"pytorch ({device})"
-    assert model is not None and info is not None
-    if isinstance(model, nn.Module):
-        return info, f"pytorch ({next(model.parameters()).device})"
-    return info, f"{model.backend} ({model.provider})"
-
-
 def classify_chunk(
-    model: nn.Module | OnnxModel,
-    info: ModelInfo,
+    model: OpenedModel,
     paths: Sequence[Path],
-    *,
-    threshold: float | None = None,
-    batch_size: int = 64,
-    tta: str | None = None,
-    decode: str = "auto",
+    options: PredictOptions,
     encoded: dict[Path, bytes | None] | None = None,
 ) -> list[Prediction]:
     """The predictions of ``paths`` (one chunk; the engine does the chunking), in order. A file that cannot be read
-    becomes a prediction with ``error`` set. ``decode``: where JPEGs are decoded
-    (:data:`~mieruka.inference.DECODE_CHOICES`); ``encoded``: files already read for the device decoder."""
-    t = threshold if threshold is not None else info.decision_threshold
-    options: dict[str, Any] = {"mean": info.mean, "std": info.std, "tta": tta or info.tta, "batch_size": batch_size}
-    options["decode"], options["encoded"] = decode, encoded
+    becomes a prediction with ``error`` set. ``encoded``: files already read for the device decoder."""
+    info = model.info
+    t = options.threshold if options.threshold is not None else info.decision_threshold
     part = list(paths)
-    probs, _, bad = classify_files(
-        model, part, chunk=max(1, len(part)), image_size=info.image_size, bit_depth=info.bit_depth, **options
-    )
+    how = ClassifyOptions(tta=options.tta or info.tta, batch_size=options.batch_size, decode=options.decode)
+    probs, _, bad = classify_files(model.runner, part, info, replace(how, chunk=max(1, len(part))), encoded)
     good = [i for i in range(len(part)) if i not in bad]
-    read = probs[good] if good else np.zeros((0, len(info.classes)))  # a chunk of bad files has no columns
-    p_ng, rejected = ng_probability(read, info.ng_classes), gate(read, info.ng_classes, t)
-    row = {i: j for j, i in enumerate(good)}
-    out = []
-    for i, p in enumerate(part):
-        if i in bad:
-            out.append(Prediction(p, "", float("nan"), "", float("nan"), (), t, bad[i]))
-            continue
-        j = row[i]
-        top = int(probs[i].argmax())
-        verdict = "NG" if rejected[j] else "OK"
-        values = tuple(float(v) for v in probs[i])
-        out.append(Prediction(p, info.classes[top], float(probs[i, top]), verdict, float(p_ng[j]), values, t))
-    return out
+    read = iter(predictions([str(part[i]) for i in good], probs[good], info.classes, info.ng_classes, t))
+    return [Prediction.unreadable(str(p), bad[i], t) if i in bad else next(read) for i, p in enumerate(part)]
 
 
 def _row(r: Prediction, classes: Sequence[str]) -> tuple[str, ...]:
     if r.error:
-        return (str(r.image), "", "", "", "", *("" for _ in classes), r.error)
-    numbers = (f"{v:.6f}" for v in r.probabilities)
-    return (str(r.image), r.label, f"{r.probability:.6f}", r.verdict, f"{r.ng_probability:.6f}", *numbers, "")
+        return (r.image, "", "", "", "", *("" for _ in classes), r.error)
+    numbers = (f"{v:.6f}" for v in r.probabilities.values())
+    return (r.image, r.label, f"{r.probability:.6f}", r.verdict, f"{r.ng_probability:.6f}", *numbers, "")
 
 
-class PredictWorker:
-    """The model step of ``predict`` on either engine (:class:`mieruka.batch.engine.Worker`): loads the model once
-    per replica and answers chunks of images (unreadable ones as predictions with ``error`` set)."""
+class PredictWorker(ModelWorker):
+    """The model step of ``predict`` on either engine: answers chunks of images (unreadable ones as predictions
+    with ``error`` set), reading the next chunk's JPEGs ahead when they are decoded on the GPU."""
 
-    def __init__(
-        self,
-        model_path: str,
-        device: str,
-        threshold: float | None,
-        batch_size: int,
-        tta: str | None,
-        decode: str = "auto",
-        provider: str = "auto",
-    ) -> None:
-        self.model_path, self.device, self.threshold, self.provider = model_path, device, threshold, provider
-        self.batch_size, self.tta, self.decode = batch_size, tta, decode
-        self.model: nn.Module | OnnxModel | None = None
-        self.info: ModelInfo | None = None
+    per_replica = ("opened", "_reader", "_ahead")
+
+    def __init__(self, model_path: str, options: PredictOptions) -> None:
+        super().__init__(model_path, options.device, options.provider)
+        self.options = options
         self._reader: ThreadPoolExecutor | None = None
         self._ahead: tuple[tuple[Path, ...], Future[dict[Path, bytes | None]]] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:  # replicas load their own model
-        return {**self.__dict__, "model": None, "info": None, "_reader": None, "_ahead": None}
 
     def prefetch(self, items: Sequence[Item]) -> None:
         """Start reading the next chunk's JPEGs in the background when they will be decoded on the device: the files
         are read while the GPU classifies this chunk."""
-        if self.model is None or decode_device(self.model, self.decode) is None:
+        if self.opened is None or decode_device(self.opened.runner, self.options.decode) is None:
             return
         from mieruka.data.jpeg import read_ahead
 
@@ -212,16 +161,21 @@ class PredictWorker:
             return None
         return ahead[1].result()
 
-    def setup(self) -> None:
-        if self.model is None:
-            self.model, self.info = _model(self.model_path, self.device, self.provider)
-
     def process(self, items: Sequence[Item]) -> list[Prediction]:
-        assert self.model is not None and self.info is not None, "setup() first"
-        options: dict[str, Any] = {"threshold": self.threshold, "batch_size": self.batch_size, "tta": self.tta}
         paths = [Path(it.path) for it in items]
-        options["decode"], options["encoded"] = self.decode, self._prefetched(paths)
-        return classify_chunk(self.model, self.info, paths, **options)
+        return classify_chunk(self.model, paths, self.options, self._prefetched(paths))
+
+
+def _runtime(worker: PredictWorker, engine: EngineOptions) -> tuple[ModelInfo, str]:
+    """The model's description and what runs it, said before the job starts. The local engine's replica is this
+    process's worker (its model is loaded once, here); a Ray driver opens only what it must describe."""
+    if engine.name == "local":
+        worker.setup()
+        return worker.info, worker.model.runtime_name
+    file = ModelFile.read(worker.model_path)
+    if file.exported:
+        return file.info, file.open(provider=worker.provider).runtime_name
+    return file.info, f"pytorch ({torch_device(worker.device, worker.provider)})"
 
 
 def _shard_dir(out: str | os.PathLike[str] | None) -> Path:
@@ -237,71 +191,45 @@ def predict(
     inputs: Sequence[str | os.PathLike[str]],
     *,
     out: str | os.PathLike[str] | None = None,
-    threshold: float | None = None,
-    device: str = "auto",
-    batch_size: int = 64,
-    tta: str | None = None,
-    progress: bool = True,
-    strict: bool = False,
     resume: bool = False,
     keep: bool = True,
-    engine: EngineOptions | None = None,
-    decode: str = "auto",
-    provider: str = "auto",
+    **options: Any,
 ) -> PredictRun:
-    """Class, probability and verdict of every image, streamed in chunks (``tta`` default: the model's).
+    """Class, probability and verdict of every image, streamed in chunks.
 
     ``model_path`` is a ``.safetensors`` checkpoint (PyTorch), or a file from ``mieruka export``: ``.onnx`` (ONNX
-    Runtime on ``provider``) or OpenVINO ``.xml`` (``device`` is then ignored). All get the same preprocessing. The
-    verdict is the gate of :func:`mieruka.metrics.gate` at ``threshold`` (default: the model's
-    :attr:`~mieruka.checkpoint.ModelInfo.decision_threshold`).
+    Runtime) or OpenVINO ``.xml``. All get the same preprocessing. The verdict is the gate of
+    :func:`mieruka.metrics.gate` at the threshold.
 
     Args:
         out: Write rows here as they are made: CSV, or Parquet for a ``.parquet`` name (:mod:`mieruka.batch.sinks`).
-        strict: Stop at the first unreadable image with its message (default: a row with ``error`` set).
         resume: Skip the images ``out`` already holds (from a killed or finished earlier run) and append.
         keep: Return every prediction (off for very long runs that only write ``out``).
-        engine: Where the model runs (:class:`~mieruka.batch.engine.EngineOptions`; default: this process).
-        decode: Where JPEGs are decoded (:data:`~mieruka.inference.DECODE_CHOICES`; ``auto``: on the GPU when the
-            model runs on one).
-        provider: ONNX Runtime's execution provider for an ``.onnx`` model (:mod:`mieruka.deploy.providers`);
-            ``cpu``/``cuda`` also choose the device of a ``.safetensors`` model when ``device`` is ``auto``.
+        options: :class:`PredictOptions`' fields (``threshold=…``, ``device=…``, ``strict=…``, ``engine=…``…).
 
     Raises:
         DataError: ``strict`` and an unreadable image; or every image failed.
     """
-    engine = engine or EngineOptions()
-    worker = PredictWorker(str(model_path), device, threshold, batch_size, tta, decode, provider)
+    opts = PredictOptions(**options)
+    worker = PredictWorker(str(model_path), opts)
     paths = collect_images(inputs)
-    info, runtime = _info(worker, engine)
+    info, runtime = _runtime(worker, opts.engine)
     header = ("image", "class", "probability", "verdict", "ng_probability", *(f"p[{c}]" for c in info.classes))
     sink = open_sink(out, (*header, "error"), resume=resume) if out is not None else None
     done = sink.done() if sink is not None else set()
     todo = [Item(i, str(p)) for i, p in enumerate(p for p in paths if str(p) not in done)]
     run = PredictRun(images=len(todo), skipped=len(paths) - len(todo), runtime=runtime)
+    job = Job(worker, todo, lambda r: r.error, what="predicting", chunk=PREDICT_CHUNK, shard_dir=_shard_dir(out))
     try:
-        chunks = run_items(
-            worker,
-            todo,
-            engine=engine,
-            chunk=PREDICT_CHUNK,
-            shard_dir=_shard_dir(out),
-            progress=progress,
-            desc="predicting",
-        )
-        for results in chunks:
-            first_bad = next((r for r in results if r.error), None)
-            if strict and first_bad is not None:
-                raise DataError(f"{first_bad.image}: {first_bad.error}")
+        for pairs in job.chunks(JobOptions(opts.engine, opts.progress, opts.strict)):
+            results = [r for _, r in pairs]
             if sink is not None:
                 sink.write([_row(r, info.classes) for r in results])
             run.add(results, keep)
     finally:
-        worker.close()
         if sink is not None:
             sink.close()
-    if todo and run.errors == len(todo):
-        raise DataError(f"none of the {len(todo)} images could be read (the first: {run.first_error})")
+    job.check_some_read()
     return run
 
 

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from mieruka.errors import MierukaError
 
-__all__ = ["TRACKERS", "check_tracker", "log_evaluation", "log_training", "stored_run_id"]
+__all__ = ["RUN_ID_KEY", "TRACKERS", "check_tracker", "log_evaluation", "log_training", "stored_run_id"]
 
 TRACKERS = ("none", "mlflow", "tensorboard")
-_RUN_ID_KEY = "mlflow_run_id"
+RUN_ID_KEY = "mlflow_run_id"
 
 
 def _mlflow() -> Any:
@@ -99,19 +99,28 @@ def _numbers(values: dict[str, Any]) -> dict[str, float]:
 
 
 def log_training(
-    tracker: str, run_dir: Path, config: dict[str, Any], history: Sequence[dict[str, float]], data: str
+    tracker: str,
+    run_dir: Path,
+    config: dict[str, Any],
+    history: Sequence[dict[str, float]],
+    data: str,
+    write: Callable[[str | None], None] = lambda _: None,
 ) -> str | None:
-    """Record a finished training run; returns the MLflow run id (None for other trackers)."""
-    if tracker == "none":
-        return None
-    if tracker == "tensorboard":
-        _tensorboard(run_dir, history)
-        return None
-    if tracker != "mlflow":
+    """Record a finished training run; returns the MLflow run id (None for other trackers).
+
+    ``write(run_id)`` writes the run's model: with MLflow once the tracked run has its id (which the model stores)
+    and before the model is logged as an artifact; otherwise first, with None."""
+    if tracker not in TRACKERS:
         raise MierukaError(f"--tracker {tracker!r}: choose {', '.join(TRACKERS)}")
+    if tracker != "mlflow":
+        write(None)
+        if tracker == "tensorboard":
+            _tensorboard(run_dir, history)
+        return None
     mlflow = _mlflow()
     mlflow.set_experiment("mieruka")
     with mlflow.start_run(run_name=run_dir.name) as run:
+        write(str(run.info.run_id))
         params = {k: str(v)[:500] for k, v in _flat("", config, {}).items()}
         mlflow.log_params({**params, "data": str(data)})
         for row in history:
@@ -136,7 +145,7 @@ def _tensorboard(run_dir: Path, history: Sequence[dict[str, float]]) -> None:
 
 
 def stored_run_id(summary: dict[str, Any]) -> str | None:
-    value = summary.get(_RUN_ID_KEY)
+    value = summary.get(RUN_ID_KEY)
     return str(value) if value else None
 
 

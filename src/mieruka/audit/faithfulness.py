@@ -35,7 +35,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from mieruka.data.store import ImageStore, normalize
-from mieruka.explain.engine import Explanation, explain
+from mieruka.explain.engine import ExplainedBatch, explain
 from mieruka.explain.scaling import normalize_for_display
 from mieruka.explain.targets import TrueClass
 
@@ -112,9 +112,7 @@ def deletion_insertion(
     *,
     mean: Sequence[float],
     std: Sequence[float],
-    steps: int = 16,
-    fill: str = "blur",
-    batch_size: int = 32,
+    config: FaithfulnessConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deletion and insertion curves (B, steps + 1) of the probability of ``classes``.
 
@@ -124,10 +122,11 @@ def deletion_insertion(
         heat: (B, S, S) maps (any scale; only their order counts).
         classes: (B,) class index per image.
         mean, std: The model's input normalization.
-        steps: Number of steps from no pixel to all pixels.
-        fill: Baseline (``blur``, ``black`` or ``mean``).
-        batch_size: Images per forward pass.
+        config: Its ``steps`` (from no pixel to all pixels), ``fill`` (the baseline: ``blur``, ``black`` or
+            ``mean``) and ``batch_size`` (images per forward pass).
     """
+    cfg = config or FaithfulnessConfig()
+    steps, fill, batch_size = cfg.steps, cfg.fill, cfg.batch_size
     b, _, h, w = pixels.shape
     base = baseline_image(pixels, fill)
     # rank of every pixel in the map's order (0 = most relevant); stable: ties keep raster order
@@ -214,7 +213,7 @@ class FaithfulnessRun:
         idx: list[int],
         keys: Sequence[int],
         x: torch.Tensor,
-        ex: Explanation,
+        ex: ExplainedBatch,
         method: str,
         layers: tuple[str, ...],
         fusion: str,
@@ -231,15 +230,8 @@ class FaithfulnessRun:
         # the class each map explains (targets that are not one class, e.g. ng: the predicted class)
         cls = torch.where(ex.class_indices[sel, 0] >= 0, ex.class_indices[sel, 0], ex.probs[sel].argmax(1))
         kw = {"mean": self.info.mean, "std": self.info.std, "batch_size": self.cfg.batch_size}
-        deletion, insertion = deletion_insertion(
-            self.model,
-            pixels,
-            heat,
-            cls,
-            steps=self.cfg.steps,
-            fill=self.cfg.fill,
-            **kw,  # type: ignore[arg-type]
-        )
+        norm = {"mean": self.info.mean, "std": self.info.std}
+        deletion, insertion = deletion_insertion(self.model, pixels, heat, cls, config=self.cfg, **norm)
         drop, inc = average_drop_increase(self.model, pixels, heat, cls, **kw)  # type: ignore[arg-type]
         rand_layers = layers or None
         rand = explain(
@@ -261,15 +253,7 @@ class FaithfulnessRun:
                     for n in missing
                 ]
             ).to(device)
-            bd, bi = deletion_insertion(
-                self.model,
-                pixels[missing],
-                noise,
-                cls[missing],
-                steps=self.cfg.steps,
-                fill=self.cfg.fill,
-                **kw,  # type: ignore[arg-type]
-            )
+            bd, bi = deletion_insertion(self.model, pixels[missing], noise, cls[missing], config=self.cfg, **norm)
             for n, d, i in zip(missing, auc(bd), auc(bi), strict=True):
                 self.baseline[int(keys[sel[n]])] = (float(d), float(i))
                 out[int(keys[sel[n]])] = {"random_order": (float(d), float(i))}

@@ -25,21 +25,23 @@ from typing import Any
 from mieruka import __version__
 from mieruka._io import atomic_write, write_csv, write_json
 from mieruka.audit.faithfulness import FaithfulnessConfig, faithfulness_summary
+from mieruka.audit.options import AuditOptions
 from mieruka.audit.report import TEXT, write_report
 from mieruka.audit.selection import AUTO_CHOICES, DEFAULT_METHOD, select_method
 from mieruka.audit.summary import SummaryBuilder
 from mieruka.audit.triage import CATEGORIES, REVIEW_HEADER, AuditConfig, review_list
-from mieruka.audit.worker import AUDIT_COLUMNS, AuditRecord, AuditWorker
-from mieruka.batch.engine import EngineOptions, Item, run_items
-from mieruka.checkpoint import ModelInfo, read_info
+from mieruka.audit.worker import AUDIT_COLUMNS, AuditJob, AuditRecord, AuditWorker
+from mieruka.batch.job import Job, JobOptions
+from mieruka.batch.work import Item
+from mieruka.checkpoint import ModelInfo
 from mieruka.data.annotations import box_source
 from mieruka.data.sample import Sample
-from mieruka.errors import DataError, MierukaError
+from mieruka.errors import DataError
 from mieruka.explain.spec import parse_method_spec
 from mieruka.explain.targets import parse_target
-from mieruka.runtime import is_exported, load_exported
+from mieruka.model_file import ModelFile
 
-__all__ = ["AUDIT_CHUNK", "CATEGORIES", "AuditConfig", "AuditRun", "run_audit"]
+__all__ = ["AUDIT_CHUNK", "CATEGORIES", "AuditConfig", "AuditOptions", "AuditRun", "run_audit"]
 
 SCHEMA_VERSION = 2
 AUDIT_CHUNK = 64
@@ -151,16 +153,13 @@ class _AuditWriter:
         summary["errors"] = {"images": self.errors, "first": self.first_error}
         return summary
 
-    def consume(self, chunks: Iterable[list[AuditRecord]], items: Sequence[Item], strict: bool) -> None:
-        """Every record of the job, in order; ``audit.csv`` is complete only when all came (``strict``: until the
-        first unreadable image, which raises)."""
+    def consume(self, chunks: Iterable[list[tuple[Item, AuditRecord]]]) -> None:
+        """Every record of the job, in order; ``audit.csv`` is complete only when all came."""
         finished = False
         try:
-            for records in chunks:
-                for record in records:
-                    if strict and record.error:
-                        raise DataError(f"{items[record.index].image}: {record.error}")
-                    self.add(record, items[record.index])
+            for pairs in chunks:
+                for item, record in pairs:
+                    self.add(record, item)
             finished = True
         finally:
             self.close(keep=finished)
@@ -183,137 +182,69 @@ class _AuditWriter:
 
 
 def run_audit(
-    model_path: str | os.PathLike[str],
-    data: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    split: str = "test",
-    methods: Sequence[str] | None = None,
-    target: str = "pred",
-    config: AuditConfig | None = None,
-    device: str = "auto",
-    batch_size: int = 16,
-    lang: str = "en",
-    report: bool = True,
-    boxes: str | os.PathLike[str] | None = None,
-    faithfulness: int = 0,
-    faithfulness_config: FaithfulnessConfig | None = None,
-    progress: bool = True,
-    strict: bool = False,
-    engine: EngineOptions | None = None,
-    layout: str | None = None,
+    model_path: str | os.PathLike[str], data: str | os.PathLike[str], out: str | os.PathLike[str], **options: Any
 ) -> AuditRun:
-    """Audit the explanations of one split for one or more methods.
+    """Audit the explanations of one split of ``data`` (a data set with masks, or ``boxes``) for one or more methods
+    into the folder ``out``; ``options``: :class:`~mieruka.audit.options.AuditOptions`' fields.
 
     The images are read, explained and written a chunk at a time, on ``engine`` (default: this process), so memory
     stays flat. An unreadable image (or mask or box file) gets rows with an ``error`` (``strict``: the run stops).
-
-    Args:
-        model_path, data, out, split: The model, a data set with masks, the output folder, the split to audit.
-        methods: Method specs (:func:`~mieruka.explain.spec.parse_method_spec`); ``auto`` chooses one on the
-            validation split's regions and stores it in the model (:mod:`mieruka.audit.selection`); None: the
-            model's stored method beside plain Grad-CAM.
-        target: What the maps explain: ``pred`` (the decision, default), ``true``, ``ng`` or a class name.
-        config, device, batch_size: Triage thresholds; ``auto``, ``cpu`` or ``cuda``; images per batch.
-        lang, report: Language of the report (``en`` or ``ja``); write ``report/index.html`` with panels.
-        boxes: Box annotations to use as the regions instead of the data set's masks: a COCO JSON file (entries
-            matched by image file name) or a folder of Pascal VOC ``<stem>.xml`` / YOLO ``<stem>.txt`` files.
-            Images without an entry have no region.
-        faithfulness: Also run the faithfulness checks (deletion/insertion, average drop/increase, model
-            randomization; :mod:`mieruka.audit.faithfulness`) on this many images of the split, evenly spread
-            (0: off; they cost about 2 × (steps + 1) forward passes per image and method).
-        faithfulness_config: Steps, baseline fill and the randomization threshold.
-        progress, strict, engine, layout: Show progress bars; stop at the first unreadable image; where the model
-            runs; how ``data`` is laid out (``--layout``; default: as the model was trained).
     """
-    cfg = config or AuditConfig()
-    methods, selection = _resolve_methods(
-        model_path, data, methods, boxes, layout, device, batch_size, cfg, progress, lang
-    )
-    info = _info(model_path, methods, target, faithfulness).with_layout(layout)
-    parse_target(target, info.classes, info.verdicts)  # bad options fail before any work
-    boxes_path = None if boxes is None else Path(boxes)
-    items = _items(info, data, split, boxes_path)
+    o = AuditOptions(**options)
+    file = ModelFile.read(model_path)
+    methods, selection = _resolve_methods(file, data, o)
+    file.check_request("audit", methods=methods, target=o.target, extra="--faithfulness" if o.faithfulness else "")
+    info = file.info.with_layout(o.layout)
+    parse_target(o.target, info.classes, info.verdicts)  # bad options fail before any work
+    boxes_path = None if o.boxes is None else Path(o.boxes)
+    items = _items(info, data, o.split, boxes_path)
     out_dir = Path(out)
-    worker = AuditWorker(
-        str(model_path),
-        device,
-        methods=methods,
-        target=target,
-        cfg=cfg,
-        batch_size=batch_size,
+    job = AuditJob(
+        o.config,
         boxes=None if boxes_path is None else str(boxes_path),
-        report_dir=str(out_dir / "report") if report else None,
-        caption=TEXT[lang]["caption"],
-        faithfulness=faithfulness,
-        faithfulness_config=faithfulness_config or FaithfulnessConfig(),
+        report_dir=str(out_dir / "report") if o.report else None,
+        caption=TEXT[o.lang]["caption"],
+        faithfulness=o.faithfulness,
+        faithfulness_config=o.faithfulness_config,
         split_size=len(items),
     )
+    specs = {m: file.resolve(m) for m in methods}
+    worker = AuditWorker(str(model_path), o.device, specs=specs, target=o.target, batch_size=o.batch_size, job=job)
     writer = _AuditWriter(out_dir, methods, info, boxes_path)
-    shards = out_dir / ".ray-shards"
-    chunks = run_items(worker, items, engine=engine or EngineOptions(), chunk=AUDIT_CHUNK, shard_dir=shards,
-                       progress=progress, desc="auditing")  # fmt: skip
-    writer.consume(chunks, items, strict)
-    if writer.errors == len(items):
-        raise DataError(f"none of the {len(items)} images could be audited (the first: {writer.first_error})")
-    fconfig = (faithfulness_config or FaithfulnessConfig()) if faithfulness > 0 else None
-    summary = writer.result(fconfig, min(faithfulness, len(items)))
-    summary.update(_provenance(model_path, info, data, split, target, cfg, selection))
+    run = Job(worker, items, lambda r: r.error, what="auditing", chunk=AUDIT_CHUNK, shard_dir=out_dir / ".ray-shards")
+    writer.consume(run.chunks(JobOptions(o.engine, o.progress, o.strict)))
+    run.check_some_read("audited")
+    fconfig = o.faithfulness_config if o.faithfulness > 0 else None
+    summary = writer.result(fconfig, min(o.faithfulness, len(items)))
+    summary.update(_provenance(model_path, info, data, o, selection))
     _report_regions(summary["regions"], boxes_path)
-    _write(out_dir, writer.slim, summary, cfg, info, writer.panels if report else None, lang)
+    _write(out_dir, writer.slim, summary, info, writer.panels if o.report else None, o)
     return AuditRun(out_dir=out_dir, summary=summary)
 
 
 def _resolve_methods(
-    model_path: str | os.PathLike[str],
-    data: str | os.PathLike[str],
-    methods: Sequence[str] | None,
-    boxes: str | os.PathLike[str] | None,
-    layout: str | None,
-    device: str,
-    batch_size: int,
-    cfg: AuditConfig,
-    progress: bool,
-    lang: str,
+    file: ModelFile, data: str | os.PathLike[str], o: AuditOptions
 ) -> tuple[list[str], dict[str, Any] | None]:
     """The method specs to audit (checked, with ``lang``, before any work), with ``auto`` replaced by the method
     chosen on the validation split (written to the audit's summary, never into the model it reads; audited beside
-    plain Grad-CAM); None: the model's stored method beside Grad-CAM."""
-    if lang not in TEXT:
-        raise ValueError(f"--lang {lang!r}: choose en or ja")
-    for spec in methods or ():
+    plain Grad-CAM); None: the model's stored method beside Grad-CAM (an exported file: its own method)."""
+    if o.lang not in TEXT:
+        raise ValueError(f"--lang {o.lang!r}: choose en or ja")
+    for spec in o.methods or ():
         if spec not in AUTO_CHOICES:
             parse_method_spec(spec)
+    methods = o.methods
     if methods is None:
-        if is_exported(model_path):
-            return [str(load_exported(model_path).method or "gradcam")], None
-        methods = [read_info(model_path).explain_method, DEFAULT_METHOD]
+        if file.exported:
+            return [file.stored_method], None
+        methods = [file.stored_method, DEFAULT_METHOD]
     scopes = [m for m in methods if m in AUTO_CHOICES]
     if not scopes:
         return list(dict.fromkeys(methods)), None
-    selection = select_method(
-        model_path, data, device=device, batch_size=batch_size, boxes=boxes, layout=layout, config=cfg,
-        progress=progress, scope=scopes[-1],
-    )  # fmt: skip
+    selection = select_method(file.path, data, o, scope=scopes[-1])
     print(f"--method auto: {selection['reason']} (in summary.json; the model file is unchanged)")
     chosen = [selection["chosen"] if m in AUTO_CHOICES else m for m in methods]
     return list(dict.fromkeys([*chosen, DEFAULT_METHOD])), selection
-
-
-def _info(model_path: str | os.PathLike[str], methods: Sequence[str], target: str, faithfulness: int) -> ModelInfo:
-    """The model's description; for an exported file, once it is clear the audit asks only for what its graph
-    computes."""
-    if not is_exported(model_path):
-        return read_info(model_path)
-    runtime = load_exported(model_path)
-    name = Path(model_path).name
-    if runtime.method is None or list(methods) != [runtime.method] or target != "pred" or faithfulness:
-        raise MierukaError(
-            f"{name} computes {runtime.method or 'no'} map{'' if runtime.method else 's'} of the predicted class "
-            f"only: audit it with --method {runtime.method or '…'} --target pred and no --faithfulness, or audit the "
-            ".safetensors for other methods"
-        )
-    return runtime.info
 
 
 def _report_regions(counts: dict[str, Any], boxes: Path | None) -> None:
@@ -330,9 +261,7 @@ def _provenance(
     model_path: str | os.PathLike[str],
     info: ModelInfo,
     data: str | os.PathLike[str],
-    split: str,
-    target: str,
-    cfg: AuditConfig,
+    o: AuditOptions,
     selection: dict[str, Any] | None,
 ) -> dict[str, Any]:
     return {
@@ -343,9 +272,9 @@ def _provenance(
         "mieruka_version": __version__,
         "model": str(model_path),
         "data": str(data),
-        "split": split,
-        "target": target,
-        "config": asdict(cfg),
+        "split": o.split,
+        "target": o.target,
+        "config": asdict(o.config),
     }
 
 
@@ -353,14 +282,13 @@ def _write(
     out_dir: Path,
     rows: list[dict[str, Any]],
     summary: dict[str, Any],
-    cfg: AuditConfig,
     info: ModelInfo,
     panels: dict[tuple[str, str], tuple[str, str]] | None,
-    lang: str,
+    o: AuditOptions,
 ) -> None:
     """``summary.json``, ``review.csv`` and, with ``panels``, the report (``audit.csv`` is written as rows come)."""
     write_json(out_dir / "summary.json", summary)
-    review = review_list(rows, cfg)
+    review = review_list(rows, o.config)
     write_csv(out_dir / "review.csv", REVIEW_HEADER, review)
     if panels is None:
         return
@@ -372,7 +300,7 @@ def _write(
             "panels": [[image, method, thumb, full] for (image, method), (thumb, full) in panels.items()],
         },
     )
-    write_report(out_dir, rows, summary, info.classes, info.verdicts, panels, review, lang=lang)
+    write_report(out_dir, rows, summary, info.classes, info.verdicts, panels, review, lang=o.lang)
 
 
 def _fmt(v: Any) -> Any:

@@ -34,14 +34,13 @@ from typing import Any
 from torch import nn
 from tqdm.auto import tqdm
 
-from mieruka.audit.faithfulness import FaithfulnessConfig
-from mieruka.audit.triage import AuditConfig
-from mieruka.audit.worker import AuditWorker
-from mieruka.batch.engine import Item
+from mieruka.audit.options import AuditOptions
+from mieruka.audit.worker import AuditJob, AuditWorker
+from mieruka.batch.work import Item
 from mieruka.checkpoint import load_checkpoint, save_checkpoint
 from mieruka.errors import MierukaError
 from mieruka.explain.spec import AUTO_CHOICES
-from mieruka.runtime import is_exported
+from mieruka.model_file import ModelFile
 
 __all__ = [
     "AUTO_CHOICES",
@@ -49,7 +48,7 @@ __all__ = [
     "SELECTION_METRICS",
     "TIE",
     "candidates",
-    "choose_after_training",
+    "method_after_training",
     "select_method",
     "store_selection",
 ]
@@ -81,36 +80,33 @@ def candidates(model: nn.Module, final: str, scope: str = "auto") -> list[str]:
 def select_method(
     model_path: str | os.PathLike[str],
     data: str | os.PathLike[str],
+    options: AuditOptions | None = None,
     *,
     split: str = "val",
-    device: str = "auto",
-    batch_size: int = 16,
-    boxes: str | os.PathLike[str] | None = None,
-    layout: str | None = None,
-    config: AuditConfig | None = None,
-    progress: bool = True,
     scope: str = "auto",
 ) -> dict[str, Any]:
     """Score every candidate of ``scope`` (:data:`AUTO_CHOICES`) on ``split``'s defect regions and choose one (the
-    module docstring says how).
+    module docstring says how). Of ``options`` it uses the device, batch size, boxes, layout, thresholds and
+    progress bar.
 
     Returns:
         ``{"split", "images", "candidates": [{"method", <SELECTION_METRICS>}], "chosen", "reason"}``.
     """
-    if is_exported(model_path):
+    o = options or AuditOptions()
+    file = ModelFile.read(model_path)
+    if file.exported:
         raise MierukaError(
-            f"--method auto: {Path(model_path).name} is an exported graph that computes one method only; choose "
+            f"--method auto: {file.path.name} is an exported graph that computes one method only; choose "
             "among methods with the .safetensors model"
         )
-    worker = AuditWorker(
-        str(model_path), device, methods=[], target="pred", cfg=config or AuditConfig(), batch_size=batch_size,
-        boxes=None if boxes is None else str(boxes), report_dir=None, caption="", faithfulness=0,
-        faithfulness_config=FaithfulnessConfig(), split_size=0,
-    )  # fmt: skip
+    boxes = o.boxes
+    job = AuditJob(o.config, boxes=None if boxes is None else str(boxes))
+    worker = AuditWorker(str(model_path), o.device, specs={}, target="pred", batch_size=o.batch_size, job=job)
     worker.setup()  # the model is loaded once: its stages name the candidates, then it scores them
-    assert worker.info is not None and worker.model is not None
-    info = worker.info.with_layout(layout)
-    worker.methods = candidates(worker.model, info.target_layer, scope)
+    info = worker.info.with_layout(o.layout)
+    module = worker.model.module
+    assert module is not None
+    worker.specs = {name: file.resolve(name) for name in candidates(module, info.target_layer, scope)}
     dataset = info.load_dataset(data)
     samples = [s for s in dataset.split(split) if info.verdicts[s.label] == "NG"]
     if boxes is None:
@@ -121,12 +117,12 @@ def select_method(
         samples = [s for s in samples if box_source(Path(boxes), s.image) is not None]
     items = [Item(i, str(s.image), dataset.label_index(s), "" if s.mask is None else str(s.mask)) for i, s in
              enumerate(samples)]  # fmt: skip
-    return {**_choose(split, _score(worker, items, progress)), "scope": scope}
+    return {**_choose(split, _score(worker, items, o.progress)), "scope": scope}
 
 
 def _score(worker: AuditWorker, items: Sequence[Item], progress: bool) -> tuple[int, list[dict[str, Any]]]:
     """(images with a region, per candidate the mean of :data:`SELECTION_METRICS` over them)."""
-    specs = worker.methods
+    specs = list(worker.specs)
     sums = {s: dict.fromkeys(SELECTION_METRICS, 0.0) for s in specs}
     counted = 0
     chunks = range(0, len(items), _CHUNK)
@@ -176,17 +172,15 @@ def store_selection(model_path: str | os.PathLike[str], selection: dict[str, Any
     save_checkpoint(model_path, model, replace(info, explain_method=selection["chosen"], method_selection=selection))
 
 
-def choose_after_training(
+def method_after_training(
     model_path: Path, data: str | os.PathLike[str], method: str, device: str, progress: bool
-) -> dict[str, Any] | None:
-    """``train --explain-method``: store the given spec, or (``auto``, ``auto-all``) choose on the validation split
-    and store the choice with its table; prints one line saying which and why."""
+) -> tuple[str, dict[str, Any] | None]:
+    """``train --explain-method``: the given spec, or (``auto``, ``auto-all``) the one chosen on the validation
+    split with its table; prints one line saying which and why. Nothing is written: training stores the answer in
+    the model it writes."""
     if method not in AUTO_CHOICES:
-        model, info, _ = load_checkpoint(model_path, "cpu")
-        save_checkpoint(model_path, model, replace(info, explain_method=method, method_selection={}))
         print(f"explanation: {method} (given)")
-        return None
-    selection = select_method(model_path, data, device=device, progress=progress, scope=method)
-    store_selection(model_path, selection)
+        return method, None
+    selection = select_method(model_path, data, AuditOptions(device=device, progress=progress), scope=method)
     print(f"explanation: {selection['reason']}")
-    return selection
+    return selection["chosen"], selection

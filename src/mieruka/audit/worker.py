@@ -21,20 +21,20 @@ from mieruka.audit.localization import localization_scores
 from mieruka.audit.panels import slug, write_panel
 from mieruka.audit.summary import METRICS, chance_baselines
 from mieruka.audit.triage import AuditConfig, triage
-from mieruka.batch.engine import Item
-from mieruka.checkpoint import ModelInfo, load_checkpoint
+from mieruka.batch.job import ModelWorker
+from mieruka.batch.work import Item
 from mieruka.data.annotations import box_source, read_region
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError
-from mieruka.explain.engine import Explanation, explain, multiscale_layers
+from mieruka.explain.engine import ExplainedBatch
 from mieruka.explain.render import to_original_size
-from mieruka.explain.spec import MULTISCALE, parse_method_spec
+from mieruka.explain.spec import MethodSpec
 from mieruka.explain.targets import Target, parse_target
-from mieruka.inference import batches, model_input, select_device
+from mieruka.inference import batches, model_input
 from mieruka.metrics import gate, ng_probability
-from mieruka.runtime import is_exported, load_exported
+from mieruka.results import verdict_word
 
-__all__ = ["AUDIT_COLUMNS", "FAITHFULNESS_METRICS", "AuditRecord", "AuditWorker"]
+__all__ = ["AUDIT_COLUMNS", "FAITHFULNESS_METRICS", "AuditJob", "AuditRecord", "AuditWorker"]
 
 FAITHFULNESS_METRICS = ("deletion_auc", "insertion_auc", "average_drop", "confidence_increase", "randomization_rho")
 
@@ -86,57 +86,45 @@ class AuditRecord:
     random_order: tuple[float, float] | None = None
 
 
-class AuditWorker:
+@dataclass(frozen=True)
+class AuditJob:
+    """What the audit worker does besides explaining: the triage thresholds, where the regions come from (``boxes``:
+    box annotations; None: the data set's masks), the report folder for panels (None: no report) and their
+    caption, and how many images of the split (``split_size``) get the faithfulness checks (``faithfulness``)."""
+
+    cfg: AuditConfig
+    boxes: str | None = None
+    report_dir: str | None = None
+    caption: str = ""
+    faithfulness: int = 0
+    faithfulness_config: FaithfulnessConfig = field(default_factory=FaithfulnessConfig)
+    split_size: int = 0
+
+
+class AuditWorker(ModelWorker):
     """Audits chunks of a split's images (see the module docstring). Picklable: replicas load their own model."""
 
+    per_replica = ("opened", "faith")
+
     def __init__(
-        self,
-        model_path: str,
-        device: str,
-        *,
-        methods: Sequence[str],
-        target: str,
-        cfg: AuditConfig,
-        batch_size: int,
-        boxes: str | None,
-        report_dir: str | None,
-        caption: str,
-        faithfulness: int,
-        faithfulness_config: FaithfulnessConfig,
-        split_size: int,
+        self, model_path: str, device: str, *, specs: dict[str, MethodSpec], target: str, batch_size: int, job: AuditJob
     ):
-        self.model_path, self.device, self.methods, self.target = model_path, device, list(methods), target
-        self.cfg, self.batch_size, self.boxes, self.report_dir = cfg, batch_size, boxes, report_dir
-        self.caption, self.faithfulness, self.fconfig = caption, faithfulness, faithfulness_config
-        self.split_size = split_size
-        self.model: torch.nn.Module | None = None
-        self.runtime: Any = None
-        self.info: ModelInfo | None = None
+        super().__init__(model_path, device)
+        self.specs, self.target, self.batch_size, self.job = dict(specs), target, batch_size, job
+        self.cfg, self.boxes, self.report_dir = job.cfg, job.boxes, job.report_dir
         self.faith: FaithfulnessRun | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "model": None, "runtime": None, "info": None, "faith": None}
-
-    def setup(self) -> None:
-        if self.model is not None or self.runtime is not None:
-            return
-        if is_exported(self.model_path):  # the exported graph: its own map only
-            self.runtime = load_exported(self.model_path)
-            self.info = self.runtime.info
-            return
-        model, self.info, _ = load_checkpoint(self.model_path, select_device(self.device))
-        self.model = model.to(memory_format=torch.channels_last)
-        if self.faithfulness > 0:
-            device = next(self.model.parameters()).device
+    def after_setup(self) -> None:
+        module = self.model.module
+        if self.job.faithfulness > 0 and module is not None:
             self.faith = FaithfulnessRun(
-                self.model, self.info, self.fconfig, self.split_size, self.faithfulness, device
-            )
+                module, self.info, self.job.faithfulness_config, self.job.split_size, self.job.faithfulness,
+                self.model.device,
+            )  # fmt: skip
 
     def process(self, items: Sequence[Item]) -> list[AuditRecord]:
-        assert self.info is not None, "setup() first"
         info = self.info
-        store = ImageStore([it.path for it in items], info.image_size, progress=False, bit_depth=info.bit_depth)
-        reasons = {b.path: b.reason for b in store.bad}
+        store, reasons = self.read(items)
         records = [AuditRecord(it.index, reasons.get(it.path, "")) for it in items]
         regions: dict[int, np.ndarray | None] = {}
         for j, it in enumerate(items):
@@ -147,8 +135,8 @@ class AuditWorker:
                     records[j].error = str(exc)
         good = [j for j in range(len(items)) if not records[j].error]
         targets = parse_target(self.target, info.classes, info.verdicts)
-        for spec in self.methods:
-            self._method(spec, items, good, store, regions, targets, records)
+        for name, spec in self.specs.items():
+            self._method(name, spec, _Chunk(items, good, store, regions, records), targets)
         return records
 
     def _region(self, item: Item, size: tuple[int, int], record: AuditRecord) -> np.ndarray | None:
@@ -165,61 +153,33 @@ class AuditWorker:
         record.chance = chance_baselines(region, self.cfg, rng)
         return region
 
-    def _method(
-        self,
-        spec: str,
-        items: Sequence[Item],
-        good: list[int],
-        store: ImageStore,
-        regions: dict[int, np.ndarray | None],
-        targets: list[Target] | str,
-        records: list[AuditRecord],
-    ) -> None:
-        """Every readable image's row (and panel) for one method spec."""
+    def _method(self, name: str, spec: MethodSpec, chunk: _Chunk, targets: list[Target] | str) -> None:
+        """Every readable image's row (and panel) for one method spec (``name``: as given, ``spec``: resolved)."""
         model, info = self.model, self.info
-        assert info is not None and (model is not None or self.runtime is not None)
-        method, layers, fusion = parse_method_spec(spec)
-        if layers == (MULTISCALE,) and model is not None:
-            layers = multiscale_layers(model)
-        device = next(model.parameters()).device if model is not None else torch.device("cpu")
+        items, store, records = chunk.items, chunk.store, chunk.records
+        device = model.device
         mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (info.mean, info.std))
-        for idx in batches(good, self.batch_size, desc=f"auditing ({method})", progress=False):
+        for idx in batches(chunk.good, self.batch_size, desc=f"auditing ({spec.method})", progress=False):
             x = model_input(store, idx, device, info.mean, info.std)
             labels = torch.tensor([items[j].label for j in idx], device=device)
-            if model is None:
-                ex = _graph_explanation(self.runtime, x, method, info.target_layer)
-            else:
-                ex = explain(
-                    model, x, method=method, targets=targets, layers=layers or None, labels=labels, fusion=fusion
-                )
+            ex = model.explain(x, spec, targets, labels)
             measured: dict[int, dict[str, Any]] = {}
             if self.faith is not None:
                 keys = [items[j].index for j in idx]
-                measured = self.faith.measure(store, idx, keys, x, ex, method, layers, fusion)
+                measured = self.faith.measure(store, idx, keys, x, ex, spec.method, spec.layers, spec.fusion)
             brightness = (x.float() * std + mean).mean((1, 2, 3)).clamp(0, 1).tolist()
             for n, j in enumerate(idx):
                 extra = measured.get(items[j].index, {})
                 if "random_order" in extra:
                     records[j].random_order = extra["random_order"]
                 heat = to_original_size(ex.maps[n, 0].float().cpu(), store.sizes[j]).numpy()
-                row = self._row(spec, items[j], heat, regions[j], ex, n, extra, records[j])
+                row = self._row(name, items[j], _Seen(heat, chunk.regions[j], ex, n), extra, records[j])
                 row["brightness"] = brightness[n]
                 records[j].rows.append(row)
 
-    def _row(
-        self,
-        spec: str,
-        item: Item,
-        heat: np.ndarray,
-        region: np.ndarray | None,
-        ex: Explanation,
-        n: int,
-        measured: dict[str, Any],
-        record: AuditRecord,
-    ) -> dict[str, Any]:
+    def _row(self, spec: str, item: Item, seen: _Seen, measured: dict[str, Any], record: AuditRecord) -> dict[str, Any]:
         """The audit row of one image (position ``n`` of the batch ``ex`` explains)."""
-        info = self.info
-        assert info is not None
+        info, heat, region, ex, n = self.info, seen.heat, seen.region, seen.ex, seen.n
         probs = ex.probs[n].float().cpu()
         pred, true = int(probs.argmax()), item.label
         true_name = info.classes[true]
@@ -229,7 +189,7 @@ class AuditWorker:
         if region is not None:
             scores = localization_scores(heat, region, tolerance=self.cfg.tolerance, threshold=self.cfg.map_threshold)
         if self.report_dir is not None:
-            caption = self.caption.format(t=true_name, p=info.classes[pred], q=f"{float(probs[pred]):.2f}")
+            caption = self.job.caption.format(t=true_name, p=info.classes[pred], q=f"{float(probs[pred]):.2f}")
             stem = f"{slug(spec)}/{item.index:05d}"
             record.panels[spec] = write_panel(
                 Path(self.report_dir), stem, item.path, heat, caption, info.bit_depth, region
@@ -246,7 +206,7 @@ class AuditWorker:
             "true_verdict": info.verdicts[true_name],
             "predicted_verdict": info.verdicts[info.classes[pred]],
             "ng_probability": float(ng_probability(as_batch, info.ng_classes)[0]),
-            "verdict": "NG" if rejected else "OK",
+            "verdict": verdict_word(rejected),
             "category": triage(pred == true, scores, self.cfg, ok_class=info.verdicts[true_name] == "OK"),
         }
         for k in METRICS:
@@ -258,17 +218,22 @@ class AuditWorker:
         return row
 
 
-def _graph_explanation(runtime: Any, x: torch.Tensor, method: str, layer: str) -> Explanation:
-    """An exported graph's answer in the engine's form: its probabilities and its (min–max scaled) map of the
-    predicted class."""
-    probs, heat = runtime.run(x.contiguous().cpu().numpy())
-    p = torch.from_numpy(np.asarray(probs, dtype=np.float32))
-    return Explanation(
-        method=method,
-        layers=(layer,),
-        logits=p.clamp_min(1e-12).log(),
-        probs=p,
-        maps=torch.from_numpy(np.asarray(heat, dtype=np.float32))[:, None],
-        class_indices=p.argmax(1)[:, None],
-        fast_path=True,
-    )
+@dataclass(frozen=True)
+class _Chunk:
+    """A chunk being audited: its items, the readable ones' positions, their pixels, regions and records."""
+
+    items: Sequence[Item]
+    good: list[int]
+    store: ImageStore
+    regions: dict[int, np.ndarray | None]
+    records: list[AuditRecord]
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """One image's map at its own size, its region, and its place ``n`` in the batch ``ex``."""
+
+    heat: np.ndarray
+    region: np.ndarray | None
+    ex: ExplainedBatch
+    n: int

@@ -7,7 +7,7 @@ See docs/architecture.md.
 ``from mieruka.explain import explain, METHODS`` is the library entry point; ``mieruka explain`` the command.
 """
 
-from mieruka.explain.engine import Explanation, explain
+from mieruka.explain.engine import ExplainedBatch, explain
 from mieruka.explain.methods import METHODS, CAMMethod
 from mieruka.explain.targets import ClassTarget, NGScore, PredictedClass, Target, TrueClass
 
@@ -15,7 +15,7 @@ __all__ = [
     "METHODS",
     "CAMMethod",
     "ClassTarget",
-    "Explanation",
+    "ExplainedBatch",
     "NGScore",
     "PredictedClass",
     "Target",

@@ -34,7 +34,7 @@ from mieruka.explain.upsample import upsample
 
 __all__ = [
     "FUSIONS",
-    "Explanation",
+    "ExplainedBatch",
     "as_map",
     "closed_form_holds",
     "explain",
@@ -45,7 +45,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Explanation:
+class ExplainedBatch:
     """What :func:`explain` returns. Tensors stay on the model's device.
 
     Attributes:
@@ -160,21 +160,20 @@ def explain(
     layers: Sequence[str] | None = None,
     labels: torch.Tensor | None = None,
     allow_fast_path: bool = True,
-    score_batch_size: int = 64,
     fusion: str = "mean",
-) -> Explanation:
+) -> ExplainedBatch:
     """Explain a batch.
 
     Args:
         model: A classifier (timm models get the fast path when their head allows it).
         x: (B, 3, H, W) normalized input on the model's device.
-        method: A name from :data:`~mieruka.explain.methods.METHODS` or a method instance.
+        method: A name from :data:`~mieruka.explain.methods.METHODS` or a method instance (Score-CAM's masked inputs
+            per forward pass: ``METHODS["scorecam"](score_batch_size=…)``).
         targets: Target callables (default: the predicted class), or ``"all"`` for every class.
         layers: Module names to explain (default: the module producing ``forward_features``); several layers are
             fused as the mean of their per-layer min–max scaled maps.
         labels: (B,) true class indices, needed by :class:`~mieruka.explain.targets.TrueClass`.
         allow_fast_path: Use the closed-form gradient when the head allows it (the result is the same).
-        score_batch_size: Masked inputs per forward pass for Score-CAM.
         fusion: How several layers combine after each is min–max scaled and resized: ``mean`` (LayerCAM's fusion,
             as in pytorch-grad-cam) or ``product`` (a pixel keeps weight only where every scale agrees; sharper
             maps for small defects, same ranking of pixels as the geometric mean).
@@ -182,6 +181,7 @@ def explain(
     if fusion not in FUSIONS:
         raise ValueError(f"fusion {fusion!r}: choose one of {', '.join(FUSIONS)}")
     cam = METHODS[method]() if isinstance(method, str) else method
+    score_batch_size = cam.score_batch_size
     final_layer = _feature_layer(model)
     layer_names = tuple(layers) if layers else (final_layer,)
     with eval_mode(model):
@@ -273,7 +273,7 @@ def _fast(
     layer_names: tuple[str, ...],
     labels: torch.Tensor | None,
     score_batch_size: int,
-) -> Explanation | None:
+) -> ExplainedBatch | None:
     with torch.inference_mode():
         raw = model.forward_features(x)  # type: ignore[operator]
         logits = model.forward_head(raw)  # type: ignore[operator]  # (B, C)
@@ -304,7 +304,7 @@ def _general(
     labels: torch.Tensor | None,
     score_batch_size: int,
     fusion: str = "mean",
-) -> Explanation:
+) -> ExplainedBatch:
     needs_grad = cam.uses_gradients
     with torch.inference_mode(False), torch.set_grad_enabled(needs_grad):
         x_in = x.clone() if x.is_inference() else x
@@ -340,8 +340,8 @@ def _result(
     class_idx: torch.Tensor,
     *,
     fast_path: bool,
-) -> Explanation:
-    return Explanation(
+) -> ExplainedBatch:
+    return ExplainedBatch(
         method=cam.name,
         layers=layer_names,
         logits=logits,

@@ -66,6 +66,10 @@ class CAMMethod:
     slow_note: ClassVar[str] = ""
     """Why the fast path does not apply (the docs table prints it)."""
 
+    def __init__(self, score_batch_size: int = 64) -> None:
+        self.score_batch_size = score_batch_size
+        """Masked inputs per forward pass, for methods that score masked copies of the input (Score-CAM)."""
+
     def layer_maps(self, acts: torch.Tensor, grads: torch.Tensor | None, ctx: MapContext) -> torch.Tensor:
         """Maps (B, T, h, w) of one layer before upsampling; ``grads`` is None unless :attr:`uses_gradients`."""
         if grads is None:

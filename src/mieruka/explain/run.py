@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +26,21 @@ from PIL import Image
 
 from mieruka import __version__
 from mieruka._io import atomic_write, write_json
-from mieruka.batch.engine import EngineOptions, Item, run_items
-from mieruka.checkpoint import ModelInfo, load_checkpoint, read_info
+from mieruka.batch.engine import EngineOptions, Item
+from mieruka.batch.job import Job, JobOptions, ModelWorker
+from mieruka.checkpoint import ModelInfo
 from mieruka.data.images import read_image
-from mieruka.data.store import ImageStore
-from mieruka.errors import DataError, MierukaError
-from mieruka.explain.engine import explain, multiscale_layers
+from mieruka.errors import DataError
 from mieruka.explain.inputs import explain_inputs
 from mieruka.explain.render import grid, panel, to_original_size
 from mieruka.explain.scaling import normalize_for_display
-from mieruka.explain.spec import MULTISCALE, parse_method_spec
+from mieruka.explain.spec import MethodSpec
 from mieruka.explain.targets import parse_target
-from mieruka.inference import batches, model_input, select_device
-from mieruka.runtime import is_exported, load_exported
+from mieruka.inference import batches, model_input
+from mieruka.model_file import ModelFile
+from mieruka.results import Explanation, Prediction, predictions
 
-__all__ = ["EXPLAIN_CHUNK", "ExplainRun", "ExplainWorker", "run_explain"]
+__all__ = ["EXPLAIN_CHUNK", "ExplainOptions", "ExplainRun", "ExplainWorker", "run_explain"]
 
 SCHEMA_VERSION = 1
 GRID_PANELS = 24
@@ -60,196 +60,130 @@ def _save_png(path: Path, picture: Image.Image) -> None:
     atomic_write(path, lambda p: picture.save(p, format="PNG"))
 
 
-class ExplainWorker:
-    """The model step of ``explain`` on either engine (:class:`mieruka.batch.engine.Worker`): per image, its maps
-    (float32, T × S × S), probabilities and explained classes, or the reason it could not be read."""
+@dataclass(frozen=True)
+class ExplainOptions:
+    """What ``explain`` explains and how (the command's options; :func:`run_explain` takes them as keywords).
 
-    def __init__(
-        self,
-        model_path: str,
-        device: str,
-        method: str,
-        target: str,
-        layers: tuple[str, ...] | None,
-        batch_size: int,
-        fusion: str = "mean",
-    ) -> None:
-        self.model_path, self.device, self.method, self.target = model_path, device, method, target
-        self.layers, self.batch_size, self.fusion = layers, batch_size, fusion
-        self.model: torch.nn.Module | None = None
-        self.runtime: Any = None
-        self.info: ModelInfo | None = None
+    Attributes:
+        method: A method spec (:func:`~mieruka.explain.spec.parse_method_spec`); default: the model's stored one
+            (an exported file's own).
+        target: ``true`` (the paper's experiment), ``pred``, ``ng``, ``all`` or a class name.
+        split: The split of a data set among the sources.
+        layers: Layers that replace the spec's.
+        normalization: Display scaling of the panels: ``per-image`` or ``fixed`` (one scale for the run).
+        alpha: Opacity of the heatmap over the image.
+        batch_size: Images per batch.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        progress: Show progress bars.
+        strict: Stop at the first unreadable image (default: it is listed with its error in the manifest).
+        engine: Where the model runs (:class:`~mieruka.batch.engine.EngineOptions`).
+        layout: How the data sets among the sources are laid out (``--layout``; default: as the model was trained).
+    """
 
-    def __getstate__(self) -> dict[str, Any]:  # replicas load their own model
-        return {**self.__dict__, "model": None, "runtime": None, "info": None}
+    method: str | None = None
+    target: str = "true"
+    split: str = "val"
+    layers: Sequence[str] | None = None
+    normalization: str = "per-image"
+    alpha: float = 0.5
+    batch_size: int = 16
+    device: str = "auto"
+    progress: bool = True
+    strict: bool = False
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    layout: str | None = None
 
-    def setup(self) -> None:
-        if self.model is None and self.runtime is None:
-            if is_exported(self.model_path):
-                self.runtime = load_exported(self.model_path)
-                self.info = self.runtime.info
-                return
-            model, self.info, _ = load_checkpoint(self.model_path, select_device(self.device))
-            self.model = model.to(memory_format=torch.channels_last)
 
-    def process(self, items: Sequence[Item]) -> list[dict[str, Any]]:
-        info = self.info
-        assert info is not None, "setup() first"
-        store = ImageStore([it.path for it in items], info.image_size, progress=False, bit_depth=info.bit_depth)
-        reasons = {b.path: b.reason for b in store.bad}
-        records: list[dict[str, Any]] = [{"index": it.index, "error": reasons.get(it.path, "")} for it in items]
+class ExplainWorker(ModelWorker):
+    """The model step of ``explain`` on either engine: per image, its :class:`~mieruka.results.Explanation` (maps
+    T × S × S, prediction, explained classes), or the reason it could not be read."""
+
+    def __init__(self, model_path: str, device: str, given: str, spec: MethodSpec, target: str, batch_size: int):
+        super().__init__(model_path, device)
+        self.given, self.spec, self.target, self.batch_size = given, spec, target, batch_size
+
+    def process(self, items: Sequence[Item]) -> list[Explanation]:
+        model, info = self.model, self.info
+        store, reasons = self.read(items)
+        t, method = info.decision_threshold, self.given
+        out = [Explanation(Prediction.unreadable(it.image, reasons[it.path], t), method, self.target)
+               if it.path in reasons else None for it in items]  # fmt: skip
         good = [j for j, it in enumerate(items) if it.path not in reasons]
-        if self.runtime is not None:
-            return self._exported(store, good, records)
-        model = self.model
-        assert model is not None
-        targets = parse_target(self.target, info.classes, info.verdicts)
-        dev = next(model.parameters()).device
+        targets = parse_target(self.target, info.classes, info.verdicts) if model.module is not None else "pred"
         for idx in batches(good, self.batch_size, desc="explaining", progress=False):
-            x = model_input(store, idx, dev, info.mean, info.std)
-            labels = torch.tensor([items[j].label for j in idx], device=dev)
-            ex = explain(
-                model,
-                x,
-                method=self.method,
-                targets=targets,
-                layers=self.layers or (info.target_layer,),
-                labels=labels if self.target == "true" else None,
-                fusion=self.fusion,
-            )
+            x = model_input(store, idx, model.device, info.mean, info.std)
+            labels = torch.tensor([items[j].label for j in idx], device=model.device) if self.target == "true" else None
+            ex = model.explain(x, self.spec, targets, labels)
             maps, probs, classes = ex.maps.float().cpu().numpy(), ex.probs.float().cpu().numpy(), ex.class_indices
+            found = predictions([items[j].image for j in idx], probs, info.classes, info.ng_classes, t)
             for n, j in enumerate(idx):
-                records[j].update(maps=maps[n], probs=probs[n], classes=classes[n].tolist(), fast=ex.fast_path)
-        return records
-
-    def _exported(self, store: ImageStore, good: list[int], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The exported graph's probabilities and predicted-class heatmap (already min–max scaled per image)."""
-        info, runtime = self.info, self.runtime
-        assert info is not None and runtime is not None
-        for idx in batches(good, self.batch_size, desc="explaining", progress=False):
-            x = model_input(store, idx, torch.device("cpu"), info.mean, info.std)
-            probs, heat = runtime.run(x.contiguous().numpy())
-            assert heat is not None
-            for n, j in enumerate(idx):
-                top = int(probs[n].argmax())
-                records[j].update(maps=heat[n][None].astype("float32"), probs=probs[n], classes=[top], fast=True)
-        return records
-
-
-def _exported_info(
-    model_path: str | os.PathLike[str], method: str | None, target: str, layers: Sequence[str] | None
-) -> ModelInfo:
-    """An exported file's description, once it is clear the file can give what is asked: its own method's map of
-    the predicted class."""
-    runtime = load_exported(model_path)
-    name = Path(model_path).name
-    if runtime.method is None:
-        raise MierukaError(f"{name}: the exported graph has no heatmap (its head does not allow one)")
-    if (method is not None and method != runtime.method) or target != "pred" or layers:
-        raise MierukaError(
-            f"{name} computes the {runtime.method} map of the predicted class only: explain it with --method "
-            f"{runtime.method} --target pred (and no --layer), or explain the .safetensors for other maps"
-        )
-    return runtime.info
-
-
-def _method_of(
-    model_path: str | os.PathLike[str], method: str | None, target: str, layers: Sequence[str] | None
-) -> tuple[ModelInfo, str, Sequence[str] | None, str]:
-    """(description, method, layers, fusion) to explain with: an exported file's own method, else ``method`` (a
-    spec) or, by default, the one stored with the model."""
-    if is_exported(model_path):
-        info = _exported_info(model_path, method, target, layers)
-        return info, str(load_exported(model_path).method), layers, "mean"
-    info = read_info(model_path)
-    name, spec_layers, fusion = parse_method_spec(method or info.explain_method)
-    return info, name, layers or _resolve_layers(info, spec_layers) or None, fusion
-
-
-def _resolve_layers(info: ModelInfo, layers: Sequence[str]) -> tuple[str, ...]:
-    """A spec's layers with the word ``multiscale`` spelt out for the model's architecture."""
-    if tuple(layers) != (MULTISCALE,):
-        return tuple(layers)
-    from mieruka.models import build_model
-
-    return multiscale_layers(
-        build_model(info.arch, len(info.classes), image_size=info.image_size, output_stride=info.output_stride)
-    )
+                explained = tuple(None if int(c) < 0 else info.classes[int(c)] for c in classes[n].tolist())
+                out[j] = Explanation(found[n], method, self.target, maps[n], explained, store.sizes[j], ex.fast_path)
+        return [e for e in out if e is not None]
 
 
 def run_explain(
     model_path: str | os.PathLike[str],
     sources: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
-    *,
-    method: str | None = None,
-    target: str = "true",
-    split: str = "val",
-    layers: Sequence[str] | None = None,
-    normalization: str = "per-image",
-    alpha: float = 0.5,
-    batch_size: int = 16,
-    device: str = "auto",
-    progress: bool = True,
-    strict: bool = False,
-    engine: EngineOptions | None = None,
-    layout: str | None = None,
+    **options: Any,
 ) -> ExplainRun:
-    """Explain every image of ``sources`` (data sets or image files/folders) and write panels, maps, manifest.
+    """Explain every image of ``sources`` (data sets or image files/folders) and write panels, maps, manifest;
+    ``options``: :class:`ExplainOptions`' fields (``method=…``, ``target=…``…).
 
     Images are read, explained and written a chunk at a time (on ``engine``; default: this process): memory does
     not grow with their number. An unreadable image is listed in the manifest with its ``error`` (``strict``: the
     run stops at it); the run fails only when no image could be read.
     """
-    engine = engine or EngineOptions()
-    info, method, layers, fusion = _method_of(model_path, method, target, layers)
-    info = info.with_layout(layout)  # --layout: how the data sets among the sources are laid out
-    paths, labels = explain_inputs(sources, info, split, need_labels=target == "true")
+    o = ExplainOptions(**options)
+    file = ModelFile.read(model_path)
+    file.check_request("explain", methods=[o.method] if o.method else None, target=o.target,
+                       extra="--layer" if o.layers else "")  # fmt: skip
+    given = o.method or file.stored_method
+    spec = file.resolve(given)
+    if o.layers:
+        spec = spec._replace(layers=tuple(o.layers))
+    info = file.info.with_layout(o.layout)  # --layout: how the data sets among the sources are laid out
+    target = o.target
+    paths, labels = explain_inputs(sources, info, o.split, need_labels=target == "true")
     if target == "true" and any(lab is None for lab in labels):
         raise DataError("--target true needs images with known classes (a data set); use --target pred for bare images")
     parse_target(target, info.classes, info.verdicts)  # a bad --target fails before any work
-    layer_names = tuple(layers) if layers else (info.target_layer,)
-    worker = ExplainWorker(str(model_path), device, method, target, layer_names, batch_size, fusion)
+    worker = ExplainWorker(str(model_path), o.device, given, spec, target, o.batch_size)
     items = [Item(i, str(p), -1 if lab is None else lab) for i, (p, lab) in enumerate(zip(paths, labels, strict=True))]
     out_dir = Path(out)
     (out_dir / "panels").mkdir(parents=True, exist_ok=True)
     target_names = list(info.classes) if target == "all" else [target]
-    caption_extra = f"\n{method}, target: {target_names[0]}" if target not in ("true", "pred") else ""
-    writer = _PanelWriter(out_dir, info, items, normalization, alpha, caption_extra)
-    chunks = run_items(
-        worker,
-        items,
-        engine=engine,
-        chunk=EXPLAIN_CHUNK,
-        shard_dir=out_dir / ".ray-shards",
-        progress=progress,
-        desc=f"explaining ({method})",
+    caption_extra = f"\n{spec.method}, target: {target_names[0]}" if target not in ("true", "pred") else ""
+    writer = _PanelWriter(out_dir, info, o.normalization, o.alpha, caption_extra)
+    job = Job(
+        worker, items, lambda e: e.error, what="explaining", chunk=EXPLAIN_CHUNK, shard_dir=out_dir / ".ray-shards"
     )
-    for records in chunks:
-        for record in records:
-            if strict and record["error"]:
-                writer.abort()
-                raise DataError(f"{items[record['index']].image}: {record['error']}")
-            writer.add(record)
+    try:
+        for pairs in job.chunks(JobOptions(o.engine, o.progress, o.strict), desc=f"explaining ({spec.method})"):
+            for item, explanation in pairs:
+                writer.add(item, explanation)
+    except BaseException:
+        writer.abort()
+        raise
     writer.finish()
-    if writer.errors == len(items):
-        raise DataError(f"none of the {len(items)} images could be read (the first: {writer.first_error})")
+    job.check_some_read()
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "mieruka_version": __version__,
         "model": str(model_path),
-        "method": method,
-        "layers": list(layer_names),
-        "fusion": fusion,
+        "method": spec.method,
+        "layers": list(spec.layers),
+        "fusion": spec.fusion,
         "target": target,
         "targets": target_names,
-        "split": split,
-        "normalization": normalization,
+        "split": o.split,
+        "normalization": o.normalization,
         "fixed_scale": writer.fixed_scale,
         "input_size": info.image_size,
         "output_stride": info.output_stride,  # input pixels per cell of the last block's map
         "maps": "maps.npz",
-        "errors": writer.errors,
+        "errors": job.errors,
         "images": writer.records,
     }
     write_json(out_dir / "manifest.json", manifest)
@@ -264,10 +198,8 @@ class _PanelWriter:
     then, from the maps read back one at a time.
     """
 
-    def __init__(
-        self, out_dir: Path, info: ModelInfo, items: Sequence[Item], normalization: str, alpha: float, caption: str
-    ):
-        self.out_dir, self.info, self.items = out_dir, info, items
+    def __init__(self, out_dir: Path, info: ModelInfo, normalization: str, alpha: float, caption: str):
+        self.out_dir, self.info = out_dir, info
         self.normalization, self.alpha, self.caption_extra = normalization, alpha, caption
         self.maps_path = out_dir / "maps.npz.partial"
         self.zip = zipfile.ZipFile(self.maps_path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
@@ -275,39 +207,33 @@ class _PanelWriter:
         self.grid_panels: list[Image.Image] = []
         self.fixed_scale: float | None = None
         self.peak = 0.0
-        self.errors = 0
-        self.first_error = ""
 
-    def add(self, record: dict[str, Any]) -> None:
-        """One worker record: maps (T, S, S), probabilities (C,) and explained classes (T,), or an error."""
-        i = record["index"]
-        path = self.items[i].path
-        if record["error"]:
-            self.errors += 1
-            self.first_error = self.first_error or f"{path}: {record['error']}"
-            self.records.append({"index": i, "file": str(path), "error": record["error"]})
+    def add(self, item: Item, ex: Explanation) -> None:
+        """One image's explanation (maps T × S × S), or its error."""
+        i, path = item.index, item.image
+        if ex.error:
+            self.records.append({"index": i, "file": path, "error": ex.error})
             return
         key = f"{i:05d}"
-        maps = record["maps"]
+        maps = ex.maps
+        assert maps is not None
         with self.zip.open(f"{key}.npy", "w", force_zip64=True) as fh:
             np.lib.format.write_array(fh, maps.astype(np.float16), allow_pickle=False)
         self.peak = max(self.peak, float(maps.max()))
-        probs, info = record["probs"], self.info
-        pred = int(probs.argmax())
-        true = self.items[i].label
+        p, info = ex.prediction, self.info
         self.records.append(
             {
                 "index": i,
-                "file": str(path),
-                "true": None if true < 0 else info.classes[true],
-                "predicted": info.classes[pred],
-                "probabilities": {c: round(float(v), 6) for c, v in zip(info.classes, probs, strict=True)},
-                "verdict": info.verdicts[info.classes[pred]],
-                "explained_class": [None if int(c) < 0 else info.classes[int(c)] for c in record["classes"]],
+                "file": path,
+                "true": None if item.label < 0 else info.classes[item.label],
+                "predicted": p.label,
+                "probabilities": {c: round(v, 6) for c, v in p.probabilities.items()},
+                "verdict": info.verdicts[p.label],
+                "explained_class": list(ex.explained),
                 "original_size": None,
                 "panel": None,
                 "map_key": key,
-                "fast_path": bool(record["fast"]),
+                "fast_path": ex.fast_path,
                 "error": "",
             }
         )

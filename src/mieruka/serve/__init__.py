@@ -6,6 +6,7 @@ import ipaddress
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mieruka.errors import MierukaError
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
     from mieruka.runtime import Runtime
 
-__all__ = ["API_KEY_HEADER", "app_from_environment", "create_app", "is_loopback", "serve"]
+__all__ = ["API_KEY_HEADER", "ServeOptions", "app_from_environment", "create_app", "is_loopback", "serve"]
 
 
 def is_loopback(host: str) -> bool:
@@ -67,37 +68,53 @@ def app_from_environment() -> FastAPI:
     return _build(json.loads(raw))[0]
 
 
-def _check_options(*, port: int, workers: int, max_upload_mb: float, max_images: int, threads: int | None) -> None:
-    """Refuse out-of-range settings by their option names, before anything is loaded."""
-    problems = [
-        (1 <= port <= 65535, f"--port {port}: choose a port from 1 to 65535"),
-        (workers >= 1, f"--workers {workers}: give at least 1"),
-        (max_upload_mb > 0, f"--max-upload-mb {max_upload_mb:g}: give a positive size"),
-        (max_images >= 1, f"--max-images {max_images}: give at least 1"),
-        (threads is None or threads >= 1, f"--threads {threads}: give at least 1"),
-    ]
-    for ok, message in problems:
-        if not ok:
-            raise MierukaError(message)
+@dataclass(frozen=True)
+class ServeOptions:
+    """How ``serve`` runs (the command's options; :func:`serve` takes them as keywords).
+
+    Attributes:
+        host: The address to listen on (a non-loopback one without ``api_key`` is warned about).
+        port: The port.
+        api_key: The key clients send in the ``X-API-Key`` header (None: no key asked).
+        method: The heatmap method of a ``.safetensors`` model (exported files carry their own).
+        device: Where a ``.safetensors`` model runs.
+        max_upload_mb: The largest request body.
+        max_images: The most images one request may send.
+        threads: ONNX Runtime threads per call (default: its own choice; with ``workers`` > 1, cores // workers).
+        workers: Processes, each with its own copy of the model, sharing the port.
+        log_level: uvicorn's log level.
+        provider: ONNX Runtime's execution provider for an ``.onnx`` model (:mod:`mieruka.deploy.providers`).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    method: str | None = None
+    device: str = "cpu"
+    max_upload_mb: float = 32.0
+    max_images: int = 16
+    threads: int | None = None
+    workers: int = 1
+    log_level: str = "info"
+    provider: str = "auto"
+
+    def check(self) -> None:
+        """Refuse out-of-range settings by their option names, before anything is loaded."""
+        problems = [
+            (1 <= self.port <= 65535, f"--port {self.port}: choose a port from 1 to 65535"),
+            (self.workers >= 1, f"--workers {self.workers}: give at least 1"),
+            (self.max_upload_mb > 0, f"--max-upload-mb {self.max_upload_mb:g}: give a positive size"),
+            (self.max_images >= 1, f"--max-images {self.max_images}: give at least 1"),
+            (self.threads is None or self.threads >= 1, f"--threads {self.threads}: give at least 1"),
+        ]
+        for ok, message in problems:
+            if not ok:
+                raise MierukaError(message)
 
 
-def serve(
-    model: str | os.PathLike[str],
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    api_key: str | None = None,
-    method: str | None = None,
-    device: str = "cpu",
-    max_upload_mb: float = 32.0,
-    max_images: int = 16,
-    threads: int | None = None,
-    workers: int = 1,
-    log_level: str = "info",
-    provider: str = "auto",
-) -> None:
-    """Load ``model`` (``.onnx``, OpenVINO ``.xml`` or ``.safetensors``) and serve it until interrupted; an ``.onnx``
-    runs on ONNX Runtime's ``provider`` (:mod:`mieruka.deploy.providers`).
+def serve(model: str | os.PathLike[str], **options: Any) -> None:
+    """Load ``model`` (``.onnx``, OpenVINO ``.xml`` or ``.safetensors``) and serve it until interrupted;
+    ``options``: :class:`ServeOptions`' fields.
 
     With ``workers`` > 1, uvicorn runs that many processes, each with its own copy of the model, which share the
     port: on a CPU box one per core serves concurrent clients faster than one process does (its request threads
@@ -106,21 +123,23 @@ def serve(
     """
     import uvicorn
 
-    _check_options(port=port, workers=workers, max_upload_mb=max_upload_mb, max_images=max_images, threads=threads)
+    o = ServeOptions(**options)
+    o.check()
+    host, port, workers, threads = o.host, o.port, o.workers, o.threads
     if workers > 1 and threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers)
     settings = {
         "model": str(model),
-        "method": method,
-        "device": device,
+        "method": o.method,
+        "device": o.device,
         "threads": threads,
-        "provider": provider,
-        "api_key": api_key,
-        "max_upload_mb": max_upload_mb,
-        "max_images": max_images,
+        "provider": o.provider,
+        "api_key": o.api_key,
+        "max_upload_mb": o.max_upload_mb,
+        "max_images": o.max_images,
     }
     app, runtime = _build(settings)  # also in the parent with workers: a bad model fails here, with its message
-    if api_key is None and not is_loopback(host):
+    if o.api_key is None and not is_loopback(host):
         print(
             f"warning: listening on {host} without an API key: anyone who can reach this port can use the model "
             "(set --api-key or MIERUKA_API_KEY)",
@@ -133,7 +152,7 @@ def serve(
     )
     print(f"mieruka: page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs")
     if workers == 1:
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        uvicorn.run(app, host=host, port=port, log_level=o.log_level)
         return
     del app, runtime
     print(f"mieruka: {workers} worker processes, {threads} ONNX Runtime thread(s) each")
@@ -144,5 +163,5 @@ def serve(
         workers=workers,
         host=host,
         port=port,
-        log_level=log_level,
+        log_level=o.log_level,
     )

@@ -1,8 +1,10 @@
 """The training run.
 
-Writes into RUN: ``model.safetensors`` (the best epoch by validation balanced accuracy), ``resume.safetensors``
-(the last epoch with optimizer state, for ``--resume``), ``config.json``, ``split.csv``, ``history.csv`` /
-``history.json`` (one row per epoch) and ``training_curve.png``. Every file is written atomically.
+Writes into RUN: ``model.safetensors`` (the best epoch by validation balanced accuracy, written once when the run
+ends, complete: NG threshold, test-time views, explanation method and tracker id), ``best.safetensors`` (the best
+epoch's weights while it trains), ``resume.safetensors`` (the last epoch with optimizer state, for ``--resume``),
+``config.json``, ``split.csv``, ``history.csv`` / ``history.json`` (one row per epoch) and ``training_curve.png``.
+Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from mieruka.audit.selection import choose_after_training
 from mieruka.augment import augment_with_masks
 from mieruka.checkpoint import ModelInfo, load_checkpoint, read_info, save_checkpoint
 from mieruka.config import TrainConfig
@@ -33,11 +34,12 @@ from mieruka.metrics import choose_threshold, classification_metrics, escape_bou
 from mieruka.models import build_model, check_backbone, feature_layer, load_pretrained, normalization_for
 from mieruka.train.curves import plot_history, write_history
 from mieruka.train.distributed import Ranks, from_env
+from mieruka.train.final import TrackedAs, write_model
 from mieruka.train.frozen import FrozenPrefix, freeze_stages, frozen_batchnorms
 from mieruka.train.grouped_conv import GroupedConvDoubleBackward
 from mieruka.train.guide import FineGuide, WithFeatures, guide_for, guide_loss
 from mieruka.train.inputs import TrainingData, load_training_data
-from mieruka.train.runs import prepare_run, resumed_config
+from mieruka.train.runs import BEST_FILE, prepare_run, resumed_config
 from mieruka.train.state import (
     lr_factor,
     optimizer_tensors,
@@ -103,6 +105,8 @@ class _Trainer:
         # augmentation: the same generator in one process; its own per rank in a distributed run
         self.aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + ranks.rank + 1) if ranks.enabled else self.gen
         self.history: list[dict[str, float]] = []
+        self.final: tuple[torch.nn.Module, ModelInfo] | None = None
+        """The final model and its description, once :meth:`finish` made them."""
         self.best_score, self.best_epoch, self.start_epoch, self.done_steps = -1.0, 0, 1, 0
 
     def resume(self) -> None:
@@ -237,7 +241,7 @@ class _Trainer:
         if improved:
             self.best_score, self.best_epoch = score, epoch
             summary = {"best_epoch": epoch, **rounded(row)}
-            save_checkpoint(self.run / "model.safetensors", self.evaluated, self.info(summary))
+            save_checkpoint(self.run / BEST_FILE, self.evaluated, self.info(summary))
         tqdm.write(
             f"epoch {epoch:>3}  loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
             f"val acc {row['val_accuracy']:.4f}  val bal acc {score:.4f}  {row['seconds']:.0f}s"
@@ -265,11 +269,12 @@ class _Trainer:
             extra_meta={"train_state": json.dumps(state)},
         )
 
-    def finish(self) -> None:
+    def finish(self) -> tuple[torch.nn.Module, ModelInfo]:
         """The final model: the best epoch's weights, its test-time views and the NG threshold chosen on the
-        validation split."""
+        validation split (a run started before ``best.safetensors`` existed kept them in ``model.safetensors``)."""
         cfg, data = self.cfg, self.data
-        best, _, _ = load_checkpoint(self.run / "model.safetensors", self.device)
+        best_file = self.run / BEST_FILE
+        best, _, _ = load_checkpoint(best_file if best_file.is_file() else self.run / "model.safetensors", self.device)
         best = best.to(memory_format=torch.channels_last)
         y_val = data.labels[data.val_idx]
         tta_scores: dict[str, float] = {}
@@ -299,7 +304,7 @@ class _Trainer:
         info.summary["val_escape_bound"] = escape_bound(
             int((is_ng & ~gate(probs, ng, threshold)).sum()), int(is_ng.sum())
         )
-        save_checkpoint(self.run / "model.safetensors", best, replace(self.info(info.summary, threshold), tta=chosen))
+        return best, replace(self.info(info.summary, threshold), tta=chosen)
 
 
 def train(
@@ -339,7 +344,8 @@ def train(
     finally:
         ranks.stop()
     if ranks.main:
-        _track(tracker, run, cfg, trainer.history, data)
+        assert trainer.final is not None
+        write_model(run, cfg, trainer.history, trainer.final, TrackedAs(data, tracker, progress))
     return TrainResult(
         run_dir=run,
         model_path=run / "model.safetensors",
@@ -347,19 +353,6 @@ def train(
         best_val_balanced_accuracy=trainer.best_score,
         history=tuple(trainer.history),
     )
-
-
-def _track(tracker: str, run: Path, cfg: TrainConfig, history: list[dict[str, float]], data: Any) -> None:
-    """Log the finished run; an MLflow run's id goes into the model's summary (evaluate and audit log there)."""
-    from mieruka.tracking import log_training
-
-    run_id = log_training(tracker, run, cfg.to_dict(), history, str(data))
-    if run_id is not None:
-        model, info, _ = load_checkpoint(run / "model.safetensors", "cpu")
-        save_checkpoint(
-            run / "model.safetensors", model, replace(info, summary={**info.summary, "mlflow_run_id": run_id})
-        )
-        print(f"tracked: MLflow run {run_id}")
 
 
 def _run(
@@ -391,7 +384,6 @@ def _run(
     trainer.fit(progress and ranks.main)
     if ranks.main:
         plot_history(trainer.history, run / "training_curve.png")
-        trainer.finish()
-        choose_after_training(run / "model.safetensors", data, cfg.explain_method, cfg.device, progress)
+        trainer.final = trainer.finish()
     ranks.barrier()
     return trainer

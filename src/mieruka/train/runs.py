@@ -16,10 +16,14 @@ from pathlib import Path
 from mieruka.config import TrainConfig
 from mieruka.errors import MierukaError
 
-__all__ = ["BEFORE_TRAINING", "RUN_FILES", "option_name", "prepare_run", "resumed_config"]
+__all__ = ["BEFORE_TRAINING", "BEST_FILE", "RUN_FILES", "option_name", "prepare_run", "resumed_config"]
+
+BEST_FILE = "best.safetensors"
+"""The best epoch's weights while the run trains (``model.safetensors`` is written once, at the end, from them)."""
 
 RUN_FILES = (
     "model.safetensors",
+    BEST_FILE,
     "resume.safetensors",
     "config.json",
     "split.csv",
