@@ -132,9 +132,9 @@ class Inspector:
 def load(path: str | os.PathLike[str], *, device: str = "cpu", provider: str = "auto") -> Inspector:
     """A model for prediction, explanation and audit: a ``.safetensors`` from ``train`` (PyTorch on ``device``),
     or a file from ``export`` (``.onnx`` on ONNX Runtime's ``provider``, OpenVINO ``.xml``)."""
-    from mieruka.model_file import ModelFile
+    from mieruka.model_file import open_model
 
-    return Inspector(ModelFile.read(path).open(device, provider=provider), device)
+    return Inspector(open_model(path, device, provider=provider), device)
 
 
 def train(data: str | os.PathLike[str], *, out: str | os.PathLike[str], progress: bool = False, **options: Any) -> Any:

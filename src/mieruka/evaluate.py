@@ -35,7 +35,8 @@ from mieruka.metrics import (
     gate_rates,
     ng_probability,
 )
-from mieruka.model_file import ModelFile
+from mieruka.model_file import open_model
+from mieruka.runtime import is_exported
 
 __all__ = ["EvaluateOptions", "Evaluation", "evaluate", "plot_confusion"]
 
@@ -180,14 +181,13 @@ def evaluate(
 
 def _load(model_path: str | os.PathLike[str], o: EvaluateOptions) -> tuple[Any, ModelInfo]:
     """A PyTorch model (channels-last) for a checkpoint, the runtime of an exported file."""
-    file = ModelFile.read(model_path)
-    if file.exported and o.neighbors:
+    if is_exported(model_path) and o.neighbors:
         raise MierukaError(
-            f"--neighbors needs the model's pooled features, which an exported file ({file.path.name}) "
+            f"--neighbors needs the model's pooled features, which an exported file ({Path(model_path).name}) "
             "does not output; evaluate the .safetensors for neighbours"
         )
-    opened = file.open(o.device, provider=o.provider)
-    return opened.runner, file.info
+    opened = open_model(model_path, o.device, provider=o.provider)
+    return opened.runner, opened.info
 
 
 def _classify(

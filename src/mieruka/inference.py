@@ -31,6 +31,7 @@ __all__ = [
     "predict_probs",
     "predict_probs_and_features",
     "select_device",
+    "tta_probabilities",
 ]
 
 CPU_PIXELS_PER_PASS = 1 << 18
@@ -133,6 +134,15 @@ def _module_functions(
         return pooled.float(), logits.float().softmax(1)
 
     return cpu_chunked(probs_of, device), cpu_chunked(features_and_probs_of, device)
+
+
+@torch.inference_mode()
+def tta_probabilities(module: nn.Module, x: torch.Tensor, tta: str = "none") -> np.ndarray:
+    """Class probabilities (B, K) of one normalized batch, averaged over the ``tta`` views: the forward pass
+    :func:`predict_probs` runs on each batch of a store."""
+    probs_of = _module_functions(module)[0]
+    views = tta_views(x.to(next(module.parameters()).device), tta)
+    return torch.stack([probs_of(v) for v in views]).mean(0).cpu().numpy()
 
 
 @dataclass(frozen=True)

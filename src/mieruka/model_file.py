@@ -25,9 +25,8 @@ from mieruka.errors import MierukaError
 from mieruka.explain.engine import ExplainedBatch, explain, multiscale_layers
 from mieruka.explain.spec import MULTISCALE, MethodSpec, parse_method_spec
 from mieruka.explain.targets import Target
-from mieruka.inference import select_device
+from mieruka.inference import select_device, tta_probabilities
 from mieruka.runtime import check_torch_provider, is_exported, load_exported, run_with_tta
-from mieruka.tta import tta_views
 
 __all__ = ["ModelFile", "OpenedModel", "open_model", "torch_device"]
 
@@ -124,7 +123,11 @@ def _multiscale(arch: str, classes: int, image_size: int, output_stride: int) ->
 def open_model(
     path: str | os.PathLike[str], device: str = "auto", *, provider: str = "auto", threads: int | None = None
 ) -> OpenedModel:
-    """:meth:`ModelFile.read` then :meth:`ModelFile.open`."""
+    """:meth:`ModelFile.read` then :meth:`ModelFile.open`, with an exported file loaded once (its runner holds the
+    description)."""
+    if is_exported(path):
+        graph = load_exported(path, threads=threads, provider=provider)
+        return OpenedModel(ModelFile(Path(path), graph.info, True, graph.method), None, graph)
     return ModelFile.read(path).open(device, provider=provider, threads=threads)
 
 
@@ -163,10 +166,7 @@ class OpenedModel:
         ``tta`` views."""
         if self.module is None:
             return run_with_tta(self.graph, x, tta)[0]
-        with torch.inference_mode():
-            views = tta_views(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device), tta)
-            probs = [self.module(v.contiguous(memory_format=torch.channels_last)).float().softmax(1) for v in views]
-        return torch.stack(probs).mean(0).cpu().numpy()
+        return tta_probabilities(self.module, torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), tta)
 
     def explain(
         self,

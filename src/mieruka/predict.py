@@ -18,13 +18,14 @@ from typing import Any
 from mieruka.batch.engine import EngineOptions, Item
 from mieruka.batch.job import Job, JobOptions, ModelWorker
 from mieruka.batch.sinks import open_sink
-from mieruka.checkpoint import ModelInfo
+from mieruka.checkpoint import ModelInfo, read_info
 from mieruka.data.images import IMAGE_EXTENSIONS
 from mieruka.data.sources.folder import MASKS_DIR
 from mieruka.errors import DataError
 from mieruka.inference import ClassifyOptions, classify_files, decode_device
-from mieruka.model_file import ModelFile, OpenedModel, torch_device
+from mieruka.model_file import OpenedModel, open_model, torch_device
 from mieruka.results import Prediction, predictions
+from mieruka.runtime import is_exported
 
 __all__ = [
     "PREDICT_CHUNK",
@@ -172,10 +173,10 @@ def _runtime(worker: PredictWorker, engine: EngineOptions) -> tuple[ModelInfo, s
     if engine.name == "local":
         worker.setup()
         return worker.info, worker.model.runtime_name
-    file = ModelFile.read(worker.model_path)
-    if file.exported:
-        return file.info, file.open(provider=worker.provider).runtime_name
-    return file.info, f"pytorch ({torch_device(worker.device, worker.provider)})"
+    if is_exported(worker.model_path):
+        opened = open_model(worker.model_path, provider=worker.provider)
+        return opened.info, opened.runtime_name
+    return read_info(worker.model_path), f"pytorch ({torch_device(worker.device, worker.provider)})"
 
 
 def _shard_dir(out: str | os.PathLike[str] | None) -> Path:
@@ -229,6 +230,7 @@ def predict(
     finally:
         if sink is not None:
             sink.close()
+    run.errors, run.first_error = job.errors, job.first_error
     job.check_some_read()
     return run
 
@@ -250,9 +252,6 @@ class PredictRun:
 
     def add(self, results: Sequence[Prediction], keep: bool) -> None:
         for r in results:
-            if r.error and not self.first_error:
-                self.first_error = f"{r.image}: {r.error}"
-            self.errors += bool(r.error)
             self.ok += r.verdict == "OK"
             self.ng += r.verdict == "NG"
             self.threshold = r.threshold

@@ -119,13 +119,10 @@ class _AuditWriter:
         self.random_order: list[tuple[float, float]] = []
         self.source = "masks" if boxes is None else f"boxes {boxes}"
         self.regions = {"images": 0, "matched": 0, "with_region": 0, "ng_without_region": 0}
-        self.errors, self.first_error = 0, ""
 
     def add(self, record: AuditRecord, item: Item) -> None:
         self.regions["images"] += 1
         if record.error:
-            self.errors += 1
-            self.first_error = self.first_error or f"{item.image}: {record.error}"
             for k, spec in enumerate(self.methods):
                 self.csv[k].writerow([item.image, spec, *("" for _ in AUDIT_COLUMNS[2:-1]), record.error])
             return
@@ -144,13 +141,14 @@ class _AuditWriter:
         for spec, files in record.panels.items():
             self.panels[(item.image, spec)] = files
 
-    def result(self, faithfulness: FaithfulnessConfig | None, measured: int) -> dict[str, Any]:
-        """The summary: per method and class figures, faithfulness (with its config), regions and errors."""
+    def result(self, faithfulness: FaithfulnessConfig | None, measured: int, job: Job) -> dict[str, Any]:
+        """The summary: per method and class figures, faithfulness (with its config), regions and the ``job``'s
+        unreadable images."""
         summary = self.summary.result()
         if faithfulness is not None:
             summary["faithfulness"] = faithfulness_summary(faithfulness, measured, self.random_order, self.rhos)
         summary["regions"] = {"source": self.source, **self.regions}
-        summary["errors"] = {"images": self.errors, "first": self.first_error}
+        summary["errors"] = {"images": job.errors, "first": job.first_error}
         return summary
 
     def consume(self, chunks: Iterable[list[tuple[Item, AuditRecord]]]) -> None:
@@ -215,7 +213,7 @@ def run_audit(
     writer.consume(run.chunks(JobOptions(o.engine, o.progress, o.strict)))
     run.check_some_read("audited")
     fconfig = o.faithfulness_config if o.faithfulness > 0 else None
-    summary = writer.result(fconfig, min(o.faithfulness, len(items)))
+    summary = writer.result(fconfig, min(o.faithfulness, len(items)), run)
     summary.update(_provenance(model_path, info, data, o, selection))
     _report_regions(summary["regions"], boxes_path)
     _write(out_dir, writer.slim, summary, info, writer.panels if o.report else None, o)

@@ -111,7 +111,6 @@ class AuditWorker(ModelWorker):
     ):
         super().__init__(model_path, device)
         self.specs, self.target, self.batch_size, self.job = dict(specs), target, batch_size, job
-        self.cfg, self.boxes, self.report_dir = job.cfg, job.boxes, job.report_dir
         self.faith: FaithfulnessRun | None = None
 
     def after_setup(self) -> None:
@@ -141,16 +140,16 @@ class AuditWorker(ModelWorker):
 
     def _region(self, item: Item, size: tuple[int, int], record: AuditRecord) -> np.ndarray | None:
         """The image's defect region (None: none known, or an empty one); sets the record's region fields."""
-        if self.boxes is None:
+        if self.job.boxes is None:
             source = Path(item.mask) if item.mask else None
         else:
-            source = box_source(Path(self.boxes), item.path)
+            source = box_source(Path(self.job.boxes), item.path)
         record.matched = source is not None
         region = read_region(source, item.path, size) if source is not None else None
         if region is None or not region.any():
             return None
         rng = np.random.default_rng([0, item.index])  # the random baseline map: one seeded map per image
-        record.chance = chance_baselines(region, self.cfg, rng)
+        record.chance = chance_baselines(region, self.job.cfg, rng)
         return region
 
     def _method(self, name: str, spec: MethodSpec, chunk: _Chunk, targets: list[Target] | str) -> None:
@@ -187,12 +186,13 @@ class AuditWorker(ModelWorker):
         rejected = bool(gate(as_batch, info.ng_classes, info.decision_threshold)[0])
         scores = None
         if region is not None:
-            scores = localization_scores(heat, region, tolerance=self.cfg.tolerance, threshold=self.cfg.map_threshold)
-        if self.report_dir is not None:
+            cfg = self.job.cfg
+            scores = localization_scores(heat, region, tolerance=cfg.tolerance, threshold=cfg.map_threshold)
+        if self.job.report_dir is not None:
             caption = self.job.caption.format(t=true_name, p=info.classes[pred], q=f"{float(probs[pred]):.2f}")
             stem = f"{slug(spec)}/{item.index:05d}"
             record.panels[spec] = write_panel(
-                Path(self.report_dir), stem, item.path, heat, caption, info.bit_depth, region
+                Path(self.job.report_dir), stem, item.path, heat, caption, info.bit_depth, region
             )
         row: dict[str, Any] = {
             "image": item.image,
@@ -207,7 +207,7 @@ class AuditWorker(ModelWorker):
             "predicted_verdict": info.verdicts[info.classes[pred]],
             "ng_probability": float(ng_probability(as_batch, info.ng_classes)[0]),
             "verdict": verdict_word(rejected),
-            "category": triage(pred == true, scores, self.cfg, ok_class=info.verdicts[true_name] == "OK"),
+            "category": triage(pred == true, scores, self.job.cfg, ok_class=info.verdicts[true_name] == "OK"),
         }
         for k in METRICS:
             row[k] = None if scores is None else getattr(scores, k)

@@ -18,7 +18,7 @@ from mieruka.batch.work import EngineOptions, Item
 from mieruka.checkpoint import ModelInfo
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError
-from mieruka.model_file import ModelFile, OpenedModel
+from mieruka.model_file import OpenedModel, open_model
 
 __all__ = ["Job", "JobOptions", "ModelWorker"]
 
@@ -54,7 +54,7 @@ class ModelWorker:
 
     def setup(self) -> None:
         if self.opened is None:
-            self.opened = ModelFile.read(self.model_path).open(self.device, provider=self.provider)
+            self.opened = open_model(self.model_path, self.device, provider=self.provider)
             self.after_setup()
 
     def after_setup(self) -> None:
@@ -77,6 +77,9 @@ class ModelWorker:
 
     def process(self, items: Sequence[Item]) -> list[Any]:  # pragma: no cover - every job defines it
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop what the worker started beside its model (predict's read-ahead thread); nothing by default."""
 
 
 class Job:
@@ -125,9 +128,7 @@ class Job:
                         self.first_error = self.first_error or f"{item.image}: {error}"
                 yield pairs
         finally:
-            close = getattr(self.worker, "close", None)
-            if close is not None:
-                close()
+            self.worker.close()
 
     def check_some_read(self, verb: str = "read") -> None:
         """Fail when the job had images and none of them could be ``verb`` (read, audited)."""
