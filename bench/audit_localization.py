@@ -37,7 +37,8 @@ def main() -> None:
     )
     seconds = time.perf_counter() - t
     figures = {}
-    for method, groups in run.summary["methods"].items():
+    summary = run.summary.to_json()  # the figures by their summary.json keys
+    for method, groups in summary["methods"].items():
         a = groups["all"]
         figures[method] = {
             k: round(a[k], 4) for k in ("energy_inside", "lift", "pointing_hit", "relevance_rank", "average_precision")
@@ -48,7 +49,7 @@ def main() -> None:
             if c != "all" and g["with_region"]
         }
         print(method, figures[method])
-    base = run.summary["methods"][next(iter(run.summary["methods"]))]["all"]["baselines"]
+    base = summary["methods"][next(iter(summary["methods"]))]["all"]["baselines"]
     print(
         json.dumps(
             {

@@ -160,11 +160,11 @@ def _run_one(
         "epochs_run": len(result.history),
         "val_accuracy": round(best["val_accuracy"], 4),
         "val_balanced_accuracy": round(best["val_balanced_accuracy"], 4),
-        "test_accuracy": round(m["accuracy"], 4),
-        "test_balanced_accuracy": round(m["balanced_accuracy"], 4),
-        "test_recall": {c: round(v["recall"], 3) for c, v in m["per_class"].items()},
-        "escape_rate": round(m["escape_rate"], 4),
-        "overkill_rate": round(m["overkill_rate"], 4),
+        "test_accuracy": round(m.accuracy, 4),
+        "test_balanced_accuracy": round(m.balanced_accuracy, 4),
+        "test_recall": {c: round(v.recall, 3) for c, v in m.per_class.items()},
+        "escape_rate": None if m.escape_rate is None else round(m.escape_rate, 4),
+        "overkill_rate": None if m.overkill_rate is None else round(m.overkill_rate, 4),
         **explanation_figures(result.model_path, data),
     }
 

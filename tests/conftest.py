@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,13 @@ from mieruka.data.synth import write_dataset
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MAGNETIC_TILE = SHARED / "data" / "magnetic-tile" / "manifest.csv"
 
-torch.set_num_threads(2)
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+"""Test processes running side by side (``make test`` runs one per core with pytest-xdist)."""
+THREADS = max(1, min(2, (os.cpu_count() or 2) // WORKERS))
+# One worker per core: each (and the commands it starts) computes on its own core. Threads that outnumber the cores
+# make PyTorch's thread pool spin against itself: a 3 s test took 80 s.
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+torch.set_num_threads(THREADS)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 """Debian's Chromium for the browser tests (``make test`` installs it); None skips them."""
@@ -35,6 +42,17 @@ TINY = TrainConfig(
 )
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """PyTorch's intra-op threads set to ``n`` for the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic data set: 6 classes × 8 images of 64 px, with masks."""
@@ -49,7 +67,8 @@ def tiny_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mieruka.train import train
 
     run = tmp_path_factory.mktemp("run")
-    train(synth_dir, run, TINY, progress=False)
+    with torch_threads(2):  # the same model whatever the number of workers (float sums depend on the threads)
+        train(synth_dir, run, TINY, progress=False)
     return run
 
 

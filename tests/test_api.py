@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -71,8 +72,11 @@ def test_train_and_audit_from_python(synth_dir: Path, tmp_path: Path) -> None:
     inspector = mieruka.load(result.model_path)
     summary = inspector.audit(synth_dir, out=tmp_path / "audit", report=False)
     stored = inspector.info.explain_method  # chosen on the validation regions after training
-    assert list(summary["methods"]) == list(dict.fromkeys([stored, "gradcam"])) and summary["split"] == "test"
-    assert summary["model"] == str(result.model_path)
+    assert list(summary.methods) == list(dict.fromkeys([stored, "gradcam"])) and summary.split == "test"
+    assert summary.model == str(result.model_path)
+    # the typed summary is summary.json, field for field
+    assert summary.to_json() == json.loads((tmp_path / "audit" / "summary.json").read_text(encoding="utf-8"))
+    assert summary.figures("gradcam").images == summary.regions.images
 
 
 @pytest.mark.slow

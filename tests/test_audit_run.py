@@ -11,6 +11,7 @@ import pytest
 from conftest import CHROMIUM
 
 from mieruka.audit.run import run_audit
+from mieruka.audit.summary import AuditSummary
 from mieruka.audit.triage import CATEGORIES
 from mieruka.cli import main
 
@@ -64,6 +65,11 @@ def test_audit_outputs(audited: Path) -> None:
     uniform = allg["baselines"]["uniform"]
     assert uniform["energy_inside"] == pytest.approx(sum(float(r["area_fraction"]) for r in gradcam_rows) / 6, rel=1e-4)
     assert set(allg["baselines"]) == {"uniform", "random", "center"}
+    # read back typed: the same figures as fields, and written back to the same keys
+    typed = AuditSummary.read(audited / "summary.json")
+    assert typed.to_json() == summary
+    assert typed.figures("gradcam").energy_inside == allg["energy_inside"] and typed.regions.with_region == 10
+    assert typed.config.tolerance == summary["config"]["tolerance"] and typed.faithfulness is None
     with open(audited / "review.csv", encoding="utf-8") as fh:
         review = list(csv.DictReader(fh))
     priorities = [float(r["priority"]) for r in review]
@@ -267,8 +273,8 @@ def test_bad_images_become_error_rows(tiny_run: Path, synth_dir: Path, tmp_path:
     assert {Path(r["image"]).name for r in bad} == {"broken.png", "scratch_0000.png"} and len(bad) == 4
     assert all(r["category"] == "" and r["predicted"] == "" for r in bad)
     assert "bad_mask.png" in next(r["error"] for r in bad if "scratch" in r["image"])
-    assert run.summary["errors"]["images"] == 2 and "broken.png" in run.summary["errors"]["first"]
-    assert run.summary["methods"]["gradcam"]["all"]["images"] == 6 and run.summary["regions"]["images"] == 8
+    assert run.summary.errors.images == 2 and "broken.png" in (run.summary.errors.first or "")
+    assert run.summary.figures("gradcam").images == 6 and run.summary.regions.images == 8
     page = (tmp_path / "a" / "report" / "index.html").read_text(encoding="utf-8")
     assert page.count("class='card'") == 12
     with pytest.raises(DataError, match="broken.png"):
@@ -307,3 +313,16 @@ def test_the_exported_file_audits_like_the_checkpoint(
                 assert abs(float(a[key]) - float(b[key])) <= tol, key
     with pytest.raises(MierukaError, match="computes the gradcam map of the predicted class only"):
         run_audit(tiny_onnx, synth_dir, tmp_path / "x", **{**options, "methods": ["layercam"]})
+
+
+def test_a_summary_of_a_newer_schema_is_refused(audited: Path, tmp_path: Path) -> None:
+    from mieruka.errors import DataError
+
+    summary = json.loads((audited / "summary.json").read_text(encoding="utf-8"))
+    newer = tmp_path / "summary.json"
+    newer.write_text(json.dumps({**summary, "schema_version": 3}), encoding="utf-8")
+    with pytest.raises(DataError, match="schema version 3; this mieruka reads up to 2"):
+        AuditSummary.read(newer)
+    newer.write_text(json.dumps({k: v for k, v in summary.items() if k != "regions"}), encoding="utf-8")
+    with pytest.raises(DataError, match="not an audit summary"):
+        AuditSummary.read(newer)

@@ -165,12 +165,12 @@ def test_audit_boxes_that_match_nothing_are_an_error_and_partial_ones_are_counte
     run = run_audit(
         tiny_run / "model.safetensors", synth_dir, tmp_path / "a", boxes=empty, report=False, progress=False
     )
-    regions = run.summary["regions"]
-    assert regions["images"] == 12 and regions["matched"] == regions["with_region"] >= 1
-    assert regions["ng_without_region"] == 6 - regions["with_region"]
+    regions = run.summary.regions
+    assert regions.images == 12 and regions.matched == regions.with_region >= 1
+    assert regions.ng_without_region == 6 - regions.with_region
     out = capsys.readouterr()
-    assert f"--boxes: {regions['with_region']} of 12 images have a region" in out.out
-    assert f"warning: {regions['ng_without_region']} image(s) of NG classes have no region" in out.err
+    assert f"--boxes: {regions.with_region} of 12 images have a region" in out.out
+    assert f"warning: {regions.ng_without_region} image(s) of NG classes have no region" in out.err
 
 
 def test_class_tables_line_up_japanese_names() -> None:

@@ -12,8 +12,9 @@ from mieruka.cli import main
 from mieruka.deploy.providers import PROVIDERS, provider_list, short_name
 from mieruka.errors import MierukaError
 from mieruka.export import export_onnx
+from mieruka.model_file import load_runtime
 from mieruka.predict import predict
-from mieruka.runtime import OnnxModel, load_runtime
+from mieruka.runtime import OnnxModel
 
 CPU, CUDA, TRT, OV = (PROVIDERS[k] for k in ("cpu", "cuda", "tensorrt", "openvino"))
 

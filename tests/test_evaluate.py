@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mieruka.evaluate import evaluate
+from mieruka.evaluation import EvaluationMetrics
 from mieruka.metrics import classification_metrics
 
 
@@ -27,7 +28,9 @@ def test_metrics_file_matches_predictions(tiny_run: Path, synth_dir: Path, tmp_p
         "schema_version",
     ):
         assert key in m, key
-    assert m == ev.metrics
+    assert m == ev.metrics.to_json()
+    assert EvaluationMetrics.read(tmp_path / "metrics.json") == ev.metrics  # typed, field for field
+    assert ev.metrics.gate_at_threshold.ng_parts == sum(ev.metrics.verdicts[c] == "NG" for c in m["classes"]) * 2
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
     with open(tmp_path / "predictions.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -88,7 +91,7 @@ def test_neighbors_find_the_training_original_of_a_relabelled_copy(
     ev = evaluate(tiny_run / "model.safetensors", manifest, out, split="test", neighbors=2, progress=False)
     with open(out / "neighbors.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 2 * ev.metrics["images"]
+    assert len(rows) == 2 * ev.metrics.images
     first = {r["image"]: r for r in rows if r["rank"] == "1"}
     assert first[copy]["neighbor"] == original and first[copy]["neighbor_label"] == "crack"
     assert float(first[copy]["similarity"]) == pytest.approx(1.0, abs=1e-4)
@@ -101,9 +104,11 @@ def test_neighbors_find_the_training_original_of_a_relabelled_copy(
         preds = list(csv.DictReader(fh))
     errors = [p for p in preds if p["true"] != p["predicted"]]
     like = [p["image"] for p in errors if first[p["image"]]["neighbor_label"] == p["predicted"]]
-    n = ev.metrics["neighbors"]
-    assert (n["k"], n["errors"], n["errors_nearest_labelled_as_predicted"]) == (2, len(errors), len(like))
-    assert sorted(n["images"]) == sorted(like)
+    n = ev.metrics.neighbors
+    assert n is not None
+    assert (n.k, n.errors, n.errors_nearest_labelled_as_predicted) == (2, len(errors), len(like))
+    assert sorted(n.images) == sorted(like)
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["neighbors"]["images"] == n.images
     assert (out / "neighbors.png").is_file() == bool(errors)
 
 
@@ -134,10 +139,10 @@ def test_an_unreadable_image_is_listed_and_left_out_of_the_figures(
     broken = test[3].image
     broken.write_bytes(b"")
     ev = evaluate(tiny_run / "model.safetensors", data, tmp_path / "e", progress=False)
-    assert ev.metrics["images"] == len(test) - 1
-    assert [u["image"] for u in ev.metrics["unreadable"]] == [str(broken)]
-    assert "0 bytes" in ev.metrics["unreadable"][0]["reason"]
-    assert sum(sum(row) for row in ev.metrics["confusion_matrix"]) == len(test) - 1
+    assert ev.metrics.images == len(test) - 1
+    assert [u.image for u in ev.metrics.unreadable] == [str(broken)]
+    assert "0 bytes" in ev.metrics.unreadable[0].reason
+    assert sum(sum(row) for row in ev.metrics.confusion_matrix) == len(test) - 1
     with open(tmp_path / "e" / "predictions.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(test) and rows[-1]["image"] == str(broken) and "0 bytes" in rows[-1]["error"]
@@ -160,9 +165,23 @@ def test_the_exported_file_evaluates_like_the_checkpoint(
     st = json.loads((tmp_path / "st" / "metrics.json").read_text())
     ox = json.loads((tmp_path / "onnx" / "metrics.json").read_text())
     assert sorted(st) == sorted(ox)
+    # the threshold is a validation image's NG probability: equal within the probabilities' tolerance
+    assert st.pop("threshold") == pytest.approx(ox.pop("threshold"), abs=1e-4)
     assert {k: v for k, v in st.items() if k != "model"} == {k: v for k, v in ox.items() if k != "model"}
     rows = [list(csv.DictReader((tmp_path / n / "predictions.csv").open(encoding="utf-8"))) for n in ("st", "onnx")]
     cols = [c for c in rows[0][0] if c.startswith("p[")]
     assert cols and max(abs(float(a[c]) - float(b[c])) for a, b in zip(*rows, strict=True) for c in cols) <= 1e-4
     with pytest.raises(MierukaError, match="--neighbors needs"):
         evaluate(tiny_onnx, synth_dir, tmp_path / "nn", neighbors=2, progress=False)
+
+
+def test_a_metrics_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    from mieruka.errors import DataError
+
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"schema_version": 99}), encoding="utf-8")
+    with pytest.raises(DataError, match="schema version 99; this mieruka reads up to 1"):
+        EvaluationMetrics.read(path)
+    path.write_text(json.dumps({"schema_version": 1, "split": "test"}), encoding="utf-8")
+    with pytest.raises(DataError, match=r"metrics.json: not an evaluation's metrics.json"):
+        EvaluationMetrics.read(path)

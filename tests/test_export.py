@@ -18,8 +18,9 @@ from mieruka.explain.graph import EXPORT_METHODS, ExplainedModel
 from mieruka.explain.scaling import normalize_for_display
 from mieruka.explain.targets import ClassTarget
 from mieruka.export import export_model
+from mieruka.model_file import TorchModel
 from mieruka.predict import predict
-from mieruka.runtime import OnnxModel, TorchModel, prepare
+from mieruka.runtime import OnnxModel, prepare
 
 
 def _images(synth_dir: Path, n: int) -> list[np.ndarray]:

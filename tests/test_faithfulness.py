@@ -109,15 +109,16 @@ def test_audit_with_faithfulness(tiny_run: Path, synth_dir: Path, tmp_path: Path
         device="cpu",
         progress=False,
     )
-    f = run.summary["faithfulness"]
-    assert f["images"] == 5 and f["config"]["steps"] == 16 and f["config"]["fill"] == "blur"
-    all_ = run.summary["methods"]["gradcam"]["all"]["faithfulness"]
-    assert all_["images"] == 5
-    assert 0 <= all_["deletion_auc"] <= 1 and 0 <= all_["insertion_auc"] <= 1
-    assert 0 <= all_["average_drop_percent"] <= 100 and 0 <= all_["increase_rate"] <= 1
-    check = f["randomization_check"]["gradcam"]
-    assert check["passed"] == (check["mean_abs_rank_correlation"] < 0.5)
-    base = f["baselines"]["random_order"]
+    f = run.summary.faithfulness
+    assert f is not None and f.images == 5 and f.config.steps == 16 and f.config.fill == "blur"
+    all_ = run.summary.figures("gradcam").faithfulness
+    assert all_ is not None and all_.images == 5
+    assert 0 <= all_.deletion_auc <= 1 and 0 <= all_.insertion_auc <= 1
+    assert 0 <= all_.average_drop_percent <= 100 and 0 <= all_.increase_rate <= 1
+    check = f.randomization_check["gradcam"]
+    assert check.mean_abs_rank_correlation is not None
+    assert check.passed == (check.mean_abs_rank_correlation < 0.5)
+    base = f.baselines["random_order"]
     assert 0 <= base["deletion_auc"] <= 1 and 0 <= base["insertion_auc"] <= 1
     lines = (tmp_path / "audit" / "audit.csv").read_text(encoding="utf-8").splitlines()
     header = lines[0].split(",")

@@ -122,6 +122,34 @@ def test_the_data_layer_imports_no_model() -> None:
             assert not reached, f"{path}: the data layer imports {', '.join(sorted(reached))}"
 
 
+def private_imports(source: str) -> list[str]:
+    """``module.name`` for every private name (``_x``) imported from another module of the package; a module
+    whose own name is private (``mieruka._io``) is the package's shared helpers and may be imported."""
+    return [
+        f"{node.module}.{a.name}"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mieruka"
+        if not node.module.split(".")[-1].startswith("_")
+        for a in node.names
+        if a.name.startswith("_") and not a.name.endswith("__")  # __version__ is public
+    ]
+
+
+def test_private_imports_are_found() -> None:
+    source = (
+        "from mieruka.cli.evaluate import _track\nfrom mieruka._io import write_json\nfrom mieruka import __version__\n"
+    )
+    assert private_imports(source) == ["mieruka.cli.evaluate._track"]
+
+
+def test_no_module_borrows_another_modules_private_helper() -> None:
+    """A helper two modules need is made public where both can reach it (``cli._common.track_figures``)."""
+    borrowed = {
+        name: found for name, path in _modules().items() if (found := private_imports(path.read_text(encoding="utf-8")))
+    }
+    assert not borrowed, f"private helpers imported across modules: {borrowed}"
+
+
 def test_every_command_keeps_its_options_beside_its_handler() -> None:
     from mieruka.cli import COMMANDS, build_parser
 

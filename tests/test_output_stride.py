@@ -17,8 +17,9 @@ from mieruka.errors import MierukaError
 from mieruka.explain.engine import explain
 from mieruka.explain.graph import EXPORT_METHODS
 from mieruka.explain.scaling import normalize_for_display
+from mieruka.model_file import TorchModel
 from mieruka.models import build_model
-from mieruka.runtime import OnnxModel, TorchModel, prepare
+from mieruka.runtime import OnnxModel, prepare
 
 LITE0 = "tf_efficientnet_lite0"
 

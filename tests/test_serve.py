@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from mieruka.checkpoint import load_checkpoint, save_checkpoint
+from mieruka.model_file import TorchModel
 from mieruka.predict import predict
-from mieruka.runtime import OnnxModel, TorchModel
+from mieruka.runtime import OnnxModel
 from mieruka.serve import create_app, is_loopback
 
 

@@ -8,7 +8,7 @@
     for r in insp.predict(["part1.png", "part2.png"]):     # paths, PIL images or uint8 arrays
         print(r.image, r.label, r.verdict, r.probabilities)
     maps = insp.explain(["part1.png"], method="gradcam")   # heatmaps at each image's size, in [0, 1]
-    summary = insp.audit("data/", out="audit/")            # the audit command's summary.json, as a dict
+    summary = insp.audit("data/", out="audit/")            # the audit command's summary (AuditSummary)
 
 Results are the commands' own types (:class:`~mieruka.results.Prediction`: ``predictions.csv``'s columns, class as
 ``label``; :class:`~mieruka.results.Explanation`: the prediction, the raw maps and ``heatmap`` at the image's size).
@@ -29,6 +29,7 @@ from mieruka.errors import DataError, MierukaError
 from mieruka.results import Explanation, Prediction
 
 if TYPE_CHECKING:
+    from mieruka.audit.summary import AuditSummary
     from mieruka.model_file import OpenedModel
 
 __all__ = ["Explanation", "Inspector", "Prediction", "load", "train"]
@@ -121,9 +122,9 @@ class Inspector:
             for i, (p, px) in enumerate(zip(self._predictions(names, probs, None), pixels, strict=True))
         ]
 
-    def audit(self, data: str | os.PathLike[str], *, out: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
+    def audit(self, data: str | os.PathLike[str], *, out: str | os.PathLike[str], **options: Any) -> AuditSummary:
         """The ``audit`` command on ``data`` into ``out`` (``options``: :class:`~mieruka.audit.options.AuditOptions`'
-        fields); returns its summary (``summary.json``'s content)."""
+        fields); returns its summary (``summary.json``, typed: ``.figures("gradcam").average_precision``)."""
         from mieruka.audit.run import run_audit
 
         return run_audit(self.path, data, out, **{"device": self.device, "progress": False, **options}).summary

@@ -24,6 +24,14 @@ from mieruka.data.dataset import Dataset, Sample
 from mieruka.data.images import read_image
 from mieruka.data.store import ImageStore
 from mieruka.errors import DataError, MierukaError
+from mieruka.evaluation import (
+    SCHEMA_VERSION,
+    ClassFigures,
+    EvaluationMetrics,
+    GateFigures,
+    NeighborFigures,
+    Unreadable,
+)
 from mieruka.inference import ClassifyOptions, classify_files
 from mieruka.metrics import (
     CONFIDENCE,
@@ -40,7 +48,6 @@ from mieruka.runtime import is_exported
 
 __all__ = ["EvaluateOptions", "Evaluation", "evaluate", "plot_confusion"]
 
-SCHEMA_VERSION = 1
 SHEET_ROWS = 40
 """At most this many misclassified images are drawn in ``neighbors.png`` (all are in ``neighbors.csv``)."""
 
@@ -49,7 +56,7 @@ SHEET_ROWS = 40
 class Evaluation:
     """An evaluation's metrics and where its files are."""
 
-    metrics: dict[str, Any]
+    metrics: EvaluationMetrics
     out_dir: Path
     model_summary: dict[str, Any] = field(default_factory=dict)
     """The evaluated model's training summary (the MLflow run it came from, among others)."""
@@ -148,33 +155,39 @@ def evaluate(
     )
     y_true = np.array([dataset.label_index(s) for s in samples])
     y_pred = probs.argmax(1)
-    metrics: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "mieruka_version": __version__,
-        "model": str(model_path),
-        "data": str(data),
-        "split": split,
-        "classes": list(info.classes),
-        "verdicts": dict(info.verdicts),
-        "images": len(samples),
-        "unreadable": [{"image": str(s.image), "reason": reason} for s, reason in errors],
-        "tta": tta,
-    }
-    metrics.update(classification_metrics(y_true, y_pred, info.classes))
-    p_ng = ng_probability(probs, info.ng_classes)
-    metrics.update(_gate(model, info, dataset, samples, probs, o, how))
+    cls = classification_metrics(y_true, y_pred, info.classes)
     out_dir = Path(out)
+    neighbors = None
     if o.neighbors and features is not None:
         found = _Found(samples, features, y_true, y_pred)
-        metrics["neighbors"] = _neighbors(model, info, dataset, found, o, out_dir)
-    write_json(out_dir / "metrics.json", metrics)
-    rejected = gate(probs, info.ng_classes, metrics["threshold"])
+        neighbors = _neighbors(model, info, dataset, found, o, out_dir)
+    metrics = EvaluationMetrics(
+        schema_version=SCHEMA_VERSION,
+        mieruka_version=__version__,
+        model=str(model_path),
+        data=str(data),
+        split=split,
+        classes=list(info.classes),
+        verdicts=dict(info.verdicts),
+        images=len(samples),
+        unreadable=[Unreadable(image=str(s.image), reason=reason) for s, reason in errors],
+        tta=tta,
+        accuracy=cls["accuracy"],
+        balanced_accuracy=cls["balanced_accuracy"],
+        per_class={c: ClassFigures(**f) for c, f in cls["per_class"].items()},
+        confusion_matrix=cls["confusion_matrix"],
+        **_gate(model, info, dataset, samples, probs, o, how),
+        neighbors=neighbors,
+    )
+    write_json(out_dir / "metrics.json", metrics.to_json())
+    p_ng = ng_probability(probs, info.ng_classes)
+    rejected = gate(probs, info.ng_classes, metrics.threshold)
     _write_predictions(out_dir / "predictions.csv", info, samples, probs, p_ng, rejected, errors)
     plot_confusion(
-        np.array(metrics["confusion_matrix"]),
+        np.array(metrics.confusion_matrix),
         info.classes,
         out_dir / "confusion_matrix.png",
-        title=f"{split}: accuracy {metrics['accuracy']:.3f}, balanced {metrics['balanced_accuracy']:.3f}",
+        title=f"{split}: accuracy {metrics.accuracy:.3f}, balanced {metrics.balanced_accuracy:.3f}",
     )
     return Evaluation(metrics=metrics, out_dir=out_dir, model_summary=dict(info.summary))
 
@@ -235,8 +248,8 @@ def _gate(
     threshold = choose_threshold(ng_probability(val_probs, ng), is_ng_val, max_escape, predicted_ng_val)
     val_escapes = int((is_ng_val & ~gate(val_probs, ng, threshold)).sum())
     return {
-        "escape_rate": by_class["escape_rate"],
-        "overkill_rate": by_class["overkill_rate"],
+        "escape_rate": by_class.escape_rate,
+        "overkill_rate": by_class.overkill_rate,
         "gate_by_class": by_class,
         "threshold": threshold,
         "threshold_chosen_on": threshold_source,
@@ -247,9 +260,9 @@ def _gate(
     }
 
 
-def _with_bound(rates: dict[str, Any]) -> dict[str, Any]:
+def _with_bound(rates: dict[str, Any]) -> GateFigures:
     """Gate rates plus the one-sided upper confidence bound of the escape rate."""
-    return {**rates, "escape_upper_bound": clopper_pearson_upper(rates["escapes"], rates["ng_parts"])}
+    return GateFigures(**rates, escape_upper_bound=clopper_pearson_upper(rates["escapes"], rates["ng_parts"]))
 
 
 def _write_predictions(
@@ -308,7 +321,7 @@ class _Found:
 
 def _neighbors(
     model: torch.nn.Module, info: ModelInfo, dataset: Dataset, found: _Found, o: EvaluateOptions, out_dir: Path
-) -> dict[str, Any]:
+) -> NeighborFigures:
     """Write ``neighbors.csv`` (every image's k nearest training images) and ``neighbors.png`` (the errors')."""
     from mieruka.neighbors import nearest, neighbor_sheet, pooled_features
 
@@ -362,10 +375,10 @@ def _neighbors(
         atomic_write(out_dir / "neighbors.png", lambda p: sheet.save(p, format="PNG"))
     else:
         (out_dir / "neighbors.png").unlink(missing_ok=True)  # no sheet of an earlier run's errors left behind
-    return {
-        "k": int(idx.shape[1]),
-        "reference_split": "train",
-        "errors": len(errors),
-        "errors_nearest_labelled_as_predicted": len(like),
-        "images": [str(samples[i].image) for i in like],
-    }
+    return NeighborFigures(
+        k=int(idx.shape[1]),
+        reference_split="train",
+        errors=len(errors),
+        errors_nearest_labelled_as_predicted=len(like),
+        images=[str(samples[i].image) for i in like],
+    )

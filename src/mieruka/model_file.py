@@ -4,7 +4,8 @@
 stored method), the map its exported graph computes, a method spec resolved to layers, and whether a request
 (method, target, layers, faithfulness) is one the file can answer. :meth:`ModelFile.open` loads it to run:
 :class:`OpenedModel` classifies and explains batches the same way whatever the format. ``predict``, ``explain``,
-``audit``, ``evaluate`` and the Python API all open models here.
+``audit``, ``evaluate`` and the Python API all open models here; ``serve`` too (:func:`load_runtime`: a checkpoint
+runs as the graph ``export`` writes, :class:`TorchModel`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from mieruka.explain.engine import ExplainedBatch, explain, multiscale_layers
 from mieruka.explain.spec import MULTISCALE, MethodSpec, parse_method_spec
 from mieruka.explain.targets import Target
 from mieruka.inference import select_device, tta_probabilities
-from mieruka.runtime import check_torch_provider, is_exported, load_exported, run_with_tta
+from mieruka.runtime import Runtime, check_torch_provider, is_exported, load_exported, run_with_tta
 
-__all__ = ["ModelFile", "OpenedModel", "open_model", "torch_device"]
+__all__ = ["ModelFile", "OpenedModel", "TorchModel", "load_runtime", "open_model", "torch_device"]
 
 
 @dataclass(frozen=True)
@@ -197,3 +198,46 @@ class OpenedModel:
             class_indices=p.argmax(1)[:, None],
             fast_path=True,
         )
+
+
+class TorchModel:
+    """A ``.safetensors`` checkpoint, opened by :meth:`ModelFile.open`, run by PyTorch through
+    :class:`~mieruka.explain.graph.ExplainedModel`: the very module that ``mieruka export`` writes to ONNX, so the
+    service answers a checkpoint as it answers the exported file (one forward pass, probabilities and heatmap)."""
+
+    backend = "pytorch"
+
+    def __init__(self, path: str | os.PathLike[str], *, method: str | None = None, device: str = "cpu"):
+        from mieruka.explain.graph import ExplainedModel, graph_method
+
+        opened = ModelFile.read(path).open(device)
+        if opened.module is None:
+            raise MierukaError(f"{path}: an exported file runs as it is (load_runtime), not as a checkpoint")
+        self.info = opened.info
+        if method is None:  # the stored explanation method, where the graph can compute it
+            method, _ = graph_method(self.info.explain_method, self.info.method_selection)
+        self.module = ExplainedModel(opened.module, method).eval()
+        self.method = method if self.module.has_heatmap else None
+        self.device = opened.device
+        self.provider = f"torch:{self.device.type}"
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device))
+        return out[0].float().cpu().numpy(), (out[1].float().cpu().numpy() if len(out) > 1 else None)
+
+
+def load_runtime(
+    path: str | os.PathLike[str],
+    *,
+    method: str | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    provider: str = "auto",
+) -> Runtime:
+    """What ``serve`` runs: an exported file's runner (:func:`~mieruka.runtime.load_exported`: ``threads`` per call,
+    on ``provider``), else a :class:`TorchModel` (``method`` applies to the latter; exported files carry their own)."""
+    if is_exported(path):
+        return load_exported(path, threads=threads, provider=provider)
+    check_torch_provider(provider)
+    return TorchModel(path, method=method, device=device)

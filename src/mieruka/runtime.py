@@ -31,11 +31,9 @@ __all__ = [
     "ExportedRuntime",
     "OnnxModel",
     "Runtime",
-    "TorchModel",
     "check_torch_provider",
     "is_exported",
     "load_exported",
-    "load_runtime",
     "prepare",
     "run_with_tta",
 ]
@@ -139,30 +137,6 @@ class OnnxModel(ExportedRuntime):
         return out[0], (out[1] if self.has_heatmap else None)
 
 
-class TorchModel:
-    """A ``.safetensors`` checkpoint run by PyTorch through :class:`~mieruka.explain.graph.ExplainedModel`, the
-    very module that ``mieruka export`` writes to ONNX."""
-
-    backend = "pytorch"
-
-    def __init__(self, path: str | os.PathLike[str], *, method: str | None = None, device: str = "cpu"):
-        from mieruka.checkpoint import load_checkpoint
-        from mieruka.explain.graph import ExplainedModel, graph_method
-
-        model, self.info, _ = load_checkpoint(path, device)
-        if method is None:  # the stored explanation method, where the graph can compute it
-            method, _ = graph_method(self.info.explain_method, self.info.method_selection)
-        self.module = ExplainedModel(model, method).eval()
-        self.method = method if self.module.has_heatmap else None
-        self.device = torch.device(device)
-        self.provider = f"torch:{self.device.type}"
-
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        with torch.inference_mode():
-            out = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device))
-        return out[0].float().cpu().numpy(), (out[1].float().cpu().numpy() if len(out) > 1 else None)
-
-
 def run_with_tta(runtime: Runtime, x: np.ndarray, tta: str = "none") -> tuple[np.ndarray, np.ndarray | None]:
     """:meth:`Runtime.run` with the probabilities averaged over the ``tta`` views (as ``mieruka predict`` does);
     the heatmap is the unchanged image's."""
@@ -171,23 +145,6 @@ def run_with_tta(runtime: Runtime, x: np.ndarray, tta: str = "none") -> tuple[np
         views = tta_views(torch.from_numpy(x), tta)[1:]
         probs = np.mean([probs, *(runtime.run(np.ascontiguousarray(v.numpy()))[0] for v in views)], axis=0)
     return probs, heat
-
-
-def load_runtime(
-    path: str | os.PathLike[str],
-    *,
-    method: str | None = None,
-    device: str = "cpu",
-    threads: int | None = None,
-    provider: str = "auto",
-) -> Runtime:
-    """An :class:`OnnxModel` for ``.onnx`` files (``threads`` per call, on ``provider``), an
-    :class:`~mieruka.deploy.openvino.OpenVinoModel` for OpenVINO IR (``.xml``), else a :class:`TorchModel`
-    (``method`` applies to the latter; exported files carry their own)."""
-    if is_exported(path):
-        return load_exported(path, threads=threads, provider=provider)
-    check_torch_provider(provider)
-    return TorchModel(path, method=method, device=device)
 
 
 def load_exported(

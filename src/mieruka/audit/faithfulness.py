@@ -24,7 +24,7 @@ All of them run batched, without gradients, on the model's input size.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,8 +44,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FILLS",
+    "FaithfulnessCheck",
     "FaithfulnessConfig",
     "FaithfulnessRun",
+    "RandomizationCheck",
     "auc",
     "average_drop_increase",
     "baseline_image",
@@ -268,27 +270,55 @@ class FaithfulnessRun:
         return out
 
 
+@dataclass(frozen=True)
+class RandomizationCheck:
+    """One method's randomization check: its maps' rank correlation with the randomized model's maps."""
+
+    mean_rank_correlation: float | None
+    mean_abs_rank_correlation: float | None
+    passed: bool
+
+
+@dataclass(frozen=True)
+class FaithfulnessCheck:
+    """The audit-wide faithfulness figures (``summary.json``'s ``faithfulness``).
+
+    Attributes:
+        images: Images measured.
+        config: The settings used.
+        baselines: ``random_order``: the mean deletion and insertion AUC of a random pixel order.
+        randomization_check: Per method.
+    """
+
+    images: int
+    config: FaithfulnessConfig
+    baselines: dict[str, dict[str, float | None]]
+    randomization_check: dict[str, RandomizationCheck]
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FaithfulnessCheck:
+        return cls(
+            images=int(d["images"]),
+            config=FaithfulnessConfig(**d["config"]),
+            baselines=d["baselines"],
+            randomization_check={m: RandomizationCheck(**c) for m, c in d["randomization_check"].items()},
+        )
+
+
 def faithfulness_summary(
     cfg: FaithfulnessConfig, images: int, baselines: Sequence[tuple[float, float]], rhos: dict[str, list[float]]
-) -> dict[str, Any]:
+) -> FaithfulnessCheck:
     """The randomization check per method (``rhos``: each measured image's rank correlation with the randomized
     model's map) and the random-order baseline (``baselines``: deletion, insertion AUC per measured image)."""
     per_method = {}
     for m, values in rhos.items():
         mean_abs = float(np.mean(np.abs(values))) if values else None
-        per_method[m] = {
-            "mean_rank_correlation": float(np.mean(values)) if values else None,
-            "mean_abs_rank_correlation": mean_abs,
-            "passed": mean_abs is not None and mean_abs < cfg.max_rank_correlation,
-        }
-    return {
-        "images": images,
-        "config": asdict(cfg),
-        "baselines": {
-            "random_order": {
-                "deletion_auc": _mean([b[0] for b in baselines]),
-                "insertion_auc": _mean([b[1] for b in baselines]),
-            }
-        },
-        "randomization_check": per_method,
-    }
+        per_method[m] = RandomizationCheck(
+            mean_rank_correlation=float(np.mean(values)) if values else None,
+            mean_abs_rank_correlation=mean_abs,
+            passed=mean_abs is not None and mean_abs < cfg.max_rank_correlation,
+        )
+    random_order = {"deletion_auc": _mean([b[0] for b in baselines]), "insertion_auc": _mean([b[1] for b in baselines])}
+    return FaithfulnessCheck(
+        images=images, config=cfg, baselines={"random_order": random_order}, randomization_check=per_method
+    )

@@ -34,6 +34,7 @@ from mieruka.audit.report_tables import (
     pct,
     selection_table,
 )
+from mieruka.audit.summary import AuditSummary
 from mieruka.audit.text import TEXT, translate_reasons
 from mieruka.errors import DataError
 from mieruka.metrics import classification_metrics, gate_rates
@@ -74,14 +75,14 @@ def rebuild_report(out_dir: str | os.PathLike[str], lang: str = "en") -> Path:
             r[k] = float(r[k]) if r.get(k) not in (None, "") else None
     with open(out / "review.csv", newline="", encoding="utf-8") as fh:
         review = list(csv.reader(fh))[1:]
-    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    summary = AuditSummary.read(out / "summary.json")
     meta = json.loads((out / "report" / "panels.json").read_text(encoding="utf-8"))
     panels = {(image, method): (thumb, full) for image, method, thumb, full in meta["panels"]}
     return write_report(out, rows, summary, meta["classes"], meta["verdicts"], panels, review, lang=lang)
 
 
 def _figures(
-    one: Sequence[dict[str, Any]], classes: Sequence[str], summary: dict[str, Any], t: dict[str, str]
+    one: Sequence[dict[str, Any]], classes: Sequence[str], summary: AuditSummary, t: dict[str, str]
 ) -> tuple[list[tuple[str, str]], str, dict]:
     """The headline figures (one method's rows: classification is the same for every method). Escapes and overkill
     are the gate's (:func:`mieruka.metrics.gate`: predicted class NG, or NG probability at the model's calibrated
@@ -99,7 +100,7 @@ def _figures(
         (pct(gate["escape_rate"]), t["escape"]),
         (pct(gate["overkill_rate"]), t["overkill"]),
     ]
-    threshold = summary.get("ng_threshold")
+    threshold = summary.ng_threshold
     if threshold is None:
         note = t["gate_none"]
     else:
@@ -149,7 +150,7 @@ def _gallery(rows: Sequence[dict[str, Any]], categories: Sequence[str], panels: 
 def write_report(
     out_dir: Path,
     rows: Sequence[dict[str, Any]],
-    summary: dict[str, Any],
+    summary: AuditSummary,
     classes: Sequence[str],
     verdicts: dict[str, str],
     panels: dict[tuple[str, str], tuple[str, str]],
@@ -161,8 +162,8 @@ def write_report(
     if lang not in TEXT:
         raise ValueError(f"--lang {lang!r}: choose en or ja")
     t = TEXT[lang]
-    methods = list(summary["methods"])
-    method = summary.get("chosen_method") if summary.get("chosen_method") in methods else methods[0]
+    methods = list(summary.methods)
+    method = summary.chosen_method if summary.chosen_method in methods else methods[0]
     one = [r for r in rows if r["method"] == method]  # classification is the same for every method
     figures, gate_note, cls = _figures(one, classes, summary, t)
     tables = [
@@ -186,11 +187,11 @@ def write_report(
         method=method,
         panels=panels,
         classes=list(classes),
-        categories=summary["categories"],
+        categories=summary.categories,
         methods=methods,
-        gallery=_gallery(rows, summary["categories"], panels, t),
+        gallery=_gallery(rows, summary.categories, panels, t),
         review=_review_items(review, methods, panels, lang),
         decisions=DECISIONS,
-        summary=summary,
+        summary=summary.to_json(),
     )
     return atomic_write(out_dir / "report" / "index.html", lambda p: p.write_text(text, encoding="utf-8"))

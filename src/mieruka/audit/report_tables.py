@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mieruka.audit.summary import AuditSummary
 
 __all__ = ["Table", "class_tables", "faithfulness_table", "localization_table", "pct", "selection_table"]
 
@@ -48,9 +51,9 @@ def class_tables(cls: dict, classes: Sequence[str], verdicts: dict[str, str], t:
     return [confusion, per_class]
 
 
-def selection_table(summary: dict[str, Any], t: dict[str, str]) -> list[Table]:
+def selection_table(summary: AuditSummary, t: dict[str, str]) -> list[Table]:
     """The candidates of ``--method auto`` with their validation figures, and why the winner won."""
-    sel = summary.get("method_selection") or {}
+    sel = summary.method_selection or {}
     if not sel.get("candidates"):
         return []
     rows = tuple(
@@ -86,7 +89,7 @@ def _reason(sel: dict[str, Any], t: dict[str, str]) -> str:
     )
 
 
-def localization_table(summary: dict[str, Any], classes: Sequence[str], t: dict[str, str]) -> Table:
+def localization_table(summary: AuditSummary, classes: Sequence[str], t: dict[str, str]) -> Table:
     head = (
         t["method"], t["class"], "n", t["energy"], t["lift"], t["pointing"], t["rank"], t["ap"], t["iou"],
         t["attended"], t["iou_area"], f"{t['energy']} ({t['uniform']})", f"{t['pointing']} ({t['uniform']})",
@@ -94,25 +97,25 @@ def localization_table(summary: dict[str, Any], classes: Sequence[str], t: dict[
     )  # fmt: skip
     labels = {"all": t["all"], "marked_ok": t["marked_ok_row"]}
     rows = []
-    for method, groups in summary["methods"].items():
+    for method, groups in summary.methods.items():
         for name in ["all", "marked_ok", *classes]:
             g = groups.get(name)
-            if not g or not g["with_region"]:
+            if g is None or not g.with_region:
                 continue
-            b = g["baselines"]
+            b = g.baselines
             rows.append(
                 (
                     method,
                     labels.get(name, name),
-                    str(g["with_region"]),
-                    f"{g['energy_inside']:.3f}",
-                    f"{g['lift']:.2f}",
-                    f"{g['pointing_hit']:.3f}",
-                    f"{g['relevance_rank']:.3f}",
-                    f"{g['average_precision']:.3f}",
-                    f"{g['iou']:.3f}",
-                    pct(g.get("attended_fraction")),
-                    num(g.get("iou_at_area")),
+                    str(g.with_region),
+                    num(g.energy_inside),
+                    "–" if g.lift is None else f"{g.lift:.2f}",
+                    num(g.pointing_hit),
+                    num(g.relevance_rank),
+                    num(g.average_precision),
+                    num(g.iou),
+                    pct(g.attended_fraction),
+                    num(g.iou_at_area),
                     f"{b['uniform']['energy_inside']:.3f}",
                     f"{b['uniform']['pointing_hit']:.3f}",
                     f"{b['center']['pointing_hit']:.3f}",
@@ -121,11 +124,11 @@ def localization_table(summary: dict[str, Any], classes: Sequence[str], t: dict[
     return Table("localization", t["localization"], head, tuple(rows), note=t["defects_only"])
 
 
-def faithfulness_table(summary: dict[str, Any], classes: Sequence[str], t: dict[str, str]) -> list[Table]:
-    if "faithfulness" not in summary:
+def faithfulness_table(summary: AuditSummary, classes: Sequence[str], t: dict[str, str]) -> list[Table]:
+    f = summary.faithfulness
+    if f is None:
         return []
-    f = summary["faithfulness"]
-    base = f["baselines"]["random_order"]
+    base = f.baselines["random_order"]
     head = (
         t["method"],
         t["class"],
@@ -138,29 +141,30 @@ def faithfulness_table(summary: dict[str, Any], classes: Sequence[str], t: dict[
         t["sanity"],
     )
     rows = []
-    for method, groups in summary["methods"].items():
-        check = f["randomization_check"].get(method, {})
-        verdict = t["passed"] if check.get("passed") else t["failed"]
+    for method, groups in summary.methods.items():
+        check = f.randomization_check.get(method)
+        verdict = t["passed"] if check is not None and check.passed else t["failed"]
         for name in ["all", *classes]:
-            g = (groups.get(name) or {}).get("faithfulness")
-            if not g:
+            group = groups.get(name)
+            g = None if group is None else group.faithfulness
+            if g is None:
                 continue
             rows.append(
                 (
                     method,
                     t["all"] if name == "all" else name,
-                    str(g["images"]),
-                    f"{g['deletion_auc']:.3f}",
-                    f"{g['insertion_auc']:.3f}",
-                    f"{g['average_drop_percent']:.1f}",
-                    f"{g['increase_rate']:.3f}",
-                    f"{g['randomization_rho']:.3f}",
+                    str(g.images),
+                    f"{g.deletion_auc:.3f}",
+                    f"{g.insertion_auc:.3f}",
+                    f"{g.average_drop_percent:.1f}",
+                    f"{g.increase_rate:.3f}",
+                    f"{g.randomization_rho:.3f}",
                     verdict if name == "all" else "",
                 )
             )
     if base["deletion_auc"] is not None:
         rows.append(
-            (t["random_order"], t["all"], str(f["images"]), f"{base['deletion_auc']:.3f}",
+            (t["random_order"], t["all"], str(f.images), f"{base['deletion_auc']:.3f}",
              f"{base['insertion_auc']:.3f}", "", "", "", "")
         )  # fmt: skip
     return [Table("faithfulness", t["faithfulness"], head, tuple(rows))]

@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from mieruka.audit.faithfulness import FaithfulnessConfig, faithfulness_summary
 from mieruka.audit.options import AuditOptions
 from mieruka.audit.report import TEXT, write_report
 from mieruka.audit.selection import AUTO_CHOICES, DEFAULT_METHOD, select_method
-from mieruka.audit.summary import SummaryBuilder
+from mieruka.audit.summary import SCHEMA_VERSION, AuditSummary, Errors, Regions, SummaryBuilder
 from mieruka.audit.triage import CATEGORIES, REVIEW_HEADER, AuditConfig, review_list
 from mieruka.audit.worker import AUDIT_COLUMNS, AuditJob, AuditRecord, AuditWorker
 from mieruka.batch.job import Job, JobOptions
@@ -43,7 +43,6 @@ from mieruka.model_file import ModelFile
 
 __all__ = ["AUDIT_CHUNK", "CATEGORIES", "AuditConfig", "AuditOptions", "AuditRun", "run_audit"]
 
-SCHEMA_VERSION = 2
 AUDIT_CHUNK = 64
 """Images read and audited per step (every method): memory stays flat however many images there are."""
 
@@ -72,7 +71,7 @@ class AuditRun:
     """Where the audit wrote its files, and its summary."""
 
     out_dir: Path
-    summary: dict[str, Any]
+    summary: AuditSummary
 
 
 def _items(info: ModelInfo, data: str | os.PathLike[str], split: str, boxes: Path | None) -> list[Item]:
@@ -142,14 +141,17 @@ class _AuditWriter:
             self.panels[(item.image, spec)] = files
 
     def result(self, faithfulness: FaithfulnessConfig | None, measured: int, job: Job) -> dict[str, Any]:
-        """The summary: per method and class figures, faithfulness (with its config), regions and the ``job``'s
-        unreadable images."""
-        summary = self.summary.result()
+        """The summary's figures (:class:`AuditSummary`'s fields less the provenance): per method and class,
+        faithfulness (with its config), regions and the ``job``'s unreadable images."""
+        check = None
         if faithfulness is not None:
-            summary["faithfulness"] = faithfulness_summary(faithfulness, measured, self.random_order, self.rhos)
-        summary["regions"] = {"source": self.source, **self.regions}
-        summary["errors"] = {"images": job.errors, "first": job.first_error}
-        return summary
+            check = faithfulness_summary(faithfulness, measured, self.random_order, self.rhos)
+        return {
+            **self.summary.result(),
+            "faithfulness": check,
+            "regions": Regions(source=self.source, **self.regions),
+            "errors": Errors(images=job.errors, first=job.first_error),
+        }
 
     def consume(self, chunks: Iterable[list[tuple[Item, AuditRecord]]]) -> None:
         """Every record of the job, in order; ``audit.csv`` is complete only when all came."""
@@ -213,9 +215,9 @@ def run_audit(
     writer.consume(run.chunks(JobOptions(o.engine, o.progress, o.strict)))
     run.check_some_read("audited")
     fconfig = o.faithfulness_config if o.faithfulness > 0 else None
-    summary = writer.result(fconfig, min(o.faithfulness, len(items)), run)
-    summary.update(_provenance(model_path, info, data, o, selection))
-    _report_regions(summary["regions"], boxes_path)
+    figures = writer.result(fconfig, min(o.faithfulness, len(items)), run)
+    summary = AuditSummary(**figures, **_provenance(model_path, info, data, o, selection))
+    _report_regions(summary.regions, boxes_path)
     _write(out_dir, writer.slim, summary, info, writer.panels if o.report else None, o)
     return AuditRun(out_dir=out_dir, summary=summary)
 
@@ -245,14 +247,12 @@ def _resolve_methods(
     return list(dict.fromkeys([*chosen, DEFAULT_METHOD])), selection
 
 
-def _report_regions(counts: dict[str, Any], boxes: Path | None) -> None:
+def _report_regions(counts: Regions, boxes: Path | None) -> None:
     if boxes is None:
         return
-    print(f"--boxes: {counts['with_region']} of {counts['images']} images have a region")
-    if counts["ng_without_region"]:
-        print(
-            f"warning: {counts['ng_without_region']} image(s) of NG classes have no region in --boxes", file=sys.stderr
-        )
+    print(f"--boxes: {counts.with_region} of {counts.images} images have a region")
+    if counts.ng_without_region:
+        print(f"warning: {counts.ng_without_region} image(s) of NG classes have no region in --boxes", file=sys.stderr)
 
 
 def _provenance(
@@ -272,20 +272,20 @@ def _provenance(
         "data": str(data),
         "split": o.split,
         "target": o.target,
-        "config": asdict(o.config),
+        "config": o.config,
     }
 
 
 def _write(
     out_dir: Path,
     rows: list[dict[str, Any]],
-    summary: dict[str, Any],
+    summary: AuditSummary,
     info: ModelInfo,
     panels: dict[tuple[str, str], tuple[str, str]] | None,
     o: AuditOptions,
 ) -> None:
     """``summary.json``, ``review.csv`` and, with ``panels``, the report (``audit.csv`` is written as rows come)."""
-    write_json(out_dir / "summary.json", summary)
+    write_json(out_dir / "summary.json", summary.to_json())
     review = review_list(rows, o.config)
     write_csv(out_dir / "review.csv", REVIEW_HEADER, review)
     if panels is None:

@@ -254,3 +254,14 @@ def add_model(p: argparse.ArgumentParser, help: str = "model .safetensors") -> N
 
 def fmt_rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def track_figures(args: argparse.Namespace, summary: dict, figures: dict, files: list[Path], prefix: str) -> None:
+    """``evaluate`` and ``audit`` (``--tracker``): log ``figures`` and ``files`` to the training's MLflow run
+    (``--run-id``, else the id stored in the model)."""
+    if args.tracker == "none":
+        return
+    from mieruka.tracking import log_evaluation, stored_run_id
+
+    run_id = log_evaluation(args.tracker, args.run_id or stored_run_id(summary), figures, files, prefix)
+    print(f"tracked: MLflow run {run_id}")

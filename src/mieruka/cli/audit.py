@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mieruka.cli._common import (
     add_common,
@@ -16,7 +16,11 @@ from mieruka.cli._common import (
     engine_options,
     int_at_least,
     number_in,
+    track_figures,
 )
+
+if TYPE_CHECKING:
+    from mieruka.audit.summary import AuditSummary
 
 __all__ = ["register", "run"]
 
@@ -127,54 +131,54 @@ def run(args: argparse.Namespace) -> None:
         _store_method(args, result.summary)
     if args.tracker != "none":
         from mieruka.checkpoint import read_info
-        from mieruka.cli.evaluate import _track
 
         files = [result.out_dir / "summary.json", result.out_dir / "audit.csv", result.out_dir / "review.csv"]
-        _track(args, read_info(args.model).summary, result.summary["methods"], files, f"audit_{args.split}")
+        figures = result.summary.to_json()["methods"]
+        track_figures(args, read_info(args.model).summary, figures, files, f"audit_{args.split}")
     out = result.out_dir
     print(
         f"results: {out / 'audit.csv'}, {out / 'summary.json'}, {out / 'review.csv'}; "
         f"report: {out / 'report' / 'index.html'}"
     )
-    errors = result.summary["errors"]
-    if errors["images"]:
-        print(
-            f"warning: {errors['images']} image(s) could not be audited (the first: {errors['first']})", file=sys.stderr
-        )
+    errors = result.summary.errors
+    if errors.images:
+        print(f"warning: {errors.images} image(s) could not be audited (the first: {errors.first})", file=sys.stderr)
 
 
-def _store_method(args: argparse.Namespace, summary: dict[str, Any]) -> None:
+def _store_method(args: argparse.Namespace, summary: AuditSummary) -> None:
     from mieruka.audit.selection import store_selection
 
-    selection = summary["method_selection"]
+    selection = summary.method_selection
+    if selection is None:  # run() only asks with --method auto, which always records a selection
+        raise ValueError("--store-method: the audit chose no method to store")
     store_selection(args.model, selection)
     print(f"stored in {args.model}: explanation method {selection['chosen']}")
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    print(f"explanation method of the model: {summary['chosen_method']}")
-    if summary.get("marked_ok_note"):
-        print(f"note: {summary['marked_ok_note']}")
+def _print_summary(summary: AuditSummary) -> None:
+    print(f"explanation method of the model: {summary.chosen_method}")
+    if summary.marked_ok_note:
+        print(f"note: {summary.marked_ok_note}")
     print(
         f"{'method':<36}{'energy in':>10}{'lift':>8}{'pointing':>10}{'rank acc':>10}{'AP':>8}{'IoU@area':>10}"
         "   (defect images; uniform)"
     )
-    for method, groups in summary["methods"].items():
-        a = groups["all"]
-        if a["with_region"]:
-            u = a["baselines"]["uniform"]
+    for method in summary.methods:
+        a = summary.figures(method)
+        if a.with_region:
+            u = a.baselines["uniform"]
             print(
-                f"{method:<36}{a['energy_inside']:>10.3f}{a['lift']:>8.2f}{a['pointing_hit']:>10.3f}"
-                f"{a['relevance_rank']:>10.3f}{a['average_precision']:>8.3f}{a['iou_at_area']:>10.3f}"
+                f"{method:<36}{a.energy_inside:>10.3f}{a.lift:>8.2f}{a.pointing_hit:>10.3f}"
+                f"{a.relevance_rank:>10.3f}{a.average_precision:>8.3f}{a.iou_at_area:>10.3f}"
                 f"   ({u['energy_inside']:.3f}, {u['pointing_hit']:.3f})"
             )
-        print(f"  categories: {a['categories']}")
-        if "faithfulness" in a:
-            f = a["faithfulness"]
-            check = summary["faithfulness"]["randomization_check"][method]
+        print(f"  categories: {a.categories}")
+        f = a.faithfulness
+        if f is not None and summary.faithfulness is not None:
+            check = summary.faithfulness.randomization_check[method]
             print(
-                f"  faithfulness ({f['images']} images): deletion AUC {f['deletion_auc']:.3f}, insertion AUC "
-                f"{f['insertion_auc']:.3f}, average drop {f['average_drop_percent']:.1f} %, increase "
-                f"{f['increase_rate']:.2f}; randomization check: mean |rank correlation| "
-                f"{check['mean_abs_rank_correlation']:.3f} ({'passed' if check['passed'] else 'FAILED'})"
+                f"  faithfulness ({f.images} images): deletion AUC {f.deletion_auc:.3f}, insertion AUC "
+                f"{f.insertion_auc:.3f}, average drop {f.average_drop_percent:.1f} %, increase "
+                f"{f.increase_rate:.2f}; randomization check: mean |rank correlation| "
+                f"{check.mean_abs_rank_correlation:.3f} ({'passed' if check.passed else 'FAILED'})"
             )

@@ -19,6 +19,7 @@ from mieruka.cli._common import (
     fmt_rate,
     int_at_least,
     number_in,
+    track_figures,
 )
 
 __all__ = ["register", "run"]
@@ -76,52 +77,39 @@ def run(args: argparse.Namespace) -> None:
         layout=args.layout,
     )
     m = ev.metrics
-    _track(args, ev.model_summary, m, [args.out / "metrics.json", args.out / "predictions.csv"], f"eval_{m['split']}")
-    print(
-        f"{m['split']}: {m['images']} images  accuracy {m['accuracy']:.4f}  balanced accuracy "
-        f"{m['balanced_accuracy']:.4f}"
-    )
-    width = max(24, *(display_width(c) for c in m["per_class"]))
-    for c, pc in m["per_class"].items():
+    files = [args.out / "metrics.json", args.out / "predictions.csv"]
+    track_figures(args, ev.model_summary, m.to_json(), files, f"eval_{m.split}")
+    print(f"{m.split}: {m.images} images  accuracy {m.accuracy:.4f}  balanced accuracy {m.balanced_accuracy:.4f}")
+    width = max(24, *(display_width(c) for c in m.per_class))
+    for c, pc in m.per_class.items():
         print(
-            f"  {ljust(c, width)} precision {pc['precision']:.3f}  recall {pc['recall']:.3f}  f1 {pc['f1']:.3f}  "
-            f"n={pc['support']}"
+            f"  {ljust(c, width)} precision {pc.precision:.3f}  recall {pc.recall:.3f}  f1 {pc.f1:.3f}  n={pc.support}"
         )
-    g, c = m["gate_at_threshold"], m["gate_by_class"]
-    level = f"{100 * m['confidence']:.0f} %"
+    g, by_class = m.gate_at_threshold, m.gate_by_class
+    level = f"{100 * m.confidence:.0f} %"
     print(
-        f"OK/NG by predicted class: escape {fmt_rate(c['escape_rate'])} ({level} upper bound "
-        f"{fmt_rate(c['escape_upper_bound'])})  overkill {fmt_rate(c['overkill_rate'])}"
+        f"OK/NG by predicted class: escape {fmt_rate(by_class.escape_rate)} ({level} upper bound "
+        f"{fmt_rate(by_class.escape_upper_bound)})  overkill {fmt_rate(by_class.overkill_rate)}"
     )
     print(
-        f"OK/NG gate (class NG, or P(NG) >= {m['threshold']:.4f}, chosen on {m['threshold_chosen_on']} for escape <= "
-        f"{m['max_escape']}; a new defect escapes with probability <= {fmt_rate(m['escape_bound'])}): escape "
-        f"{fmt_rate(g['escape_rate'])} ({level} upper bound {fmt_rate(g['escape_upper_bound'])})  overkill "
-        f"{fmt_rate(g['overkill_rate'])}"
+        f"OK/NG gate (class NG, or P(NG) >= {m.threshold:.4f}, chosen on {m.threshold_chosen_on} for escape <= "
+        f"{m.max_escape}; a new defect escapes with probability <= {fmt_rate(m.escape_bound)}): escape "
+        f"{fmt_rate(g.escape_rate)} ({level} upper bound {fmt_rate(g.escape_upper_bound)})  overkill "
+        f"{fmt_rate(g.overkill_rate)}"
     )
     print(f"results: {ev.out_dir / 'metrics.json'}, {ev.out_dir / 'confusion_matrix.png'}")
-    if m["unreadable"]:
-        first = m["unreadable"][0]
+    if m.unreadable:
+        first = m.unreadable[0]
         print(
-            f"warning: {len(m['unreadable'])} image(s) could not be read and are left out of the figures (the "
-            f"first: {first['image']}: {first['reason']}); see predictions.csv",
+            f"warning: {len(m.unreadable)} image(s) could not be read and are left out of the figures (the "
+            f"first: {first.image}: {first.reason}); see predictions.csv",
             file=sys.stderr,
         )
-    if "neighbors" in m:
-        n = m["neighbors"]
-        sheet = f", {ev.out_dir / 'neighbors.png'}" if n["errors"] else ""
+    if m.neighbors is not None:
+        n = m.neighbors
+        sheet = f", {ev.out_dir / 'neighbors.png'}" if n.errors else ""
         print(
-            f"nearest training images: {ev.out_dir / 'neighbors.csv'}{sheet}; of {n['errors']} misclassified images, "
-            f"{n['errors_nearest_labelled_as_predicted']} have a nearest training image labelled as predicted "
+            f"nearest training images: {ev.out_dir / 'neighbors.csv'}{sheet}; of {n.errors} misclassified images, "
+            f"{n.errors_nearest_labelled_as_predicted} have a nearest training image labelled as predicted "
             "(check those labels)"
         )
-
-
-def _track(args: argparse.Namespace, summary: dict, figures: dict, files: list[Path], prefix: str) -> None:
-    """Log to the training's MLflow run (``--run-id``, else the id stored in the model)."""
-    if args.tracker == "none":
-        return
-    from mieruka.tracking import log_evaluation, stored_run_id
-
-    run_id = log_evaluation(args.tracker, args.run_id or stored_run_id(summary), figures, files, prefix)
-    print(f"tracked: MLflow run {run_id}")

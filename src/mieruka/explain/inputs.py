@@ -51,7 +51,7 @@ def explain_inputs(
     sources: Sequence[str | os.PathLike[str]], info: ModelInfo, split: str, need_labels: bool
 ) -> tuple[list[Path], list[int | None]]:
     """Image paths and true class indices (None where unknown)."""
-    from mieruka.predict import collect_images
+    from mieruka.data.inputs import collect_images
 
     paths: list[Path] = []
     labels: list[int | None] = []

@@ -36,7 +36,7 @@ _SETTINGS_ENV = "MIERUKA_SERVE_SETTINGS"
 
 def _build(settings: dict[str, Any]) -> tuple[FastAPI, Runtime]:
     """Load the model and build the app (in the serving process itself, or in each worker process)."""
-    from mieruka.runtime import load_runtime
+    from mieruka.model_file import load_runtime
 
     runtime = load_runtime(
         settings["model"],

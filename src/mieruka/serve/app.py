@@ -50,7 +50,7 @@ def create_app(
     """Build the service around a loaded model.
 
     Args:
-        runtime: An :class:`~mieruka.runtime.OnnxModel` or :class:`~mieruka.runtime.TorchModel`.
+        runtime: An :class:`~mieruka.runtime.OnnxModel` or :class:`~mieruka.model_file.TorchModel`.
         api_key: When given, ``/v1/*`` requires it in the ``X-API-Key`` header (the page and ``/healthz`` stay open).
         max_upload_mb: Largest request body; larger ones get 413.
         max_images: Most images in one request.
