@@ -32,11 +32,15 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "warning: could not install chromium; the browser test will be skipped"
 
+# One test process per core (pytest-xdist), tests handed out one by one; the Ray tests stay on one process (their
+# xdist_group) so one local Ray instance runs at a time.
+PYTEST_PARALLEL ?= -n auto --dist loadgroup
+
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

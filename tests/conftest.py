@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,23 +53,45 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def made_once(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], object]) -> Path:
+    """A folder ``make`` fills once per test run: in this process, or under pytest-xdist by the first worker that
+    asks for it while the others wait on a lock, then read it as it is (no test writes into these folders)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        path = factory.mktemp(name)
+        make(path)
+        return path
+    from filelock import FileLock
+
+    path = factory.getbasetemp().parent / name  # shared by the workers of this run
+    made = path.with_name(f"{name}.made")  # beside the folder: a data set's folder holds its own files only
+    with FileLock(f"{path}.lock"):
+        if not made.is_file():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            make(path)
+            made.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic data set: 6 classes × 8 images of 64 px, with masks."""
-    root = tmp_path_factory.mktemp("synth")
-    write_dataset(root, per_class=8, seed=1, size=64, progress=False)
-    return root
+    return made_once(
+        tmp_path_factory, "synth", lambda root: write_dataset(root, per_class=8, seed=1, size=64, progress=False)
+    )
+
+
+def _train_tiny(data: Path, run: Path) -> None:
+    from mieruka.train import train
+
+    with torch_threads(2):  # the same model whatever the number of workers (float sums depend on the threads)
+        train(data, run, TINY, progress=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder with a tiny random-init model trained 2 epochs on ``synth_dir``."""
-    from mieruka.train import train
-
-    run = tmp_path_factory.mktemp("run")
-    with torch_threads(2):  # the same model whatever the number of workers (float sums depend on the threads)
-        train(synth_dir, run, TINY, progress=False)
-    return run
+    return made_once(tmp_path_factory, "run", lambda run: _train_tiny(synth_dir, run))
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +99,10 @@ def tiny_onnx(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``tiny_run``'s model exported to ONNX (probabilities + Grad-CAM heatmap)."""
     from mieruka.export import export_onnx
 
-    return export_onnx(tiny_run / "model.safetensors", tmp_path_factory.mktemp("onnx") / "model.onnx").path
+    folder = made_once(
+        tmp_path_factory, "onnx", lambda out: export_onnx(tiny_run / "model.safetensors", out / "model.onnx")
+    )
+    return folder / "model.onnx"
 
 
 def free_port() -> int:

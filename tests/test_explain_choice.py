@@ -17,6 +17,8 @@ from mieruka.audit.selection import DEFAULT_METHOD, TIE, _choose, candidates
 from mieruka.checkpoint import read_info
 from mieruka.explain.graph import graph_method
 
+pytestmark = pytest.mark.xdist_group("explain_choice")  # one process builds its audited copy (make test)
+
 
 def _table(**aps: float) -> tuple[int, list[dict[str, float | str]]]:
     return 10, [{"method": m.replace("_", ":"), "average_precision": ap} for m, ap in aps.items()]

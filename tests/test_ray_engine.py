@@ -24,7 +24,7 @@ from mieruka.model_file import ModelFile
 from mieruka.predict import PredictOptions, PredictWorker, predict
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray instance at a time (make test: loadgroup)
 
 T = TypeVar("T")
 RAY_TIMEOUT_S = 240
