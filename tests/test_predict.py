@@ -149,3 +149,13 @@ def test_parquet_output(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None
     predict(tiny_run / "model.safetensors", [synth_dir / "crack"], out=out, progress=False, keep=False)
     table = pq.read_table(out)
     assert table.num_rows == 8 and {"image", "class", "verdict", "error"} <= set(table.column_names)
+
+
+def test_predict_without_an_output_leaves_no_temporary_folder(
+    tiny_run: Path, synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp and gettempdir look
+    run = predict(tiny_run / "model.safetensors", [synth_dir / "crack"], progress=False)
+    assert run.images == 8 and list(tmp_path.iterdir()) == []

@@ -8,6 +8,7 @@ continues a killed run from the rows its output already holds.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -150,12 +151,16 @@ def _runtime(worker: PredictWorker, engine: EngineOptions) -> tuple[ModelInfo, s
     return read_info(worker.model_path), f"pytorch ({torch_device(worker.device, worker.provider)})"
 
 
-def _shard_dir(out: str | os.PathLike[str] | None) -> Path:
-    """Where the Ray engine keeps its shards while a job runs: beside the output, else in a temporary folder."""
-    if out is None:
-        return Path(tempfile.mkdtemp(prefix="mieruka-ray-")) / "shards"
-    out = Path(out)
-    return out.with_name(f".{out.name}.ray-shards")
+def _shard_dir(out: str | os.PathLike[str] | None, engine: EngineOptions) -> tuple[Path, Path | None]:
+    """Where the Ray engine keeps its shards while a job runs (beside the output), and a temporary folder made for
+    them when there is no output (None: none made; the caller removes it). The local engine needs none."""
+    if out is not None:
+        path = Path(out)
+        return path.with_name(f".{path.name}.ray-shards"), None
+    if engine.name != "ray":
+        return Path(tempfile.gettempdir()) / "mieruka-unused-shards", None
+    temporary = Path(tempfile.mkdtemp(prefix="mieruka-ray-"))
+    return temporary / "shards", temporary
 
 
 def predict(
@@ -191,7 +196,8 @@ def predict(
     done = sink.done() if sink is not None else set()
     todo = [Item(i, str(p)) for i, p in enumerate(p for p in paths if str(p) not in done)]
     run = PredictRun(images=len(todo), skipped=len(paths) - len(todo), runtime=runtime)
-    job = Job(worker, todo, lambda r: r.error, what="predicting", chunk=PREDICT_CHUNK, shard_dir=_shard_dir(out))
+    shards, temporary = _shard_dir(out, opts.engine)
+    job = Job(worker, todo, lambda r: r.error, what="predicting", chunk=PREDICT_CHUNK, shard_dir=shards)
     try:
         for pairs in job.chunks(JobOptions(opts.engine, opts.progress, opts.strict)):
             results = [r for _, r in pairs]
@@ -201,6 +207,8 @@ def predict(
     finally:
         if sink is not None:
             sink.close()
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
     run.errors, run.first_error = job.errors, job.first_error
     job.check_some_read()
     return run
