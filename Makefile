@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO ?= demo
 
-.PHONY: setup browser demo test test-fast lint format bench clean
+.PHONY: setup browser postgres demo test test-fast lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -36,7 +36,13 @@ browser:
 # xdist_group) so one local Ray instance runs at a time.
 PYTEST_PARALLEL ?= -n auto --dist loadgroup
 
-test: setup browser
+# The record's PostgreSQL test starts a server from Debian's packages in a temporary folder.
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; } \
+		|| echo "warning: could not install postgresql; the PostgreSQL test will be skipped"
+
+test: setup browser postgres
 	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 test-fast: setup

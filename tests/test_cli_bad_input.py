@@ -68,6 +68,17 @@ def _bad_arguments(tmp: Path, model: Path, data: Path) -> dict[str, list[tuple[l
             ([str(model), "--max-upload-mb", "-1"], "--max-upload-mb"),
             ([missing], "model file not found"),
             ([str(model), "--provider", "tpu"], "--provider"),
+            ([str(model), "--keep", "some"], "--keep"),
+            ([str(model), "--record", "mysql://x/y"], "--record mysql://x/y"),
+        ],
+        "records": [
+            ([f"sqlite:///{tmp / 'none.db'}", "--out", str(tmp / "r.csv")], "none.db: no such record"),
+            ([f"sqlite:///{tmp / 'none.db'}", "--out", str(tmp / "r.txt")], "give a .csv or .parquet file"),
+            ([f"sqlite:///{tmp / 'none.db'}", "--since", "soon", "--out", str(tmp / "r.csv")], "--since 'soon'"),
+        ],
+        "monitor": [
+            ([f"sqlite:///{tmp / 'none.db'}"], "none.db: no such record"),
+            ([f"sqlite:///{tmp / 'none.db'}", "--window", "1"], "--window"),
         ],
         "explain": [
             ([str(model), str(data), "--out", str(tmp / "x"), "--alpha", "3"], "--alpha"),

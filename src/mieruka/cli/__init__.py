@@ -21,7 +21,9 @@ from mieruka.cli import (
     explain,
     export,
     info,
+    monitor,
     predict,
+    records,
     report,
     review,
     serve,
@@ -32,7 +34,22 @@ from mieruka.cli._common import preflight
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = (synth, check, train, evaluate, predict, export, serve, explain, audit, report, review, info)
+COMMANDS = (
+    synth,
+    check,
+    train,
+    evaluate,
+    predict,
+    export,
+    serve,
+    records,
+    monitor,
+    explain,
+    audit,
+    report,
+    review,
+    info,
+)
 
 
 _EXTRAS = {
@@ -46,6 +63,8 @@ _EXTRAS = {
     "ray": "ray",
     "pyarrow": "parquet",
     "mlflow": "mlflow",
+    "sqlalchemy": "record",
+    "psycopg": "postgres",
 }
 """Optional packages → the extra of ``pyproject.toml`` that installs them."""
 
@@ -75,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         who += f" (rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']})"
     try:
         preflight(args)
-        args.func(args)
+        status = args.func(args)  # None, or a command's own exit status (monitor: 3 on an alert)
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
@@ -102,4 +121,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    return int(status or 0)

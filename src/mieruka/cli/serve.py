@@ -56,6 +56,28 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--device", default="auto", help="cpu or cuda for a .safetensors model (default cpu)")
     add_provider(p)
+    g = p.add_argument_group("the line's record")
+    g.add_argument(
+        "--record",
+        metavar="URL",
+        help="record every answered image: sqlite:///PATH (a file, WAL) or postgresql://USER@HOST/DB (default: "
+        "nothing is kept); read it with 'mieruka records' and 'mieruka monitor'",
+    )
+    g.add_argument(
+        "--keep",
+        choices=("all", "ng", "none"),
+        default="ng",
+        help="which images the record keeps as files, with their overlays (default ng)",
+    )
+    g.add_argument(
+        "--record-files", type=Path, metavar="DIR", help="folder of the kept files (default: beside the SQLite file)"
+    )
+    g.add_argument(
+        "--retain-days", type=number_in(0, 1e6, low_open=True), help="remove kept files older than this many days"
+    )
+    g.add_argument(
+        "--retain-gb", type=number_in(0, 1e9, low_open=True), help="keep at most this many GiB of files (oldest go)"
+    )
     p.set_defaults(func=run)
 
 
@@ -74,4 +96,9 @@ def run(args: argparse.Namespace) -> None:
         threads=args.threads,
         workers=args.workers,
         provider=args.provider,
+        record=args.record,
+        keep=args.keep,
+        record_files=None if args.record_files is None else str(args.record_files),
+        retain_days=args.retain_days,
+        retain_gb=args.retain_gb,
     )

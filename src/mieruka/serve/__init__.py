@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -56,8 +57,27 @@ def _build(settings: dict[str, Any]) -> tuple[FastAPI, Runtime]:
         api_key=settings["api_key"],
         max_upload_mb=settings["max_upload_mb"],
         max_images=settings["max_images"],
+        record=_record(settings, runtime),
     )
     return app, runtime
+
+
+def _record(settings: dict[str, Any], runtime: Runtime) -> Any:
+    """The service's record (:mod:`mieruka.record`), when ``--record`` asks for one."""
+    if settings.get("record") is None:
+        return None
+    try:
+        from mieruka.record.line import LineRecord
+        from mieruka.record.store import Recorder
+    except ImportError as exc:
+        raise MierukaError(f"--record needs SQLAlchemy: pip install 'mieruka[record]' ({exc})") from None
+    recorder = Recorder(
+        settings["record"],
+        keep=settings["keep"],
+        files=settings["record_files"],
+        retention=(settings["retain_days"], settings["retain_gb"]),
+    )
+    return LineRecord(recorder, settings["model"], runtime.info, runtime.method)
 
 
 def app_from_environment() -> FastAPI:
@@ -84,6 +104,10 @@ class ServeOptions:
         workers: Processes, each with its own copy of the model, sharing the port.
         log_level: uvicorn's log level.
         provider: ONNX Runtime's execution provider for an ``.onnx`` model (:mod:`mieruka.deploy.providers`).
+        record: Record every answered image to this URL (``sqlite:///PATH`` or ``postgresql://…``; None: don't).
+        keep: Which images the record keeps as files (``all``, ``ng``, ``none``).
+        record_files: Folder of the kept files (default: beside the SQLite file).
+        retain_days, retain_gb: Retention limits of the kept files.
     """
 
     host: str = "127.0.0.1"
@@ -97,6 +121,11 @@ class ServeOptions:
     workers: int = 1
     log_level: str = "info"
     provider: str = "auto"
+    record: str | None = None
+    keep: str = "ng"
+    record_files: str | None = None
+    retain_days: float | None = None
+    retain_gb: float | None = None
 
     def check(self) -> None:
         """Refuse out-of-range settings by their option names, before anything is loaded."""
@@ -137,6 +166,11 @@ def serve(model: str | os.PathLike[str], **options: Any) -> None:
         "api_key": o.api_key,
         "max_upload_mb": o.max_upload_mb,
         "max_images": o.max_images,
+        "record": o.record,
+        "keep": o.keep,
+        "record_files": o.record_files,
+        "retain_days": o.retain_days,
+        "retain_gb": o.retain_gb,
     }
     app, runtime = _build(settings)  # also in the parent with workers: a bad model fails here, with its message
     if o.api_key is None and not is_loopback(host):
@@ -151,6 +185,9 @@ def serve(model: str | os.PathLike[str], **options: Any) -> None:
         f"({runtime.provider}), {heat}"
     )
     print(f"mieruka: page at http://{host}:{port}/ , API docs at http://{host}:{port}/docs")
+    if o.record is not None:
+        shown = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", o.record)  # no password in the log
+        print(f"mieruka: recording every answer to {shown} (files kept: {o.keep})")
     if workers == 1:
         uvicorn.run(app, host=host, port=port, log_level=o.log_level)
         return

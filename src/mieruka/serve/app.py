@@ -13,10 +13,10 @@ import hmac
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi_offline import FastAPIOffline
@@ -29,6 +29,9 @@ from mieruka.fonts import cjk_font_path
 from mieruka.metrics import gate, ng_probability
 from mieruka.runtime import Runtime, prepare, run_with_tta
 from mieruka.serve.limits import BodyLimit, add_error_handler
+
+if TYPE_CHECKING:
+    from mieruka.record.line import LineRecord
 
 __all__ = ["API_KEY_HEADER", "create_app"]
 
@@ -46,6 +49,7 @@ def create_app(
     max_images: int = 16,
     max_pixels: int = MAX_PIXELS,
     overlay_max_side: int = 512,
+    record: LineRecord | None = None,
 ) -> FastAPI:
     """Build the service around a loaded model.
 
@@ -56,8 +60,8 @@ def create_app(
         max_images: Most images in one request.
         max_pixels: Largest image (width × height) decoded; larger ones are refused as decompression bombs (413).
         overlay_max_side: The overlay PNG is drawn at the image's size, shrunk to at most this many pixels a side.
+        record: Where every answered image is recorded (:mod:`mieruka.record`); None: nothing is kept.
     """
-    info = runtime.info
     colorize(np.zeros((1, 1), np.float32))  # load the color map now, not in the first request
     broken = _probe(runtime)
     app = FastAPIOffline(  # /docs and /redoc from files bundled with the package: no CDN, works offline
@@ -75,7 +79,10 @@ def create_app(
     add_error_handler(app)
     limits = {"max_upload_mb": max_upload_mb, "max_images": max_images, "max_pixels": max_pixels}
     model_description = _describe(runtime, limits, api_key is not None)
+    if record is not None:
+        model_description["record"] = {"model_id": record.model_id, "keep": record.recorder.keep}
     _add_page(app)
+    judge = _Judge(runtime, max_images, max_pixels, overlay_max_side, record, broken)
 
     @app.get("/healthz", summary="liveness: ok when the model answers (503 and the reason when it cannot)")
     def healthz() -> JSONResponse:
@@ -94,28 +101,59 @@ def create_app(
         threshold: Annotated[
             float | None, Query(ge=0.0, le=1.0, description="NG-probability threshold (default: the model's)")
         ] = None,
+        part_header: Annotated[
+            str | None, Header(alias="X-Part-Id", description="the part's id, kept in the record")
+        ] = None,
+        part_id: Annotated[str | None, Form(description="the part's id (instead of the X-Part-Id header)")] = None,
+    ) -> dict[str, Any]:
+        return judge.answer(files, pictures, threshold, part_header or part_id)
+
+    return app
+
+
+@dataclass(frozen=True)
+class _Judge:
+    """What ``POST /v1/predict`` does with a request's images (the route only reads the request)."""
+
+    runtime: Runtime
+    max_images: int
+    max_pixels: int
+    overlay_max_side: int
+    record: LineRecord | None
+    broken: str | None
+
+    def answer(
+        self, files: list[UploadFile], pictures: _Pictures, threshold: float | None, part: str | None
     ) -> dict[str, Any]:
         start = time.perf_counter()
-        if broken is not None:
-            raise HTTPException(503, f"the model cannot answer: {broken}")
-        if len(files) > max_images:
-            raise HTTPException(413, f"{len(files)} images in one request; the limit is {max_images}")
-        images = [_decode(f, max_pixels, info.bit_depth) for f in files]
-        probs, heat = run_with_tta(runtime, prepare(images, info), info.tta)
+        info = self.runtime.info
+        if self.broken is not None:
+            raise HTTPException(503, f"the model cannot answer: {self.broken}")
+        if len(files) > self.max_images:
+            raise HTTPException(413, f"{len(files)} images in one request; the limit is {self.max_images}")
+        raws = [f.file.read() for f in files]
+        images = [_decode(raw, f.filename, self.max_pixels, info.bit_depth) for raw, f in zip(raws, files, strict=True)]
+        probs, heat = run_with_tta(self.runtime, prepare(images, info), info.tta)
         t = threshold if threshold is not None else info.decision_threshold
         p_ng = ng_probability(probs, info.ng_classes)
         rejected = gate(probs, info.ng_classes, t)
         results = []
         for i, (f, image) in enumerate(zip(files, images, strict=True)):
             item = _result(info.classes, f.filename, image, probs[i], float(p_ng[i]), t, bool(rejected[i]))
-            results.append({**item, **pictures.draw(image, None if heat is None else heat[i], overlay_max_side)})
-        return {
-            "method": runtime.method,
-            "results": results,
-            "elapsed_ms": round((time.perf_counter() - start) * 1000, 2),
-        }
+            results.append({**item, **pictures.draw(image, None if heat is None else heat[i], self.overlay_max_side)})
+        answer: dict[str, Any] = {"method": self.runtime.method, "results": results}
+        if self.record is not None:
+            from mieruka.record.line import Answered
 
-    return app
+            answered = [
+                Answered(
+                    f.filename, raw, image, probs[i], float(p_ng[i]), t, r["verdict"], None if heat is None else heat[i]
+                )
+                for i, (f, raw, image, r) in enumerate(zip(files, raws, images, results, strict=True))
+            ]
+            answer["recorded"] = self.record.record(answered, part)
+        answer["elapsed_ms"] = round((time.perf_counter() - start) * 1000, 2)
+        return answer
 
 
 @dataclass(frozen=True)
@@ -220,10 +258,10 @@ def _add_page(app: FastAPI) -> None:
         return FileResponse(path, media_type="font/ttf", headers={"Cache-Control": "max-age=86400"})
 
 
-def _decode(upload: UploadFile, max_pixels: int, bit_depth: int | None) -> np.ndarray:
-    name = upload.filename or "upload"
+def _decode(raw: bytes, filename: str | None, max_pixels: int, bit_depth: int | None) -> np.ndarray:
+    name = filename or "upload"
     try:
-        return decode_image(upload.file.read(), name, max_pixels=max_pixels, bit_depth=bit_depth)
+        return decode_image(raw, name, max_pixels=max_pixels, bit_depth=bit_depth)
     except NotAnImage as exc:
         raise HTTPException(415, str(exc)) from None
     except ImageTooLarge as exc:

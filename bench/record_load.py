@@ -1,0 +1,195 @@
+"""The line's record under load, in one run: ``mieruka serve`` with and without ``--record``, side by side.
+
+1. Side by side: the service without a record, then with ``--record sqlite:///… --keep ng``, then both again
+   (A B A B on the same machine, one warm-up each); N concurrent clients × M requests (bench/serve_load.py's load:
+   keep-alive connections, one image per request, overlay included). Reported: p50 and throughput of each phase,
+   and the ratios record / plain of their medians.
+2. Kill -9 under load: the recording service is killed with SIGKILL while N clients send (each request with its own
+   ``X-Part-Id``), then restarted on the same record, ``--kills`` times; afterwards every request that was answered
+   with ``"recorded": true`` must be in the record (``lost`` counts the ones that are not).
+3. Export: ``--export-rows`` decisions written to a fresh record, then ``mieruka records URL --out F.csv`` timed as a
+   command (its start-up included).
+
+    python bench/record_load.py [--model MODEL.onnx] [--image IMAGE] [--clients 8] [--requests 50] [--kills 3]
+
+Prints, as its last line, one JSON object: plain / record phases, p50_ratio, rps_ratio, meets_latency (p50_ratio ≤
+1.1), meets_throughput (rps_ratio ≥ 0.9), kills, acknowledged, lost, export_rows, export_s, meets_export (≤ 10 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import io
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _shared import cpu_description, default_onnx
+from serve_load import _free_port, _load, _multipart, _request, _wait_until_up
+
+from mieruka.data.synth import make_image
+
+
+def _start(model: Path, port: int, record: str | None) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "mieruka", "serve", str(model), "--port", str(port)]
+    if record:
+        cmd += ["--record", record, "--keep", "ng"]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_until_up(port, server)
+    return server
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def _phase(model: Path, record: str | None, body: bytes, ctype: str, clients: int, requests: int) -> dict[str, Any]:
+    port = _free_port()
+    server = _start(model, port, record)
+    try:
+        for _ in range(5):
+            _request(port, body, ctype, None)
+        result = _load(port, body, ctype, clients, requests, 600.0)
+    finally:
+        _stop(server)
+    return result
+
+
+def _kill_under_load(model: Path, record: str, data: bytes, clients: int, seconds: float) -> list[str]:
+    """Start, load with part ids, SIGKILL after ``seconds``; the part ids answered with ``recorded: true``."""
+    port = _free_port()
+    server = _start(model, port, record)
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        i = 0
+        while time.monotonic() < stop + 5:
+            part = f"{server.pid}-{k}-{i}"
+            i += 1
+            body, ctype = _multipart("p.png", data)
+            try:
+                conn.request("POST", "/v1/predict?overlay=false", body=body,
+                             headers={"Content-Type": ctype, "X-Part-Id": part})  # fmt: skip
+                answer = json.loads(conn.getresponse().read())
+            except (OSError, http.client.HTTPException, ValueError):
+                return  # the service is gone
+            if answer.get("recorded"):
+                with lock:
+                    acknowledged.append(part)
+
+    with ThreadPoolExecutor(clients + 1) as pool:
+        futures = [pool.submit(client, k) for k in range(clients)]
+        time.sleep(seconds)
+        os.kill(server.pid, signal.SIGKILL)
+        for f in futures:
+            f.result()
+    server.wait(30)
+    return acknowledged
+
+
+def _export_rows(tmp: Path, rows: int) -> float:
+    from mieruka.record.store import Recorder
+
+    url = f"sqlite:///{tmp / 'export' / 'records.db'}"
+    recorder = Recorder(url, keep="none")
+    rng = np.random.default_rng(0)
+    base = {"model_id": "b" * 64, "model_version": "bench", "tta": "none", "method": "gradcam", "threshold": 0.5,
+            "width": 224, "height": 224, "fragments": 1}  # fmt: skip
+    for start in range(0, rows, 5000):
+        n = min(5000, rows - start)
+        p = rng.uniform(0.5, 1.0, n)
+        batch = [{**base, "time": 1.78e9 + start + i, "part_id": f"P{start + i}", "filename": f"{start + i}.png",
+                  "class": "crack", "probability": float(p[i]), "probabilities": '{"crack": 0.9, "good": 0.1}',
+                  "verdict": "NG" if p[i] > 0.7 else "OK", "ng_probability": float(p[i]),
+                  "brightness": 0.5, "contrast": 0.2, "sharpness": 0.01, "peak_x": 0.5, "peak_y": 0.5, "spread": 0.1}
+                 for i in range(n)]  # fmt: skip
+        assert recorder.record(batch, [[] for _ in batch])
+    recorder.close()
+    out = tmp / "export.csv"
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "mieruka", "records", url, "--out", str(out)], check=True,
+                   capture_output=True)  # fmt: skip
+    seconds = time.perf_counter() - t
+    with open(out, newline="", encoding="utf-8") as fh:
+        assert sum(1 for _ in csv.reader(fh)) == rows + 1
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help=".onnx file (default: the default model, exported now)")
+    parser.add_argument("--image", type=Path, help="image to upload (default: a synthetic 224 × 224 crack)")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=50, help="requests per client and phase")
+    parser.add_argument("--kills", type=int, default=3, help="kill -9 restarts under load")
+    parser.add_argument("--kill-after", type=float, default=8.0, help="seconds of load before each kill")
+    parser.add_argument("--export-rows", type=int, default=100_000)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        model = args.model or default_onnx(tmp / "model.onnx")
+        if args.image:
+            data, name = args.image.read_bytes(), args.image.name
+        else:
+            gray, _ = make_image("crack", np.random.default_rng(0), 224)
+            buf = io.BytesIO()
+            Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2)).save(buf, "PNG")
+            data, name = buf.getvalue(), "crack.png"
+        body, ctype = _multipart(name, data)
+        phases: dict[str, list[dict[str, Any]]] = {"plain": [], "record": []}
+        for k in range(2):
+            phases["plain"].append(_phase(model, None, body, ctype, args.clients, args.requests))
+            url = f"sqlite:///{tmp / f'side{k}' / 'records.db'}"
+            phases["record"].append(_phase(model, url, body, ctype, args.clients, args.requests))
+        record_url = f"sqlite:///{tmp / 'kills' / 'records.db'}"
+        acknowledged: list[str] = []
+        for _ in range(args.kills):
+            acknowledged += _kill_under_load(model, record_url, data, args.clients, args.kill_after)
+        from mieruka.record.query import Selection, iter_rows, open_record
+
+        engine = open_record(record_url)
+        kept = {row[2] for page in iter_rows(engine, Selection()) for row in page}  # part_id is the third column
+        engine.dispose()
+        lost = [p for p in acknowledged if p not in kept]
+        export_s = _export_rows(tmp, args.export_rows)
+
+    def median(name: str, key: str) -> float:
+        return float(statistics.median(float(r[key]) for r in phases[name]))
+
+    p50_ratio = median("record", "p50_ms") / median("plain", "p50_ms")
+    rps_ratio = median("record", "rps") / median("plain", "rps")
+    print(json.dumps({
+        "plain": phases["plain"], "record": phases["record"],
+        "p50_ratio": round(p50_ratio, 3), "rps_ratio": round(rps_ratio, 3),
+        "meets_latency": p50_ratio <= 1.1, "meets_throughput": rps_ratio >= 0.9,
+        "kills": args.kills, "acknowledged": len(acknowledged), "lost": len(lost),
+        "export_rows": args.export_rows, "export_s": round(export_s, 2), "meets_export": export_s <= 10.0,
+        "clients": args.clients, "image": name, "device": cpu_description(),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

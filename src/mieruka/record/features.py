@@ -1,0 +1,66 @@
+"""What the record keeps of an image and its heatmap besides the decision: the features drift is watched on.
+
+Image features are computed on the grey-level image scaled to [0, 1]: ``brightness`` (mean), ``contrast``
+(standard deviation) and ``sharpness`` (variance of the Laplacian, the usual focus measure). Heatmap features are
+computed on the map min–max scaled to [0, 1]: ``peak_x`` / ``peak_y`` (where its maximum is, as fractions of the
+width and height), ``spread`` (share of the map above half its maximum) and ``fragments`` (connected regions above
+half its maximum, 8-connected).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["FEATURES", "HeatmapSummary", "ImageFeatures", "heatmap_summary", "image_features"]
+
+FEATURES = ("confidence", "brightness", "contrast", "sharpness", "peak_x", "peak_y", "spread")
+"""The numeric features ``monitor`` compares with their reference (``confidence``: the top class's probability)."""
+
+_LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    brightness: float
+    contrast: float
+    sharpness: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class HeatmapSummary:
+    peak_x: float
+    peak_y: float
+    spread: float
+    fragments: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def image_features(image: np.ndarray) -> ImageFeatures:
+    """Brightness, contrast and sharpness of an (H, W) or (H, W, C) image (uint8, or uint16 scaled by its maximum)."""
+    x = np.asarray(image, dtype=np.float64)
+    scale = 255.0 if image.dtype == np.uint8 else float(np.iinfo(image.dtype).max) if image.dtype.kind == "u" else 1.0
+    grey = (x.mean(axis=2) if x.ndim == 3 else x) / scale
+    lap = ndimage.convolve(grey, _LAPLACIAN, mode="nearest")
+    return ImageFeatures(float(grey.mean()), float(grey.std()), float(lap.var()))
+
+
+def heatmap_summary(heat: np.ndarray) -> HeatmapSummary:
+    """Where an (h, w) heatmap peaks, how much of it is above half its maximum, and in how many pieces."""
+    h = np.asarray(heat, dtype=np.float32)
+    lo, hi = float(h.min()), float(h.max())
+    scaled = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+    y, x = np.unravel_index(int(scaled.argmax()), scaled.shape)
+    above = scaled >= 0.5
+    _, fragments = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
+    rows, cols = scaled.shape
+    return HeatmapSummary(
+        peak_x=(x + 0.5) / cols, peak_y=(y + 0.5) / rows, spread=float(above.mean()), fragments=int(fragments)
+    )

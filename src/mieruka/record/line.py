@@ -1,0 +1,100 @@
+"""What the service records of one answered image: the decision, the model that made it, and a summary of its
+image and heatmap (:mod:`mieruka.record.features`); with the files to keep (the upload as sent, the overlay)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mieruka.explain.render import encode_png, overlay_at
+from mieruka.record.features import heatmap_summary, image_features
+from mieruka.record.store import Kept, Recorder
+
+__all__ = ["PART_ID_HEADER", "LineRecord", "model_id"]
+
+PART_ID_HEADER = "X-Part-Id"
+"""The header (or the form field ``part_id``) that carries the client's id of the part in the picture."""
+
+
+def model_id(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a model file (for OpenVINO IR: of the ``.xml`` and its ``.bin``), its id in the record."""
+    digest = hashlib.sha256()
+    p = Path(path)
+    for part in (p, p.with_suffix(".bin")) if p.suffix.lower() == ".xml" else (p,):
+        with open(part, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One image the service answered, as the record needs it."""
+
+    filename: str | None
+    raw: bytes
+    image: np.ndarray
+    probs: np.ndarray
+    ng_probability: float
+    threshold: float
+    verdict: str
+    heat: np.ndarray | None
+
+
+class LineRecord:
+    """The service's side of the record: ``recorder`` with the answering model's id and settings."""
+
+    def __init__(self, recorder: Recorder, model_path: str | os.PathLike[str], info: Any, method: str | None):
+        self.recorder, self.info, self.method = recorder, info, method
+        self.model_id = model_id(model_path)
+        recorder.register_model(self.model_id, info, str(model_path), info.summary.get("drift_reference"))
+
+    def row(self, a: Answered, part_id: str | None, now: float) -> tuple[dict[str, Any], list[Kept]]:
+        """The row of one answer, and the files to keep with it."""
+        classes = self.info.classes
+        top = int(a.probs.argmax())
+        heat = heatmap_summary(a.heat).as_dict() if a.heat is not None else {}
+        row = {
+            "time": now,
+            "part_id": part_id,
+            "model_id": self.model_id,
+            "model_version": self.info.version,
+            "filename": a.filename,
+            "class": classes[top],
+            "probability": float(a.probs[top]),
+            "probabilities": json.dumps(
+                {c: round(float(p), 6) for c, p in zip(classes, a.probs, strict=True)}, ensure_ascii=False
+            ),
+            "verdict": a.verdict,
+            "ng_probability": a.ng_probability,
+            "threshold": a.threshold,
+            "tta": self.info.tta,
+            "method": self.method,
+            "width": int(a.image.shape[1]),
+            "height": int(a.image.shape[0]),
+            **image_features(a.image).as_dict(),
+            **heat,
+        }
+        kept: list[Kept] = []
+        if self.recorder.wants(a.verdict):
+            suffix = Path(a.filename or "upload.png").suffix.lower() or ".img"
+            kept.append(Kept(a.raw, suffix))
+            if a.heat is not None:
+                h, w = a.image.shape[:2]
+                scale = min(1.0, 512 / max(h, w))
+                size = (max(1, round(h * scale)), max(1, round(w * scale)))
+                kept.append(Kept(encode_png(overlay_at(a.image, a.heat, size, 0.5)), ".png"))
+        return row, kept
+
+    def record(self, answered: list[Answered], part_id: str | None) -> bool:
+        """Record one request's images (every one with the request's part id); False when it could not be."""
+        now = time.time()
+        pairs = [self.row(a, part_id, now) for a in answered]
+        return self.recorder.record([r for r, _ in pairs], [k for _, k in pairs])

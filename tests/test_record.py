@@ -1,0 +1,172 @@
+"""The line's record: features, the recorder (group commit, content-addressed files, retention), export, drift."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sqlalchemy")
+
+from mieruka.cli import main
+from mieruka.record.features import FEATURES, heatmap_summary, image_features
+from mieruka.record.monitor import monitor, psi
+from mieruka.record.query import Selection, export, open_record
+from mieruka.record.store import Kept, Recorder
+
+CLASSES = ("good", "crack")
+
+
+def test_image_features_of_known_images() -> None:
+    flat = np.full((32, 32, 3), 51, np.uint8)
+    f = image_features(flat)
+    assert f.brightness == pytest.approx(0.2) and f.contrast == pytest.approx(0.0, abs=1e-12) and f.sharpness == 0.0
+    stripes = np.zeros((32, 32), np.uint8)
+    stripes[:, ::2] = 255
+    g = image_features(stripes)
+    assert g.brightness == pytest.approx(0.5) and g.contrast == pytest.approx(0.5)
+    assert g.sharpness > image_features(np.repeat(np.linspace(0, 255, 32, dtype=np.uint8)[None], 32, 0)).sharpness
+
+
+def test_heatmap_summary_finds_the_peak_the_spread_and_the_pieces() -> None:
+    heat = np.zeros((10, 20), np.float32)
+    heat[2, 15] = 1.0
+    heat[7:9, 2:4] = 0.8
+    s = heatmap_summary(heat)
+    assert (s.peak_x, s.peak_y) == (pytest.approx(15.5 / 20), pytest.approx(2.5 / 10))
+    assert s.fragments == 2 and s.spread == pytest.approx(5 / 200)
+
+
+def test_psi_is_near_zero_for_one_distribution_and_large_for_a_shift() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0.5, 0.1, 2000)
+    assert psi(ref, rng.normal(0.5, 0.1, 500)) < 0.05
+    assert psi(ref, rng.normal(0.3, 0.1, 500)) > 1.0  # darker by two standard deviations
+
+
+def _row(i: int, rng: np.random.Generator, brightness: float = 0.5, ng: float = 0.2) -> dict[str, Any]:
+    verdict = "NG" if rng.random() < ng else "OK"
+    p = float(rng.uniform(0.6, 1.0))
+    return {
+        "time": 1_780_000_000.0 + i,
+        "part_id": f"P{i:05d}",
+        "model_id": "a" * 64,
+        "model_version": "test",
+        "filename": f"{i}.png",
+        "class": "crack" if verdict == "NG" else "good",
+        "probability": p,
+        "probabilities": json.dumps({"good": 1 - p, "crack": p}),
+        "verdict": verdict,
+        "ng_probability": p if verdict == "NG" else 1 - p,
+        "threshold": 0.5,
+        "tta": "none",
+        "method": "gradcam",
+        "width": 64,
+        "height": 64,
+        "brightness": float(rng.normal(brightness, 0.05)),
+        "contrast": float(rng.normal(0.2, 0.02)),
+        "sharpness": float(rng.normal(0.01, 0.002)),
+        "peak_x": float(rng.uniform(0.2, 0.8)),
+        "peak_y": float(rng.uniform(0.2, 0.8)),
+        "spread": float(rng.uniform(0.05, 0.2)),
+        "fragments": 1,
+    }
+
+
+class _Info:
+    version, classes, verdicts = "test", CLASSES, {"good": "OK", "crack": "NG"}
+
+
+def _recorder(tmp_path: Path, **kw: Any) -> Recorder:
+    rec = Recorder(f"sqlite:///{tmp_path / 'r' / 'records.db'}", **kw)
+    rec.register_model("a" * 64, _Info(), "model.safetensors", None)
+    return rec
+
+
+def test_the_recorder_commits_before_it_answers_and_keeps_files_once(tmp_path: Path) -> None:
+    rec = _recorder(tmp_path, keep="ng")
+    rng = np.random.default_rng(1)
+    png = b"\x89PNG fake bytes"
+    rows = [_row(i, rng) for i in range(3)]
+    assert rec.record(rows, [[Kept(png, ".png")], [Kept(png, ".png")], []])
+    assert rec.count() == 3  # committed when record() returned
+    digest = hashlib.sha256(png).hexdigest()
+    kept = tmp_path / "r" / "records-files" / digest[:2] / f"{digest}.png"
+    assert kept.read_bytes() == png and len(list((tmp_path / "r" / "records-files").rglob("*.png"))) == 1
+    out = tmp_path / "all.csv"
+    assert export(rec.url, Selection(), out) == 3
+    got = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [r["part_id"] for r in got] == ["P00000", "P00001", "P00002"]
+    assert got[0]["image_file"] == f"{digest[:2]}/{digest}.png" and got[2]["image_file"] == ""
+    rec.close()
+
+
+def test_retention_removes_old_files_and_their_names_but_keeps_the_rows(tmp_path: Path) -> None:
+    import os
+
+    rec = _recorder(tmp_path, keep="all", retention=(1.0, None))
+    rng = np.random.default_rng(2)
+    assert rec.record([_row(0, rng), _row(1, rng)], [[Kept(b"old", ".png")], [Kept(b"new", ".png")]])
+    files = sorted((tmp_path / "r" / "records-files").rglob("*.png"))
+    old = next(p for p in files if p.read_bytes() == b"old")
+    os.utime(old, (time.time() - 3 * 86400,) * 2)
+    assert rec.prune() == 1 and not old.exists()
+    out = tmp_path / "x.csv"
+    export(rec.url, Selection(), out)
+    names = [r["image_file"] for r in csv.DictReader(out.open(encoding="utf-8"))]
+    assert names[0] == "" and names[1].endswith(".png")  # the decision stays; only the file is gone
+    rec.retain_days, rec.retain_gb = None, 0.0  # a size limit of nothing removes what is left
+    assert rec.prune() == 1
+    rec.close()
+
+
+def test_records_selects_and_writes_csv_and_parquet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rec = _recorder(tmp_path, keep="none")
+    rng = np.random.default_rng(3)
+    rec.record([_row(i, rng) for i in range(50)], [[] for _ in range(50)])
+    rec.close()
+    url = rec.url
+    assert main(["records", url, "--verdict", "NG", "--out", str(tmp_path / "ng.csv")]) == 0
+    ng = list(csv.DictReader((tmp_path / "ng.csv").open(encoding="utf-8")))
+    assert ng and all(r["verdict"] == "NG" for r in ng)
+    since = "2026-05-28T20:27:00+00:00"  # 1_780_000_000 + 20 s, as an ISO time
+    assert main(["records", url, "--since", since, "--out", str(tmp_path / "late.parquet")]) == 0
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "late.parquet")
+    assert table.num_rows == 30 and min(table.column("time").to_pylist()) == 1_780_000_020.0
+    assert main(["records", url, "--since", "yesterday", "--out", str(tmp_path / "z.csv")]) == 2
+    assert "--since 'yesterday': give an ISO date" in capsys.readouterr().err
+    assert main(["records", f"sqlite:///{tmp_path / 'none.db'}", "--out", str(tmp_path / "z.csv")]) == 2
+
+
+def test_monitor_is_quiet_on_a_stable_line_and_names_what_moved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec = _recorder(tmp_path, keep="none")
+    rng = np.random.default_rng(4)
+    rec.record([_row(i, rng) for i in range(800)], [[] for _ in range(800)])  # reference 500, then 300 alike
+    url = rec.url
+    capsys.readouterr()
+    assert main(["monitor", url, "--window", "300", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["alerts"] == [] and set(report["psi"]) == {*FEATURES, "class_mix"}
+    assert report["reference"]["n"] == 500 and report["window"]["n"] == 300
+    rec.record([_row(800 + i, rng, brightness=0.3) for i in range(300)], [[] for _ in range(300)])  # darker by 40 %
+    assert main(["monitor", url, "--window", "300", "--json"]) == 3
+    alerts = json.loads(capsys.readouterr().out)["alerts"]
+    assert [a["feature"] for a in alerts] == ["brightness"] and "moved down" in alerts[0]["message"]
+    engine = open_record(url)
+    ng_jump = monitor(engine, window=300)
+    assert ng_jump.psi["brightness"] is not None and ng_jump.psi["brightness"] > 0.25
+    engine.dispose()
+    rec.record([_row(1100 + i, rng, ng=0.6) for i in range(300)], [[] for _ in range(300)])  # NG rate 0.2 → 0.6
+    assert main(["monitor", url, "--window", "300"]) == 3
+    assert "ALERT: NG rate" in capsys.readouterr().out
+    rec.close()

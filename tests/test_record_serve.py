@@ -1,0 +1,197 @@
+"""The service records every answer: in process (TestClient), through `mieruka serve --record` with `kill -9`
+restarts, and against a real PostgreSQL server started in a temporary folder."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+
+pytest.importorskip("sqlalchemy")
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient
+
+from mieruka.cli import main
+from mieruka.model_file import TorchModel
+from mieruka.record.line import LineRecord
+from mieruka.record.query import Selection, export
+from mieruka.record.store import Recorder
+from mieruka.serve import create_app
+
+
+def _images(synth_dir: Path) -> list[Path]:
+    return sorted((synth_dir / "crack").glob("*.png"))[:2] + sorted((synth_dir / "good").glob("*.png"))[:2]
+
+
+def _rows(url: str, out: Path) -> list[dict[str, str]]:
+    export(url, Selection(), out)
+    return list(csv.DictReader(out.open(encoding="utf-8")))
+
+
+def test_the_service_records_every_answer_with_its_part_id(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
+    model = tiny_run / "model.safetensors"
+    runtime = TorchModel(model)
+    url = f"sqlite:///{tmp_path / 'R' / 'records.db'}"
+    line = LineRecord(Recorder(url, keep="ng"), model, runtime.info, runtime.method)
+    client = TestClient(create_app(runtime, record=line))
+    images = _images(synth_dir)
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in images]
+    answer = client.post("/v1/predict", files=files, headers={"X-Part-Id": "LOT7-0042"}).json()
+    assert answer["recorded"] is True
+    form = client.post("/v1/predict", files=files[:1], data={"part_id": "F-1"}).json()
+    assert form["recorded"] is True
+    described = client.get("/v1/model").json()["record"]
+    assert described["model_id"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    rows = _rows(url, tmp_path / "r.csv")
+    assert [r["part_id"] for r in rows] == ["LOT7-0042"] * 4 + ["F-1"]
+    for row, result in zip(rows, [*answer["results"], *form["results"]], strict=True):
+        assert (row["filename"], row["class"], row["verdict"]) == (
+            result["filename"],
+            result["class"],
+            result["verdict"],
+        )
+        assert float(row["probability"]) == pytest.approx(result["probability"], abs=1e-9)
+        assert float(row["threshold"]) == result["threshold"] and row["model_id"] == described["model_id"]
+        assert json.loads(row["probabilities"]).keys() == result["probabilities"].keys()
+        assert 0 <= float(row["peak_x"]) <= 1 and int(row["fragments"]) >= 1 and float(row["brightness"]) > 0
+        files_dir = tmp_path / "R" / "records-files"
+        if result["verdict"] == "NG":  # --keep ng: the upload as sent, and its overlay
+            sent = next(p for p in images if p.name == result["filename"]).read_bytes()
+            assert (files_dir / row["image_file"]).read_bytes() == sent
+            assert (files_dir / row["overlay_file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        else:
+            assert row["image_file"] == "" and row["overlay_file"] == ""
+    line.recorder.close()
+
+
+def _serve(model: Path, url: str, port: int) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "mieruka", "serve", str(model), "--record", url, "--port", str(port), "--keep", "none"]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited: {process.stderr.read().decode() if process.stderr else ''}")
+    process.kill()
+    raise AssertionError("serve did not start")
+
+
+def _post(port: int, image: bytes, part: str) -> dict:
+    boundary = "mierukaboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"p.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/predict?overlay=false",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "X-Part-Id": part},
+    )
+    with urllib.request.urlopen(request, timeout=60) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.slow
+def test_no_acknowledged_answer_is_lost_when_the_service_is_killed(
+    tiny_run: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    """The interface: serve --record sqlite:///R/records.db, POST with X-Part-Id, kill -9, restart: every answered
+    request is in `mieruka records` with its part id."""
+    url = f"sqlite:///{tmp_path / 'R' / 'records.db'}"
+    image = _images(synth_dir)[0].read_bytes()
+    acknowledged = []
+    for run in range(2):
+        port = free_port()
+        process = _serve(tiny_run / "model.safetensors", url, port)
+        try:
+            for i in range(6):
+                part = f"R{run}-{i}"
+                if _post(port, image, part)["recorded"]:
+                    acknowledged.append(part)
+        finally:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(30)
+    assert len(acknowledged) == 12
+    out = tmp_path / "all.csv"
+    assert main(["records", url, "--out", str(out)]) == 0
+    assert [r["part_id"] for r in csv.DictReader(out.open(encoding="utf-8"))] == acknowledged
+
+
+def _postgres_binaries() -> Path | None:
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        for version in ("17", "16", "15"):
+            candidate = Path(f"/usr/lib/postgresql/{version}/bin/initdb")
+            if candidate.is_file():
+                return candidate.parent
+        return None
+    return Path(os.path.realpath(initdb)).parent
+
+
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server in a temporary folder on a free port (skipped without the server binaries, as Debian's
+    `postgresql` package installs them); run as the `postgres` user when the tests run as root."""
+    pytest.importorskip("psycopg")
+    bin_dir = _postgres_binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    root = tmp_path_factory.mktemp("pg")
+    data, port = root / "data", free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+        os.chmod(root, 0o755)
+        for parent in root.parents:  # the server user must reach its folder
+            if parent == Path(parent.anchor):
+                break
+            os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    user = "postgres" if as_user else os.environ.get("USER", "postgres")
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=120)  # noqa: E731
+    run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "--no-sync")
+    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")  # fmt: skip
+    try:
+        run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "records")
+        yield f"postgresql://{user}@127.0.0.1:{port}/records"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)  # fmt: skip
+
+
+def test_the_record_works_the_same_on_postgresql(
+    postgres_url: str, tiny_run: Path, synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tiny_run / "model.safetensors"
+    runtime = TorchModel(model)
+    line = LineRecord(Recorder(postgres_url, keep="ng", files=tmp_path / "files"), model, runtime.info, runtime.method)
+    client = TestClient(create_app(runtime, record=line))
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in _images(synth_dir)]
+    for k in range(3):
+        assert client.post("/v1/predict", files=files, headers={"X-Part-Id": f"PG-{k}"}).json()["recorded"] is True
+    line.recorder.close()
+    rows = _rows(postgres_url, tmp_path / "pg.csv")
+    assert [r["part_id"] for r in rows] == [f"PG-{k}" for k in range(3) for _ in range(4)]
+    assert main(["records", postgres_url, "--part", "PG-1", "--out", str(tmp_path / "one.csv")]) == 0
+    assert len(list(csv.DictReader((tmp_path / "one.csv").open(encoding="utf-8")))) == 4
+    capsys.readouterr()
+    assert main(["monitor", postgres_url, "--reference", "4", "--window", "8", "--json"]) in (0, 3)
+    report = json.loads(capsys.readouterr().out)
+    assert report["reference"]["n"] == 4 and report["window"]["n"] == 8 and isinstance(report["alerts"], list)
