@@ -8,12 +8,14 @@
    ``X-Part-Id``), then restarted on the same record, ``--kills`` times; afterwards every request that was answered
    with ``"recorded": true`` must be in the record (``lost`` counts the ones that are not).
 3. Export: ``--export-rows`` decisions written to a fresh record, then ``mieruka records URL --out F.csv`` timed as a
-   command (its start-up included).
+   command (its start-up included); and the History view's request (``GET /v1/records``, 50 rows: the newest, the
+   newest NG, one part, a deep page) on that record, median of 21.
 
     python bench/record_load.py [--model MODEL.onnx] [--image IMAGE] [--clients 8] [--requests 50] [--kills 3]
 
 Prints, as its last line, one JSON object: plain / record phases, p50_ratio, rps_ratio, meets_latency (p50_ratio ≤
-1.1), meets_throughput (rps_ratio ≥ 0.9), kills, acknowledged, lost, export_rows, export_s, meets_export (≤ 10 s).
+1.1), meets_throughput (rps_ratio ≥ 0.9), kills, acknowledged, lost, recorded_rows, rows_with_kept_files (``--keep
+ng``: the NG answers), export_rows, export_s, meets_export (≤ 10 s), history_ms, meets_history (≤ 300 ms).
 """
 
 from __future__ import annotations
@@ -109,7 +111,33 @@ def _kill_under_load(model: Path, record: str, data: bytes, clients: int, second
     return acknowledged
 
 
-def _export_rows(tmp: Path, rows: int) -> float:
+def _history_ms(model: Path, url: str) -> dict[str, float]:
+    """Median time of the History view's request on the record at ``url`` (the service's app, in process)."""
+    from fastapi.testclient import TestClient
+
+    from mieruka.model_file import load_runtime
+    from mieruka.record.line import LineRecord
+    from mieruka.record.store import Recorder
+    from mieruka.serve import create_app
+
+    runtime = load_runtime(model)
+    line = LineRecord(Recorder(url, keep="none"), model, runtime.info, runtime.method)
+    client = TestClient(create_app(runtime, record=line))
+    out = {}
+    for name, params in (("newest", {}), ("ng", {"verdict": "NG"}), ("part", {"part": "P99999"}),
+                         ("page_deep", {"before": 1000})):  # fmt: skip
+        times = []
+        for _ in range(21):
+            t = time.perf_counter()
+            answer = client.get("/v1/records", params={"limit": 50, **params})
+            times.append(1000 * (time.perf_counter() - t))
+            assert answer.status_code == 200 and answer.json()["rows"]
+        out[name] = round(statistics.median(times), 2)
+    line.recorder.close()
+    return out
+
+
+def _export_rows(tmp: Path, rows: int) -> tuple[float, str]:
     from mieruka.record.store import Recorder
 
     url = f"sqlite:///{tmp / 'export' / 'records.db'}"
@@ -134,7 +162,7 @@ def _export_rows(tmp: Path, rows: int) -> float:
     seconds = time.perf_counter() - t
     with open(out, newline="", encoding="utf-8") as fh:
         assert sum(1 for _ in csv.reader(fh)) == rows + 1
-    return seconds
+    return seconds, url
 
 
 def main() -> None:
@@ -171,10 +199,13 @@ def main() -> None:
         from mieruka.record.query import Selection, iter_rows, open_record
 
         engine = open_record(record_url)
-        kept = {row[2] for page in iter_rows(engine, Selection()) for row in page}  # part_id is the third column
+        rows = [row for page in iter_rows(engine, Selection()) for row in page]
         engine.dispose()
+        kept = {row[2] for row in rows}  # part_id is the third column
+        with_files = sum(1 for row in rows if row[-2] is not None)  # image_file
         lost = [p for p in acknowledged if p not in kept]
-        export_s = _export_rows(tmp, args.export_rows)
+        export_s, export_url = _export_rows(tmp, args.export_rows)
+        history = _history_ms(model, export_url)
 
     def median(name: str, key: str) -> float:
         return float(statistics.median(float(r[key]) for r in phases[name]))
@@ -186,7 +217,9 @@ def main() -> None:
         "p50_ratio": round(p50_ratio, 3), "rps_ratio": round(rps_ratio, 3),
         "meets_latency": p50_ratio <= 1.1, "meets_throughput": rps_ratio >= 0.9,
         "kills": args.kills, "acknowledged": len(acknowledged), "lost": len(lost),
+        "recorded_rows": len(rows), "rows_with_kept_files": with_files,
         "export_rows": args.export_rows, "export_s": round(export_s, 2), "meets_export": export_s <= 10.0,
+        "history_ms": history, "meets_history": max(history.values()) <= 300,
         "clients": args.clients, "image": name, "device": cpu_description(),
     }))  # fmt: skip
 

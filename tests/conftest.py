@@ -105,6 +105,19 @@ def tiny_onnx(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "model.onnx"
 
 
+@pytest.fixture(scope="session")
+def tiny_openvino(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_run``'s model exported by ``mieruka export --format openvino`` (``model.xml`` + ``model.bin``)."""
+    pytest.importorskip("openvino")
+    from mieruka.cli import main
+
+    def export(folder: Path) -> None:
+        assert main(["export", str(tiny_run / "model.safetensors"), "--format", "openvino",
+                     "--out", str(folder / "model.xml")]) == 0  # fmt: skip
+
+    return made_once(tmp_path_factory, "openvino", export) / "model.xml"
+
+
 def free_port() -> int:
     """A free TCP port on the loopback interface."""
     import socket

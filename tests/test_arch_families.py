@@ -24,8 +24,7 @@ FAMILIES = {
     "regnet": "regnetx_002",
     "mobilenetv3": "mobilenetv3_small_050",
     "efficientnet": "efficientnet_b0",
-    "vit": "vit_tiny_patch16_224",
-    "deit": "deit_tiny_patch16_224",
+    "vit": "vit_tiny_patch16_224",  # deit_tiny_patch16_224 is this very class (VisionTransformer) and shape
     "swin": "swin_tiny_patch4_window7_224",
 }
 

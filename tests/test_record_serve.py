@@ -74,6 +74,21 @@ def test_the_service_records_every_answer_with_its_part_id(tiny_run: Path, synth
             assert (files_dir / row["overlay_file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         else:
             assert row["image_file"] == "" and row["overlay_file"] == ""
+    # the History view's API: newest first, filtered, a page at a time; kept files served, nothing else
+    page = client.get("/v1/records", params={"limit": 3}).json()
+    assert [r["part_id"] for r in page["rows"]] == ["F-1", "LOT7-0042", "LOT7-0042"] and page["next_before"]
+    older = client.get("/v1/records", params={"limit": 3, "before": page["next_before"]}).json()["rows"]
+    assert len(older) == 2 and older[0]["id"] < page["rows"][-1]["id"]
+    ng = client.get("/v1/records", params={"verdict": "NG"}).json()["rows"]
+    assert ng and all(r["verdict"] == "NG" for r in ng)
+    shown = client.get(f"/v1/records/files/{ng[0]['image_file']}")
+    assert shown.status_code == 200 and shown.content == (files_dir / ng[0]["image_file"]).read_bytes()
+    assert client.get("/v1/records/files/../records.db").status_code == 404
+    assert client.get("/v1/records/files/ab/" + "0" * 64 + ".png").status_code == 404
+    drift = client.get("/v1/drift")  # 5 decisions: fewer than a reference needs
+    assert drift.status_code == 409 and "fewer than the 500" in drift.json()["detail"]
+    small = client.get("/v1/drift", params={"reference": 2, "window": 3}).json()
+    assert small["window"]["n"] == 3 and isinstance(small["alerts"], list) and "brightness" in small["psi"]
     line.recorder.close()
 
 

@@ -55,13 +55,12 @@ def test_rule1_an_altered_exported_file_is_refused_whatever_its_format(
     )
 
 
-def test_rule1_an_altered_openvino_ir_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+def test_rule1_an_altered_openvino_ir_is_refused(tiny_openvino: Path, tmp_path: Path) -> None:
     ov = pytest.importorskip("openvino")
     from mieruka.deploy.openvino import OpenVinoModel
     from mieruka.errors import CheckpointError
 
-    xml = tmp_path / "m.xml"
-    assert main(["export", str(tiny_run / "model.safetensors"), "--format", "openvino", "--out", str(xml)]) == 0
+    xml = tiny_openvino  # read only: the altered copies go to tmp_path
     OpenVinoModel(xml)  # sealed and accepted
     model = ov.Core().read_model(str(xml))
     info = json.loads(model.get_rt_info(["mieruka", "info"]).astype(str))
@@ -94,14 +93,16 @@ def test_rule2_a_tracker_that_cannot_record_is_refused_before_training(
     blocker.write_text("x")
     # MLflow itself is imported in a process of its own: its logging set-up outlives the test's capture
     env = {**os.environ, "MLFLOW_TRACKING_URI": (blocker / "mlruns").as_uri()}
-    for command in (args, ["evaluate", str(tmp_path / "m.safetensors"), str(synth_dir), "--out", str(tmp_path / "e")]):
-        done = subprocess.run([sys.executable, "-m", "mieruka", *command, "--tracker", "mlflow", "--quiet"], env=env,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert done.returncode == 2, done.stderr
-        assert (
-            "--tracker mlflow: MLFLOW_TRACKING_URI" in done.stderr
-            and "plain-file is a file, not a folder" in done.stderr
-        )
+    commands = [args, ["evaluate", str(tmp_path / "m.safetensors"), str(synth_dir), "--out", str(tmp_path / "e")]]
+    script = (  # both commands in one process: MLflow is imported once
+        "import json, sys; from mieruka.cli import main\n"
+        "print(json.dumps([main([*c, '--tracker', 'mlflow', '--quiet']) for c in json.loads(sys.argv[1])]))"
+    )
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(commands)], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [2, 2], done.stderr
+    assert done.stderr.count("--tracker mlflow: MLFLOW_TRACKING_URI") == 2, done.stderr
+    assert done.stderr.count("plain-file is a file, not a folder") == 2
     assert not (run / "model.safetensors").exists() and not (tmp_path / "e").exists()
 
 

@@ -46,6 +46,8 @@ class Answered:
     threshold: float
     verdict: str
     heat: np.ndarray | None
+    overlay_png: bytes | None = None
+    """The overlay the answer already carries (drawn again for the record only when it does not)."""
 
 
 class LineRecord:
@@ -86,7 +88,9 @@ class LineRecord:
         if self.recorder.wants(a.verdict):
             suffix = Path(a.filename or "upload.png").suffix.lower() or ".img"
             kept.append(Kept(a.raw, suffix))
-            if a.heat is not None:
+            if a.overlay_png is not None:
+                kept.append(Kept(a.overlay_png, ".png"))
+            elif a.heat is not None:
                 h, w = a.image.shape[:2]
                 scale = min(1.0, 512 / max(h, w))
                 size = (max(1, round(h * scale)), max(1, round(w * scale)))

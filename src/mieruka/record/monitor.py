@@ -30,7 +30,7 @@ from scipy import stats
 from sqlalchemy import Engine, select
 
 from mieruka.errors import MierukaError
-from mieruka.record.features import FEATURES
+from mieruka.record.features import COLUMN, FEATURES
 from mieruka.record.query import Selection, iter_rows
 from mieruka.record.schema import decisions, models
 
@@ -60,13 +60,18 @@ def _categorical_psi(reference: dict[str, float], current: dict[str, float]) -> 
     return float(np.sum((c - r) * np.log(c / r)))
 
 
+def _values(rows: list[dict[str, Any]], feature: str) -> list[float]:
+    column = COLUMN.get(feature, feature)
+    return [float(r[column]) for r in rows if r.get(column) is not None]
+
+
 def reference_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """A reference (the shape training stores) from decisions: per feature its values, the class mix, the NG rate."""
     n = len(rows)
     classes = Counter(r["class"] for r in rows)
     return {
         "n": n,
-        "features": {f: [float(r[f]) for r in rows if r.get(f) is not None] for f in FEATURES},
+        "features": {f: _values(rows, f) for f in FEATURES},
         "classes": {c: k / n for c, k in classes.items()} if n else {},
         "ng_rate": sum(r["verdict"] == "NG" for r in rows) / n if n else 0.0,
     }
@@ -174,7 +179,7 @@ def _full_id(engine: Engine, prefix: str) -> str:
 def _compare_features(report: DriftReport, ref: dict[str, Any], current: list[dict[str, Any]]) -> None:
     for f in FEATURES:
         r = np.array(ref["features"].get(f, []), dtype=np.float64)
-        c = np.array([x[f] for x in current if x.get(f) is not None], dtype=np.float64)
+        c = np.array(_values(current, f), dtype=np.float64)
         if len(r) < 2 or len(c) < 2:
             report.psi[f], report.p_values[f] = None, None
             continue

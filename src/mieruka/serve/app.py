@@ -80,7 +80,10 @@ def create_app(
     limits = {"max_upload_mb": max_upload_mb, "max_images": max_images, "max_pixels": max_pixels}
     model_description = _describe(runtime, limits, api_key is not None)
     if record is not None:
+        from mieruka.serve.line import add_record_routes
+
         model_description["record"] = {"model_id": record.model_id, "keep": record.recorder.keep}
+        add_record_routes(app, record, check_key)
     _add_page(app)
     judge = _Judge(runtime, max_images, max_pixels, overlay_max_side, record, broken)
 
@@ -147,7 +150,15 @@ class _Judge:
 
             answered = [
                 Answered(
-                    f.filename, raw, image, probs[i], float(p_ng[i]), t, r["verdict"], None if heat is None else heat[i]
+                    f.filename,
+                    raw,
+                    image,
+                    probs[i],
+                    float(p_ng[i]),
+                    t,
+                    r["verdict"],
+                    None if heat is None else heat[i],
+                    base64.b64decode(r["overlay_png"]) if "overlay_png" in r else None,  # already drawn
                 )
                 for i, (f, raw, image, r) in enumerate(zip(files, raws, images, results, strict=True))
             ]

@@ -1,0 +1,80 @@
+"""The record's views of the service (``serve --record``): ``GET /v1/records`` (the newest decisions, filtered,
+a page at a time), ``GET /v1/records/files/…`` (a kept image or overlay) and ``GET /v1/drift`` (``monitor``'s
+report), which the page's History and Drift views read."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi.responses import FileResponse
+
+from mieruka.errors import MierukaError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mieruka.record.line import LineRecord
+
+__all__ = ["add_record_routes"]
+
+_FILE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{64}\.[a-z0-9]{1,5}$")
+_SHOWN = ("id", "time", "part_id", "filename", "class", "probability", "verdict", "ng_probability", "threshold",
+          "model_id", "brightness", "contrast", "sharpness", "peak_x", "peak_y", "spread", "fragments",
+          "image_file", "overlay_file")  # fmt: skip
+
+
+def add_record_routes(app: FastAPI, record: LineRecord, check_key: Callable[..., None]) -> None:
+    """The record's routes, behind the service's key."""
+    from sqlalchemy import select
+
+    from mieruka.record.schema import decisions
+
+    engine = record.recorder.engine
+    files = record.recorder.files
+
+    @app.get("/v1/records", summary="the newest recorded decisions (History)", dependencies=[Depends(check_key)])
+    def records(
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        before: Annotated[int | None, Query(description="only decisions older than this id (the next page)")] = None,
+        verdict: Annotated[str | None, Query(pattern="^(OK|NG)$")] = None,
+        cls: Annotated[str | None, Query(alias="class")] = None,
+        part: Annotated[str | None, Query()] = None,
+    ) -> dict[str, Any]:
+        q = select(*(decisions.c[c] for c in _SHOWN)).order_by(decisions.c.id.desc()).limit(limit)
+        for column, value in ((decisions.c.verdict, verdict), (decisions.c["class"], cls), (decisions.c.part_id, part)):
+            if value is not None:
+                q = q.where(column == value)
+        if before is not None:
+            q = q.where(decisions.c.id < before)
+        with engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+        return {
+            "rows": rows,
+            "next_before": rows[-1]["id"] if len(rows) == limit else None,
+            "classes": list(record.info.classes),
+        }
+
+    @app.get("/v1/records/files/{folder}/{name}", summary="a kept image or overlay", dependencies=[Depends(check_key)])
+    def kept_file(folder: str, name: str) -> FileResponse:
+        relative = f"{folder}/{name}"
+        if files is None or not _FILE.match(relative) or not (files / relative).is_file():
+            raise HTTPException(404, f"{relative}: no such kept file")
+        return FileResponse(files / relative, headers={"Cache-Control": "max-age=86400, immutable"})
+
+    @app.get(
+        "/v1/drift", summary="drift of the newest decisions against the reference", dependencies=[Depends(check_key)]
+    )
+    def drift(
+        window: Annotated[int, Query(ge=2, le=100_000)] = 500,
+        reference: Annotated[int, Query(ge=2, le=100_000)] = 500,
+    ) -> dict[str, Any]:
+        from mieruka.record.monitor import monitor
+
+        try:
+            report = monitor(engine, model=record.model_id, window=window, reference=reference)
+        except MierukaError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return json.loads(json.dumps(report.as_json()))  # plain floats for the response
