@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import free_port
 
@@ -85,11 +86,40 @@ def test_the_service_records_every_answer_with_its_part_id(tiny_run: Path, synth
     assert shown.status_code == 200 and shown.content == (files_dir / ng[0]["image_file"]).read_bytes()
     assert client.get("/v1/records/files/../records.db").status_code == 404
     assert client.get("/v1/records/files/ab/" + "0" * 64 + ".png").status_code == 404
-    drift = client.get("/v1/drift")  # 5 decisions: fewer than a reference needs
-    assert drift.status_code == 409 and "fewer than the 500" in drift.json()["detail"]
-    small = client.get("/v1/drift", params={"reference": 2, "window": 3}).json()
-    assert small["window"]["n"] == 3 and isinstance(small["alerts"], list) and "brightness" in small["psi"]
+    drift = client.get("/v1/drift", params={"window": 5}).json()  # against the reference training stored
+    assert drift["reference"]["source"] == "the model's training (validation split)"
+    assert drift["window"]["n"] == 5 and isinstance(drift["alerts"], list) and "brightness" in drift["psi"]
     line.recorder.close()
+
+
+def test_training_stores_the_reference_the_service_would_record(
+    tiny_run: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    """The reference is the validation images as the service records them: the same features, the same answers."""
+    from mieruka.checkpoint import read_info
+    from mieruka.record.features import FEATURES
+    from mieruka.record.reference import REFERENCE_KEY
+
+    model = tiny_run / "model.safetensors"
+    info = read_info(model)
+    reference = info.summary[REFERENCE_KEY]
+    val = info.load_dataset(synth_dir).split("val")
+    assert reference["n"] == len(val) > 0 and set(reference["features"]) == set(FEATURES)
+    runtime = TorchModel(model)
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    line = LineRecord(Recorder(url, keep="none"), model, runtime.info, runtime.method)
+    client = TestClient(create_app(runtime, record=line))
+    for s in val:
+        files = [("files", (s.image.name, s.image.read_bytes(), "image/png"))]
+        assert client.post("/v1/predict", files=files, params={"overlay": "false"}).json()["recorded"]
+    line.recorder.close()
+    rows = _rows(url, tmp_path / "val.csv")
+    for feature, column in (("brightness", "brightness"), ("sharpness", "sharpness"), ("confidence", "probability"),
+                            ("peak_x", "peak_x"), ("spread", "spread")):  # fmt: skip
+        recorded = sorted(float(r[column]) for r in rows)
+        np.testing.assert_allclose(sorted(reference["features"][feature]), recorded, atol=1e-4, err_msg=feature)
+    ng = sum(r["verdict"] == "NG" for r in rows) / len(rows)
+    assert reference["ng_rate"] == pytest.approx(ng)
 
 
 def _serve(model: Path, url: str, port: int) -> subprocess.Popen[bytes]:
@@ -207,6 +237,7 @@ def test_the_record_works_the_same_on_postgresql(
     assert main(["records", postgres_url, "--part", "PG-1", "--out", str(tmp_path / "one.csv")]) == 0
     assert len(list(csv.DictReader((tmp_path / "one.csv").open(encoding="utf-8")))) == 4
     capsys.readouterr()
-    assert main(["monitor", postgres_url, "--reference", "4", "--window", "8", "--json"]) in (0, 3)
-    report = json.loads(capsys.readouterr().out)
-    assert report["reference"]["n"] == 4 and report["window"]["n"] == 8 and isinstance(report["alerts"], list)
+    assert main(["monitor", postgres_url, "--window", "8", "--json"]) in (0, 3)
+    report = json.loads(capsys.readouterr().out)  # the reference training stored, read back from PostgreSQL
+    assert report["reference"]["source"] == "the model's training (validation split)"
+    assert report["reference"]["n"] == runtime.info.summary["drift_reference"]["n"] and report["window"]["n"] == 8

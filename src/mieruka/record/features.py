@@ -11,12 +11,23 @@ sampling). Heatmap features are computed on the map min–max scaled to [0, 1], 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["COLUMN", "FEATURES", "HeatmapSummary", "ImageFeatures", "heatmap_summary", "image_features"]
+__all__ = [
+    "COLUMN",
+    "FEATURES",
+    "HeatmapSummary",
+    "ImageFeatures",
+    "heatmap_summary",
+    "image_features",
+    "reference_from_rows",
+    "values_of",
+]
 
 FEATURES = ("confidence", "brightness", "contrast", "sharpness", "peak_x", "peak_y", "spread")
 """The numeric features ``monitor`` compares with their reference (``confidence``: the top class's probability)."""
@@ -75,3 +86,21 @@ def heatmap_summary(heat: np.ndarray) -> HeatmapSummary:
     return HeatmapSummary(
         peak_x=(x + 0.5) / cols, peak_y=(y + 0.5) / rows, spread=float(above.mean()), fragments=int(fragments)
     )
+
+
+def values_of(rows: list[dict[str, Any]], feature: str) -> list[float]:
+    """A feature's values in decisions (rows of the record), where they have one."""
+    column = COLUMN.get(feature, feature)
+    return [float(r[column]) for r in rows if r.get(column) is not None]
+
+
+def reference_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A reference (the shape training stores) from decisions: per feature its values, the class mix, the NG rate."""
+    n = len(rows)
+    classes = Counter(r["class"] for r in rows)
+    return {
+        "n": n,
+        "features": {f: values_of(rows, f) for f in FEATURES},
+        "classes": {c: k / n for c, k in classes.items()} if n else {},
+        "ng_rate": sum(r["verdict"] == "NG" for r in rows) / n if n else 0.0,
+    }

@@ -56,7 +56,7 @@ class LineRecord:
     def __init__(self, recorder: Recorder, model_path: str | os.PathLike[str], info: Any, method: str | None):
         self.recorder, self.info, self.method = recorder, info, method
         self.model_id = model_id(model_path)
-        recorder.register_model(self.model_id, info, str(model_path), info.summary.get("drift_reference"))
+        recorder.register_model(self.model_id, info, str(model_path), info.summary.get("drift_reference"))  # training's
 
     def row(self, a: Answered, part_id: str | None, now: float) -> tuple[dict[str, Any], list[Kept]]:
         """The row of one answer, and the files to keep with it."""

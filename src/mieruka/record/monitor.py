@@ -1,9 +1,9 @@
 """Drift: the record's recent decisions compared with a reference (``mieruka monitor``).
 
-The reference is the one the model's training stored (its validation split: ``drift_reference`` in the model's
-summary) when there is one, else the first ``reference`` decisions the model made in the record (the line's own
-start, said in the report). The window is the model's newest ``window`` decisions (or those since a time), after
-the reference ones.
+The reference is the one the model's training stored (its validation split as the service records it:
+``drift_reference`` in the model's summary, :mod:`mieruka.record.reference`) when there is one, else the first
+``reference`` decisions the model made in the record (the line's own start, said in the report). The window is
+the model's newest ``window`` decisions (or those since a time), after the reference ones.
 
 Per feature of :data:`~mieruka.record.features.FEATURES` (confidence, brightness, contrast, sharpness, heatmap
 peak position and spread): the population stability index over the reference's deciles, and the two-sample
@@ -30,7 +30,7 @@ from scipy import stats
 from sqlalchemy import Engine, select
 
 from mieruka.errors import MierukaError
-from mieruka.record.features import COLUMN, FEATURES
+from mieruka.record.features import FEATURES, reference_from_rows, values_of
 from mieruka.record.query import Selection, iter_rows
 from mieruka.record.schema import decisions, models
 
@@ -58,23 +58,6 @@ def _categorical_psi(reference: dict[str, float], current: dict[str, float]) -> 
     r = np.clip([reference.get(k, 0.0) for k in keys], _EPS, None)
     c = np.clip([current.get(k, 0.0) for k in keys], _EPS, None)
     return float(np.sum((c - r) * np.log(c / r)))
-
-
-def _values(rows: list[dict[str, Any]], feature: str) -> list[float]:
-    column = COLUMN.get(feature, feature)
-    return [float(r[column]) for r in rows if r.get(column) is not None]
-
-
-def reference_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """A reference (the shape training stores) from decisions: per feature its values, the class mix, the NG rate."""
-    n = len(rows)
-    classes = Counter(r["class"] for r in rows)
-    return {
-        "n": n,
-        "features": {f: _values(rows, f) for f in FEATURES},
-        "classes": {c: k / n for c, k in classes.items()} if n else {},
-        "ng_rate": sum(r["verdict"] == "NG" for r in rows) / n if n else 0.0,
-    }
 
 
 @dataclass
@@ -179,7 +162,7 @@ def _full_id(engine: Engine, prefix: str) -> str:
 def _compare_features(report: DriftReport, ref: dict[str, Any], current: list[dict[str, Any]]) -> None:
     for f in FEATURES:
         r = np.array(ref["features"].get(f, []), dtype=np.float64)
-        c = np.array(_values(current, f), dtype=np.float64)
+        c = np.array(values_of(current, f), dtype=np.float64)
         if len(r) < 2 or len(c) < 2:
             report.psi[f], report.p_values[f] = None, None
             continue

@@ -15,6 +15,7 @@ folder holds at most ``retain_gb``; their rows keep the decision and lose the fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -99,7 +100,13 @@ class Recorder:
         self._thread.start()
 
     def register_model(self, model_id: str, info: Any, path: str, reference: dict[str, Any] | None) -> None:
-        """Describe the model that answers (once per model id)."""
+        """Describe the model that answers (once per model id; ``serve --workers N`` processes may race here)."""
+        from sqlalchemy.exc import IntegrityError
+
+        with contextlib.suppress(IntegrityError):  # another worker process registered it first
+            self._register(model_id, info, path, reference)
+
+    def _register(self, model_id: str, info: Any, path: str, reference: dict[str, Any] | None) -> None:
         with self.engine.begin() as conn:
             if conn.execute(select(models.c.model_id).where(models.c.model_id == model_id)).first() is None:
                 conn.execute(

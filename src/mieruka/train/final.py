@@ -1,6 +1,7 @@
 """The run's model, written once when training ends, complete: the best epoch's weights with their NG threshold and
 test-time views (:meth:`mieruka.train.loop._Trainer.finish`), the explanation method (given, or chosen on the
-validation regions from ``best.safetensors``) and, with MLflow, the tracked run's id. No later step rewrites it."""
+validation regions from ``best.safetensors``), the reference distributions ``monitor`` compares the line with
+(:mod:`mieruka.record.reference`) and, with MLflow, the tracked run's id. No later step rewrites it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import nn
 from mieruka.audit.selection import method_after_training
 from mieruka.checkpoint import ModelInfo, save_checkpoint
 from mieruka.config import TrainConfig
+from mieruka.record.reference import REFERENCE_KEY, drift_reference
 from mieruka.train.runs import BEST_FILE
 
 __all__ = ["TrackedAs", "write_model"]
@@ -42,6 +44,10 @@ def write_model(
     weights = run / BEST_FILE if (run / BEST_FILE).is_file() else run / "model.safetensors"  # a run of an older version
     method, selection = method_after_training(weights, how.data, cfg.explain_method, cfg.device, how.progress)
     info = replace(info, explain_method=method, method_selection=selection or {})
+    reference = drift_reference(best, info, how.data)
+    if reference is not None:  # what `mieruka monitor` compares the line with
+        info = replace(info, summary={**info.summary, REFERENCE_KEY: reference})
+        print(f"drift reference: {reference['n']} validation images (stored in the model)")
 
     def write(run_id: str | None) -> None:
         summary = info.summary if run_id is None else {**info.summary, RUN_ID_KEY: run_id}
