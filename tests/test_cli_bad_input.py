@@ -34,6 +34,7 @@ def _bad_arguments(tmp: Path, model: Path, data: Path) -> dict[str, list[tuple[l
             ([str(data), "--out", str(tmp / "r"), "--cache", "swap"], "--cache"),
             ([str(data), "--out", str(tmp / "r"), "--corrections", missing], "no such decisions file"),
             ([str(data), "--out", str(tmp / "r"), "--layout", "split-first"], "not a split folder"),
+            ([str(data), "--out", str(tmp / "r"), "--add-records", "sqlite:///x.db"], "needs --corrections"),
         ],
         "evaluate": [
             ([missing, str(data), "--out", str(tmp / "e")], "missing.safetensors: model file not found"),

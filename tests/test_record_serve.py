@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -241,3 +242,48 @@ def test_the_record_works_the_same_on_postgresql(
     report = json.loads(capsys.readouterr().out)  # the reference training stored, read back from PostgreSQL
     assert report["reference"]["source"] == "the model's training (validation split)"
     assert report["reference"]["n"] == runtime.info.summary["drift_reference"]["n"] and report["window"]["n"] == 8
+
+
+def test_train_adds_the_reviewed_production_images_to_the_training_split_only(
+    tiny_run: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    """The interface: train DATA --corrections decisions.csv --add-records URL adds the recorded images the decisions
+    label (record:ID), with their decided labels, to the training split, and says so in config.json."""
+    from dataclasses import replace
+
+    from conftest import TINY
+
+    from mieruka.errors import DataError
+    from mieruka.train import train
+
+    model = tiny_run / "model.safetensors"
+    runtime = TorchModel(model)
+    url = f"sqlite:///{tmp_path / 'R' / 'records.db'}"
+    line = LineRecord(Recorder(url, keep="all"), model, runtime.info, runtime.method)
+    client = TestClient(create_app(runtime, record=line))
+    for p in _images(synth_dir):
+        answer = client.post("/v1/predict", files=[("files", (p.name, p.read_bytes(), "image/png"))]).json()
+        assert answer["recorded"]
+    line.recorder.close()
+    recorded = _rows(url, tmp_path / "r.csv")
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text(
+        "image,decision,label,comment,time\nrecord:1,correct,,,\nrecord:2,relabel,good,,\nrecord:3,exclude,,,\n",
+        encoding="utf-8",
+    )
+    cfg = replace(TINY, epochs=1, corrections=str(decisions), add_records=url)
+    train(synth_dir, tmp_path / "run", cfg, progress=False)
+    added = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["added_records"]
+    assert added["images"] == 2 and added["ids"] == [1, 2]
+    assert added["by_class"] == dict(Counter([recorded[0]["class"], "good"]))
+    split = list(csv.DictReader((tmp_path / "run" / "split.csv").open(encoding="utf-8")))
+    kept = {Path(r["image"]).name: r for r in split if "records-files" in r["image"]}
+    assert {k: (r["label"], r["split"]) for k, r in kept.items()} == {
+        Path(recorded[0]["image_file"]).name: (recorded[0]["class"], "train"),
+        Path(recorded[1]["image_file"]).name: ("good", "train"),
+    }
+    with pytest.raises(DataError, match="--add-records needs --corrections"):
+        train(synth_dir, tmp_path / "r2", replace(TINY, add_records=url), progress=False)
+    decisions.write_text("image,decision,label,comment,time\nrecord:99,correct,,,\n", encoding="utf-8")
+    with pytest.raises(DataError, match="no decision with the id"):
+        train(synth_dir, tmp_path / "r3", replace(cfg, corrections=str(decisions)), progress=False)

@@ -122,6 +122,7 @@ class TrainConfig:
     guide_fine: float = 0.0
     explain_method: str = "auto"
     corrections: str = ""
+    add_records: str = ""
     bit_depth: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -39,6 +39,7 @@ _TRAIN_OPTIONS = [
     "guide_fine",
     "explain_method",
     "corrections",
+    "add_records",
 ]
 
 
@@ -151,6 +152,12 @@ def _add_explanation(p: argparse.ArgumentParser) -> None:
         metavar="DECISIONS_CSV",
         help="apply a review's decisions (mieruka review's decisions.csv) before training: relabels, exclusions, "
         "wrong regions dropped; recorded in RUN/config.json",
+    )
+    p.add_argument(
+        "--add-records",
+        metavar="URL",
+        help="with --corrections: add the line's recorded images that the decisions label (record:ID; serve "
+        "--record URL kept them) to the training split only; recorded in RUN/config.json",
     )
     p.add_argument(
         "--guide",

@@ -27,7 +27,7 @@ def _key(path: str | os.PathLike[str]) -> str:
 
 def apply_corrections(dataset: Dataset, path: str | os.PathLike[str]) -> tuple[Dataset, dict[str, Any]]:
     """``dataset`` with the decisions of ``path`` applied, and the record of what changed."""
-    decisions = read_decisions(path)
+    decisions = [(line, d) for line, d in read_decisions(path) if not d.image.startswith("record:")]  # --add-records
     where = {_key(s.image): i for i, s in enumerate(dataset.samples)}
     unknown = [f"line {line} ({d.image})" for line, d in decisions if _key(d.image) not in where]
     if unknown:

@@ -52,6 +52,7 @@ def load_training_data(
     dataset = load_dataset(data, ok_classes=cfg.ok_classes or None, split_seed=cfg.split_seed, layout=cfg.layout)
     print(f"data: {dataset.layout}")
     dataset, corrections = _corrected(dataset, cfg)
+    dataset, added = _with_records(dataset, cfg)
     if expected_classes is not None and tuple(dataset.classes) != tuple(expected_classes):
         raise DataError(
             f"--resume: {run} was trained on the classes {', '.join(expected_classes)}, but {data} has "
@@ -66,8 +67,9 @@ def load_training_data(
         )
     _require_trainable(data, dataset, "")
     if write:
-        record = {"data": str(data), "config": cfg.to_dict()}
-        write_json(run / "config.json", record if corrections is None else {**record, "corrections": corrections})
+        extra = {"corrections": corrections, "added_records": added}
+        write_json(run / "config.json", {"data": str(data), "config": cfg.to_dict(),
+                                         **{k: v for k, v in extra.items() if v is not None}})  # fmt: skip
     train_samples, val_samples = dataset.split("train"), dataset.split("val")
     samples = train_samples + val_samples
     store = ImageStore(
@@ -153,6 +155,25 @@ def _corrected(dataset: Dataset, cfg: TrainConfig) -> tuple[Dataset, dict[str, A
         return dataset, None
     dataset, record = apply_corrections(dataset, cfg.corrections)
     print(describe_corrections(record))
+    return dataset, record
+
+
+def _with_records(dataset: Dataset, cfg: TrainConfig) -> tuple[Dataset, dict[str, Any] | None]:
+    """``--add-records``: the recorded images the decisions label, added to the training split (None without)."""
+    if not cfg.add_records:
+        if cfg.corrections:
+            from mieruka.train.records import record_decisions
+
+            if record_decisions(cfg.corrections):
+                print(f"warning: {cfg.corrections} decides about recorded images (record:ID); they are added only with "
+                      "--add-records URL", file=sys.stderr)  # fmt: skip
+        return dataset, None
+    if not cfg.corrections:
+        raise DataError("--add-records needs --corrections DECISIONS_CSV: the decisions say which images, and labels")
+    from mieruka.train.records import add_records, describe
+
+    dataset, record = add_records(dataset, cfg.add_records, cfg.corrections)
+    print(describe(record))
     return dataset, record
 
 
