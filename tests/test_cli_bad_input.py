@@ -92,7 +92,12 @@ def _bad_arguments(tmp: Path, model: Path, data: Path) -> dict[str, list[tuple[l
             ([str(model), str(data), "--out", str(tmp / "a"), "--boxes", str(tmp / "none")], "--boxes"),
         ],
         "report": [([str(tmp)], "not a complete audit folder")],
-        "review": [([str(tmp)], "not an audit folder with a report"), ([str(tmp), "--port", "0"], "--port")],
+        "review": [
+            ([str(tmp)], "not an audit folder with a report"),
+            ([str(tmp), "--port", "0"], "--port"),
+            ([], "give the AUDIT_DIR to review, or --records URL"),
+            (["--records", f"sqlite:///{tmp / 'none.db'}"], "none.db: no such record"),
+        ],
         "info": [([missing], "model file not found"), ([str(data / "good" / "good_0000.png")], "not a readable")],
         "archs": [(["--no-such-flag"], "unrecognized arguments")],
         "methods": [(["extra"], "unrecognized arguments")],

@@ -266,11 +266,23 @@ def test_train_adds_the_reviewed_production_images_to_the_training_split_only(
         assert answer["recorded"]
     line.recorder.close()
     recorded = _rows(url, tmp_path / "r.csv")
+    # review --records: the hard cases (here every one: below probability 1.01), decisions to decisions.csv
+    from mieruka.serve.review_records import create_records_review_app
+
     decisions = tmp_path / "decisions.csv"
-    decisions.write_text(
-        "image,decision,label,comment,time\nrecord:1,correct,,,\nrecord:2,relabel,good,,\nrecord:3,exclude,,,\n",
-        encoding="utf-8",
-    )
+    review = TestClient(create_records_review_app(url, decisions, below=1.01))
+    items = review.get("/api/items").json()["items"]
+    assert [it["id"] for it in items] == [4, 3, 2, 1]  # newest first, each with its kept image
+    shown = review.get(f"/files/{items[-1]['image_file']}")
+    assert shown.status_code == 200 and shown.content == _images(synth_dir)[0].read_bytes()
+    assert "hard cases" in review.get("/").text
+    for image, decision, label in (("record:1", "correct", None), ("record:2", "relabel", "good"),
+                                   ("record:3", "exclude", None)):  # fmt: skip
+        answer = review.post("/api/decisions", json={"image": image, "decision": decision, "label": label})
+        assert answer.status_code == 200, answer.text
+    assert review.post("/api/decisions", json={"image": "record:99", "decision": "correct"}).status_code == 404
+    bad = review.post("/api/decisions", json={"image": "record:1", "decision": "relabel", "label": "nope"})
+    assert bad.status_code == 422
     cfg = replace(TINY, epochs=1, corrections=str(decisions), add_records=url)
     train(synth_dir, tmp_path / "run", cfg, progress=False)
     added = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))["added_records"]

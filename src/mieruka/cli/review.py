@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mieruka.cli._common import add_listen
+from mieruka.cli._common import add_listen, int_at_least, number_in
 
 __all__ = ["register", "run"]
 
@@ -20,12 +20,40 @@ def register(sub: Any) -> None:
         "appended to AUDIT_DIR/decisions.csv as it is made (the last per image wins; POST/GET /api/decisions). "
         "Retrain with: mieruka train DATA --corrections AUDIT_DIR/decisions.csv.",
     )
-    p.add_argument("dir", type=Path, metavar="AUDIT_DIR", help="the --out folder of mieruka audit (with its report)")
+    p.add_argument(
+        "dir",
+        type=Path,
+        nargs="?",
+        metavar="AUDIT_DIR",
+        help="the --out folder of mieruka audit (with its report); with --records: where decisions.csv goes",
+    )
+    p.add_argument(
+        "--records",
+        metavar="URL",
+        help="review the line's hard cases instead: the recorded decisions judged NG or below --below whose image "
+        "the service kept (serve --record URL --keep …); decisions name them record:ID",
+    )
+    p.add_argument(
+        "--below", type=number_in(0, 1), default=0.6, help="with --records: also list answers below this probability"
+    )
+    p.add_argument("--limit", type=int_at_least(1), default=200, help="with --records: at most this many (newest)")
     add_listen(p, 8010)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    from mieruka.serve.review import serve_review
+    if args.records is None:
+        if args.dir is None:
+            raise ValueError("give the AUDIT_DIR to review, or --records URL for the line's hard cases")
+        from mieruka.serve.review import serve_review
 
-    serve_review(args.dir, host=args.host, port=args.port)
+        serve_review(args.dir, host=args.host, port=args.port)
+        return
+    import uvicorn
+
+    from mieruka.serve.review_records import create_records_review_app
+
+    decisions = (args.dir or Path(".")) / "decisions.csv"
+    app = create_records_review_app(args.records, decisions, below=args.below, limit=args.limit)
+    print(f"mieruka review: http://{args.host}:{args.port}/ ; decisions go to {decisions}")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
