@@ -93,6 +93,15 @@ def test_the_service_records_every_answer_with_its_part_id(tiny_run: Path, synth
     line.recorder.close()
 
 
+def test_the_exported_graph_carries_the_reference(tiny_run: Path, tiny_onnx: Path) -> None:
+    """A service of the exported file compares the line with the same reference as one of the checkpoint."""
+    from mieruka.checkpoint import read_info
+    from mieruka.runtime import OnnxModel
+
+    stored = read_info(tiny_run / "model.safetensors").summary["drift_reference"]
+    assert OnnxModel(tiny_onnx).info.summary["drift_reference"] == stored
+
+
 def test_training_stores_the_reference_the_service_would_record(
     tiny_run: Path, synth_dir: Path, tmp_path: Path
 ) -> None:
