@@ -27,6 +27,7 @@ __all__ = [
     "overlay",
     "overlay_at",
     "panel",
+    "picture_png",
     "resized",
     "thumbnail",
     "to_original_size",
@@ -90,6 +91,16 @@ def overlay_at(image: np.ndarray, heat: np.ndarray, size_hw: tuple[int, int], al
     colors = levels.convert("P")
     colors.putpalette(_jet_lut().tobytes())
     return np.asarray(Image.blend(base, colors.convert("RGB"), alpha))
+
+
+def picture_png(image: np.ndarray, heat: np.ndarray | None, max_side: int, alpha: float = 0.5) -> bytes:
+    """The jet colours of ``heat`` blended at ``alpha`` on ``image`` (1: the heatmap alone; without a map: the image
+    alone), at the image's size shrunk to ``max_side`` a side, as PNG bytes (the service's pictures)."""
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    picture = np.asarray(resized(image, size)) if heat is None else overlay_at(image, heat, size, alpha)
+    return encode_png(picture)
 
 
 def encode_png(rgb: np.ndarray, level: int = 1) -> bytes:

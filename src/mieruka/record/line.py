@@ -13,11 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from mieruka.explain.render import encode_png, overlay_at
+from mieruka.explain.render import picture_png
 from mieruka.record.features import heatmap_summary, image_features
 from mieruka.record.store import Kept, Recorder
 
 __all__ = ["PART_ID_HEADER", "LineRecord", "model_id"]
+
+OVERLAY_SIDE = 512
+"""A kept overlay is drawn at most this many pixels a side (the service's own answer size)."""
 
 PART_ID_HEADER = "X-Part-Id"
 """The header (or the form field ``part_id``) that carries the client's id of the part in the picture."""
@@ -91,10 +94,7 @@ class LineRecord:
             if a.overlay_png is not None:
                 kept.append(Kept(a.overlay_png, ".png"))
             elif a.heat is not None:
-                h, w = a.image.shape[:2]
-                scale = min(1.0, 512 / max(h, w))
-                size = (max(1, round(h * scale)), max(1, round(w * scale)))
-                kept.append(Kept(encode_png(overlay_at(a.image, a.heat, size, 0.5)), ".png"))
+                kept.append(Kept(picture_png(a.image, a.heat, OVERLAY_SIDE), ".png"))
         return row, kept
 
     def record(self, answered: list[Answered], part_id: str | None) -> bool:

@@ -24,7 +24,7 @@ from fastapi_offline import FastAPIOffline
 from mieruka import __version__
 from mieruka.data.images import MAX_PIXELS, ImageTooLarge, NotAnImage, decode_image
 from mieruka.errors import DataError
-from mieruka.explain.render import colorize, encode_png, overlay_at, resized
+from mieruka.explain.render import colorize, picture_png
 from mieruka.fonts import cjk_font_path
 from mieruka.metrics import gate, ng_probability
 from mieruka.runtime import Runtime, prepare, run_with_tta
@@ -140,10 +140,12 @@ class _Judge:
         t = threshold if threshold is not None else info.decision_threshold
         p_ng = ng_probability(probs, info.ng_classes)
         rejected = gate(probs, info.ng_classes, t)
-        results = []
+        results, drawn = [], []
         for i, (f, image) in enumerate(zip(files, images, strict=True)):
             item = _result(info.classes, f.filename, image, probs[i], float(p_ng[i]), t, bool(rejected[i]))
-            results.append({**item, **pictures.draw(image, None if heat is None else heat[i], self.overlay_max_side)})
+            pngs = pictures.draw(image, None if heat is None else heat[i], self.overlay_max_side)
+            results.append({**item, **{k: base64.b64encode(v).decode("ascii") for k, v in pngs.items()}})
+            drawn.append(pngs)
         answer: dict[str, Any] = {"method": self.runtime.method, "results": results}
         if self.record is not None:
             from mieruka.record.line import Answered
@@ -158,9 +160,9 @@ class _Judge:
                     t,
                     r["verdict"],
                     None if heat is None else heat[i],
-                    base64.b64decode(r["overlay_png"]) if "overlay_png" in r else None,  # already drawn
+                    pngs.get("overlay_png"),  # already drawn for the answer
                 )
-                for i, (f, raw, image, r) in enumerate(zip(files, raws, images, results, strict=True))
+                for i, (f, raw, image, r, pngs) in enumerate(zip(files, raws, images, results, drawn, strict=True))
             ]
             answer["recorded"] = self.record.record(answered, part)
         answer["elapsed_ms"] = round((time.perf_counter() - start) * 1000, 2)
@@ -175,14 +177,15 @@ class _Pictures:
     heatmap: bool
     preview: bool
 
-    def draw(self, image: np.ndarray, heat: np.ndarray | None, max_side: int) -> dict[str, str]:
+    def draw(self, image: np.ndarray, heat: np.ndarray | None, max_side: int) -> dict[str, bytes]:
+        """The asked pictures as PNG bytes (the answer carries them as base64)."""
         out = {}
         if self.overlay and heat is not None:
-            out["overlay_png"] = _picture(image, heat, max_side, 0.5)
+            out["overlay_png"] = picture_png(image, heat, max_side, 0.5)
         if self.heatmap and heat is not None:
-            out["heatmap_png"] = _picture(image, heat, max_side, 1.0)
+            out["heatmap_png"] = picture_png(image, heat, max_side, 1.0)
         if self.preview:
-            out["input_png"] = _picture(image, None, max_side, 0.0)
+            out["input_png"] = picture_png(image, None, max_side, 0.0)
         return out
 
 
@@ -279,13 +282,3 @@ def _decode(raw: bytes, filename: str | None, max_pixels: int, bit_depth: int | 
         raise HTTPException(413, str(exc)) from None
     except DataError as exc:
         raise HTTPException(422, str(exc)) from None
-
-
-def _picture(image: np.ndarray, heat: np.ndarray | None, max_side: int, alpha: float) -> str:
-    """The jet colours of ``heat`` (S, S) blended at ``alpha`` on ``image`` (1: the heatmap alone; without a map:
-    the image alone), at the image's size shrunk to ``max_side``, as base64 PNG."""
-    h, w = image.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    picture = np.asarray(resized(image, size)) if heat is None else overlay_at(image, heat, size, alpha)
-    return base64.b64encode(encode_png(picture)).decode("ascii")
