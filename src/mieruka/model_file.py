@@ -208,17 +208,27 @@ class TorchModel:
     backend = "pytorch"
 
     def __init__(self, path: str | os.PathLike[str], *, method: str | None = None, device: str = "cpu"):
-        from mieruka.explain.graph import ExplainedModel, graph_method
-
         opened = ModelFile.read(path).open(device)
         if opened.module is None:
             raise MierukaError(f"{path}: an exported file runs as it is (load_runtime), not as a checkpoint")
-        self.info = opened.info
+        self._wrap(opened.module, opened.info, method)
+
+    @classmethod
+    def of(cls, model: nn.Module, info: ModelInfo, method: str | None = None) -> TorchModel:
+        """A model in memory (training's, before it is written) run as the service runs its file."""
+        runner = cls.__new__(cls)
+        runner._wrap(model, info, method)
+        return runner
+
+    def _wrap(self, model: nn.Module, info: ModelInfo, method: str | None) -> None:
+        from mieruka.explain.graph import ExplainedModel, graph_method
+
+        self.info = info
         if method is None:  # the stored explanation method, where the graph can compute it
-            method, _ = graph_method(self.info.explain_method, self.info.method_selection)
-        self.module = ExplainedModel(opened.module, method).eval()
+            method, _ = graph_method(info.explain_method, info.method_selection)
+        self.module = ExplainedModel(model, method).eval()
         self.method = method if self.module.has_heatmap else None
-        self.device = opened.device
+        self.device = next(model.parameters()).device
         self.provider = f"torch:{self.device.type}"
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

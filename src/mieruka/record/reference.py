@@ -9,13 +9,13 @@ import os
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from mieruka.checkpoint import ModelInfo
 from mieruka.data.images import read_image
 from mieruka.errors import DataError
 from mieruka.metrics import gate
+from mieruka.model_file import TorchModel
 from mieruka.record.features import heatmap_summary, image_features, reference_from_rows
 from mieruka.runtime import prepare, run_with_tta
 
@@ -26,23 +26,6 @@ MAX_IMAGES = 1000
 """A larger validation split is sampled (seeded) to this many images: the reference stays a few tens of kB."""
 
 
-class _Graph:
-    """The model as the service runs a checkpoint: probabilities and the heatmap in one forward pass."""
-
-    def __init__(self, model: nn.Module, info: ModelInfo):
-        from mieruka.explain.graph import ExplainedModel, graph_method
-
-        self.info = info
-        method, _ = graph_method(info.explain_method, info.method_selection)
-        self.module = ExplainedModel(model, method).eval()
-        self.device = next(model.parameters()).device
-
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        with torch.inference_mode():
-            out = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device))
-        return out[0].float().cpu().numpy(), (out[1].float().cpu().numpy() if len(out) > 1 else None)
-
-
 def drift_reference(
     model: nn.Module, info: ModelInfo, data: str | os.PathLike[str], batch_size: int = 32
 ) -> dict[str, Any] | None:
@@ -51,7 +34,7 @@ def drift_reference(
     if len(samples) > MAX_IMAGES:
         keep = np.random.default_rng(0).choice(len(samples), MAX_IMAGES, replace=False)
         samples = [samples[i] for i in sorted(keep)]
-    graph = _Graph(model, info)
+    runner = TorchModel.of(model, info)  # as the service runs a checkpoint
     rows: list[dict[str, Any]] = []
     for start in range(0, len(samples), batch_size):
         images = []
@@ -62,7 +45,7 @@ def drift_reference(
                 continue  # an unreadable image is left out of the reference, as training left it out
         if not images:
             continue
-        probs, heat = run_with_tta(graph, prepare(images, info), info.tta)  # type: ignore[arg-type]
+        probs, heat = run_with_tta(runner, prepare(images, info), info.tta)
         rejected = gate(probs, info.ng_classes, info.decision_threshold)
         for i, image in enumerate(images):
             top = int(probs[i].argmax())
