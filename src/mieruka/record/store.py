@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from sqlalchemy import Engine, func, insert, select, update
 from mieruka.errors import MierukaError
 from mieruka.record.schema import decisions, migrate, models, open_engine
 
-__all__ = ["KEEP_CHOICES", "Kept", "Recorder", "files_folder"]
+__all__ = ["KEEP_CHOICES", "Kept", "Recorder", "files_folder", "kept_file"]
 
 KEEP_CHOICES = ("all", "ng", "none")
 PRUNE_EVERY_S = 300.0
@@ -46,6 +47,17 @@ class Kept:
 
     data: bytes
     suffix: str
+
+
+_KEPT_NAME = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{64}\.[a-z0-9]{1,5}$")
+
+
+def kept_file(folder: Path | None, relative: str) -> Path | None:
+    """The kept file a row names (``ab/abcdef….png`` under ``folder``), or None when there is none by that name
+    (anything but a content address, ``..`` included, is no name)."""
+    if folder is None or not _KEPT_NAME.match(relative) or not (folder / relative).is_file():
+        return None
+    return folder / relative
 
 
 def files_folder(engine: Engine, given: str | os.PathLike[str] | None) -> Path:

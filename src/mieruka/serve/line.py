@@ -5,7 +5,6 @@ report), which the page's History and Drift views read."""
 from __future__ import annotations
 
 import json
-import re
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = ["add_record_routes"]
 
-_FILE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{64}\.[a-z0-9]{1,5}$")
 _SHOWN = ("id", "time", "part_id", "filename", "class", "probability", "verdict", "ng_probability", "threshold",
           "model_id", "brightness", "contrast", "sharpness", "peak_x", "peak_y", "spread", "fragments",
           "image_file", "overlay_file")  # fmt: skip
@@ -31,6 +29,7 @@ def add_record_routes(app: FastAPI, record: LineRecord, check_key: Callable[...,
     from sqlalchemy import select
 
     from mieruka.record.schema import decisions
+    from mieruka.record.store import kept_file
 
     engine = record.recorder.engine
     files = record.recorder.files
@@ -58,11 +57,11 @@ def add_record_routes(app: FastAPI, record: LineRecord, check_key: Callable[...,
         }
 
     @app.get("/v1/records/files/{folder}/{name}", summary="a kept image or overlay", dependencies=[Depends(check_key)])
-    def kept_file(folder: str, name: str) -> FileResponse:
-        relative = f"{folder}/{name}"
-        if files is None or not _FILE.match(relative) or not (files / relative).is_file():
-            raise HTTPException(404, f"{relative}: no such kept file")
-        return FileResponse(files / relative, headers={"Cache-Control": "max-age=86400, immutable"})
+    def kept(folder: str, name: str) -> FileResponse:
+        path = kept_file(files, f"{folder}/{name}")
+        if path is None:
+            raise HTTPException(404, f"{folder}/{name}: no such kept file")
+        return FileResponse(path, headers={"Cache-Control": "max-age=86400, immutable"})
 
     @app.get(
         "/v1/drift", summary="drift of the newest decisions against the reference", dependencies=[Depends(check_key)]

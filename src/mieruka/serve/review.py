@@ -30,7 +30,7 @@ from mieruka.audit.report import AUDIT_FILES
 from mieruka.errors import DataError
 from mieruka.serve.limits import BodyLimit, add_error_handler
 
-__all__ = ["MAX_BODY", "create_review_app", "serve_review"]
+__all__ = ["MAX_BODY", "add_decision_routes", "create_review_app", "serve_review"]
 
 MAX_BODY = 64 * 1024
 """Bytes a request body may hold (a decision is a few hundred); larger ones get a JSON 413."""
@@ -70,21 +70,7 @@ def create_review_app(audit_dir: str | os.PathLike[str]) -> FastAPI:
     app.add_middleware(BodyLimit, limit=MAX_BODY, message=f"the request is larger than {MAX_BODY // 1024} KiB")
     add_error_handler(app)
 
-    @app.get("/api/decisions")
-    def current() -> dict[str, Any]:
-        return {"decisions": [asdict(d) for d in log.current()], "choices": list(DECISIONS), "classes": classes}
-
-    @app.post("/api/decisions")
-    def decide(body: DecisionIn) -> dict[str, Any]:
-        if len(body.comment) > MAX_COMMENT:
-            raise HTTPException(413, f"the comment has {len(body.comment)} characters; at most {MAX_COMMENT}")
-        if body.image not in images:
-            raise HTTPException(404, f"{body.image}: not an image of this audit")
-        try:
-            saved = log.add(Decision(body.image, body.decision, body.label or "", body.comment))
-        except DataError as exc:
-            raise HTTPException(422, str(exc)) from None
-        return {"saved": asdict(saved)}
+    add_decision_routes(app, log, classes, images, "this audit")
 
     @app.get("/")
     def page() -> FileResponse:
@@ -95,6 +81,27 @@ def create_review_app(audit_dir: str | os.PathLike[str]) -> FastAPI:
     app.mount("/report", StaticFiles(directory=audit / "report"), name="report")
     app.mount("/", StaticFiles(directory=audit / "report"), name="panels")
     return app
+
+
+def add_decision_routes(app: FastAPI, log: DecisionLog, classes: list[str], images: set[str], of: str) -> None:
+    """``GET /api/decisions`` (the current ones) and ``POST /api/decisions`` (one more, for one of ``images``; ``of``
+    names what they are images of in the 404), shared by both review services."""
+
+    @app.get("/api/decisions")
+    def current() -> dict[str, Any]:
+        return {"decisions": [asdict(d) for d in log.current()], "choices": list(DECISIONS), "classes": classes}
+
+    @app.post("/api/decisions")
+    def decide(body: DecisionIn) -> dict[str, Any]:
+        if len(body.comment) > MAX_COMMENT:
+            raise HTTPException(413, f"the comment has {len(body.comment)} characters; at most {MAX_COMMENT}")
+        if body.image not in images:
+            raise HTTPException(404, f"{body.image}: not an image of {of}")
+        try:
+            saved = log.add(Decision(body.image, body.decision, body.label or "", body.comment))
+        except DataError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"saved": asdict(saved)}
 
 
 def _file_route(path: Path) -> Any:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,14 +19,12 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
 from mieruka import __version__
-from mieruka.audit.decisions import DECISIONS, MAX_COMMENT, Decision, DecisionLog
+from mieruka.audit.decisions import DECISIONS, DecisionLog
 from mieruka.errors import DataError
 from mieruka.serve.limits import BodyLimit, add_error_handler
-from mieruka.serve.review import MAX_BODY, DecisionIn
+from mieruka.serve.review import MAX_BODY, add_decision_routes
 
 __all__ = ["create_records_review_app", "review_items"]
-
-_FILE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{64}\.[a-z0-9]{1,5}$")
 
 
 def review_items(url: str, *, below: float = 0.6, limit: int = 200) -> tuple[list[dict[str, Any]], list[str], Path]:
@@ -80,28 +76,16 @@ def create_records_review_app(
     def listed() -> dict[str, Any]:
         return {"items": items, "classes": classes, "choices": list(DECISIONS), "below": below}
 
-    @app.get("/api/decisions")
-    def current() -> dict[str, Any]:
-        return {"decisions": [asdict(d) for d in log.current()], "choices": list(DECISIONS), "classes": classes}
-
-    @app.post("/api/decisions")
-    def decide(body: DecisionIn) -> dict[str, Any]:
-        if len(body.comment) > MAX_COMMENT:
-            raise HTTPException(413, f"the comment has {len(body.comment)} characters; at most {MAX_COMMENT}")
-        if body.image not in known:
-            raise HTTPException(404, f"{body.image}: not an image of this review")
-        try:
-            saved = log.add(Decision(body.image, body.decision, body.label or "", body.comment))
-        except DataError as exc:
-            raise HTTPException(422, str(exc)) from None
-        return {"saved": asdict(saved)}
+    add_decision_routes(app, log, classes, known, "this review")
 
     @app.get("/files/{prefix}/{name}")
     def kept(prefix: str, name: str) -> FileResponse:
-        relative = f"{prefix}/{name}"
-        if not _FILE.match(relative) or not (folder / relative).is_file():
-            raise HTTPException(404, f"{relative}: no such kept file")
-        return FileResponse(folder / relative)
+        from mieruka.record.store import kept_file
+
+        path = kept_file(folder, f"{prefix}/{name}")
+        if path is None:
+            raise HTTPException(404, f"{prefix}/{name}: no such kept file")
+        return FileResponse(path)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
