@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a kill at any moment) never sees a half-written file."""
+"""Atomic file writes: a reader (or a kill at any moment) never sees a half-written file. And the reading back of a
+versioned JSON result (``summary.json``, ``metrics.json``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,30 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["atomic_write", "write_csv", "write_json"]
+from mieruka.errors import DataError
+
+__all__ = ["atomic_write", "check_schema", "read_json_as", "write_csv", "write_json"]
+
+T = TypeVar("T")
+
+
+def check_schema(data: dict[str, Any], name: str, known: int) -> int:
+    """The ``schema_version`` of a result file's content (1 when absent); one newer than ``known`` is refused."""
+    version = int(data.get("schema_version", 1))
+    if version > known:
+        raise DataError(f"{name} has schema version {version}; this mieruka reads up to {known}: upgrade it")
+    return version
+
+
+def read_json_as(path: str | os.PathLike[str], parse: Callable[[dict[str, Any]], T], what: str) -> T:
+    """``parse`` of the JSON file at ``path``; a missing, damaged or foreign file is a :class:`DataError` naming it
+    as not ``what``."""
+    try:
+        return parse(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not {what} this mieruka can read ({e})") from e
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:

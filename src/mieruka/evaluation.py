@@ -6,13 +6,11 @@ CLI, the Python API and MLflow read (fields, not string keys).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from mieruka.errors import DataError
+from mieruka._io import check_schema, read_json_as
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -126,11 +124,7 @@ class EvaluationMetrics:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> EvaluationMetrics:
-        version = int(d.get("schema_version", 1))
-        if version > SCHEMA_VERSION:
-            raise DataError(
-                f"metrics.json has schema version {version}; this mieruka reads up to {SCHEMA_VERSION}: upgrade it"
-            )
+        check_schema(d, "metrics.json", SCHEMA_VERSION)
         parts = {
             "unreadable": [Unreadable(**u) for u in d["unreadable"]],
             "per_class": {c: ClassFigures(**f) for c, f in d["per_class"].items()},
@@ -143,7 +137,4 @@ class EvaluationMetrics:
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> EvaluationMetrics:
         """An evaluation's ``metrics.json``."""
-        try:
-            return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{path}: not an evaluation's metrics.json this mieruka can read ({e})") from e
+        return read_json_as(path, cls.from_json, "an evaluation's metrics.json")

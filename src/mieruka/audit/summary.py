@@ -7,21 +7,19 @@ always looks at the middle).
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from mieruka._io import check_schema, read_json_as
 from mieruka.audit.faithfulness import FaithfulnessCheck
 from mieruka.audit.localization import localization_scores
 from mieruka.audit.triage import CATEGORIES, MARKED_OK, AuditConfig
-from mieruka.errors import DataError
 
 ALL = "all"
 SCHEMA_VERSION = 2
@@ -209,11 +207,7 @@ class AuditSummary:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> AuditSummary:
-        version = int(d.get("schema_version", 1))
-        if version > SCHEMA_VERSION:
-            raise DataError(
-                f"summary.json has schema version {version}; this mieruka reads up to {SCHEMA_VERSION}: upgrade it"
-            )
+        version = check_schema(d, "summary.json", SCHEMA_VERSION)
         faith = d.get("faithfulness")
         return cls(
             methods={m: {g: GroupFigures.from_json(f) for g, f in gs.items()} for m, gs in d["methods"].items()},
@@ -238,10 +232,7 @@ class AuditSummary:
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> AuditSummary:
         """An audit's ``summary.json``."""
-        try:
-            return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{path}: not an audit summary this mieruka can read ({e})") from e
+        return read_json_as(path, cls.from_json, "an audit summary")
 
 
 class _Group:
