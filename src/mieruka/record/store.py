@@ -1,11 +1,11 @@
 """The service's record: every answered image kept, without holding the answer for long.
 
-A request hands its rows (and the files to keep) to :meth:`Recorder.submit` and waits for the write: one thread
+A request hands its rows (and the files to keep) to :meth:`Recorder.record` and waits for the write: one thread
 takes what the requests queued (a bounded queue), writes the files, inserts every row queued meanwhile in one
 transaction and commits (a group commit), then releases the requests. So an answer is sent only once its record
 is committed (a killed service loses no acknowledged answer), and a busy service pays one commit per batch, not
 per image. When the queue is full or the write takes longer than ``wait_s``, the answer goes out anyway and says
-``"recorded": false`` (the count is on ``/healthz``).
+``"recorded": false`` (:attr:`Recorder.failed` counts them).
 
 Files are content-addressed (``files/ab/abcdef….png``, the SHA-256 of their bytes): the same image sent twice is
 kept once. ``keep``: ``all``, ``ng`` (the images judged NG) or ``none``. Retention applies to the files (the rows,

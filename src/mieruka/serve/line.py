@@ -4,7 +4,6 @@ report), which the page's History and Drift views read."""
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query
@@ -76,4 +75,4 @@ def add_record_routes(app: FastAPI, record: LineRecord, check_key: Callable[...,
             report = monitor(engine, model=record.model_id, window=window, reference=reference)
         except MierukaError as exc:
             raise HTTPException(409, str(exc)) from None
-        return json.loads(json.dumps(report.as_json()))  # plain floats for the response
+        return report.as_json()
