@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("sqlalchemy")
 
 from mieruka.cli import main
-from mieruka.record.features import FEATURES, heatmap_summary, image_features
+from mieruka.record.features import FEATURES, heatmap_summary, image_features, tail_probability, unusual_heatmap
 from mieruka.record.monitor import monitor, psi
 from mieruka.record.query import Selection, export, open_record
 from mieruka.record.store import Kept, Recorder
@@ -170,3 +170,43 @@ def test_monitor_is_quiet_on_a_stable_line_and_names_what_moved(
     assert main(["monitor", url, "--window", "300"]) == 3
     assert "ALERT: NG rate" in capsys.readouterr().out
     rec.close()
+
+
+def test_tail_probability_and_the_unusual_heatmap() -> None:
+    ref = list(np.linspace(0.0, 1.0, 99))  # n = 99
+    assert tail_probability(0.5, ref) == 1.0  # the median
+    assert tail_probability(2.0, ref) == pytest.approx(2 / 100)  # beyond the whole reference: the least there is
+    assert tail_probability(ref[4], ref) == pytest.approx(2 * 6 / 100)  # 5 at or below it
+    reference = {"features": {"peak_x": ref, "peak_y": ref, "spread": list(np.linspace(0.05, 0.2, 99))}}
+    assert unusual_heatmap({"peak_x": 0.5, "peak_y": 0.5, "spread": 0.1}, reference)[1] > 0.5
+    assert unusual_heatmap({"peak_x": 0.5, "peak_y": 0.5, "spread": 0.9}, reference) == ("spread", pytest.approx(0.02))
+    assert unusual_heatmap({"peak_x": None, "peak_y": None, "spread": None}, reference) == ("", 1.0)
+
+
+def test_review_of_the_record_lists_ng_hesitant_and_far_heatmaps_with_their_reasons(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from mieruka.serve.review_records import create_records_review_app
+
+    rec = _recorder(tmp_path, keep="all")
+    rng = np.random.default_rng(5)
+    head = [_row(i, rng, ng=0.0) for i in range(500)]  # the reference: the model's first 500 decisions, all OK
+    for r in head:
+        r["probability"] = 0.9
+    rec.record(head, [[] for _ in head])  # no kept file: never listed
+    later = [_row(500 + i, rng, ng=0.0) for i in range(4)]
+    for r in later:
+        r["probability"] = 0.9
+    later[0]["verdict"] = "NG"
+    later[1]["probability"] = 0.55
+    later[2]["spread"] = 0.9  # far beyond the reference's 0.05-0.2
+    rec.record(later, [[Kept(f"img{i}".encode(), ".png")] for i in range(4)])
+    url = rec.url
+    rec.close()
+    decisions = tmp_path / "decisions.csv"
+    items = TestClient(create_records_review_app(url, decisions)).get("/api/items").json()["items"]
+    assert [it["id"] for it in items] == [503, 502, 501]  # newest first; the ordinary one is not listed
+    assert items[0]["reasons"][0].startswith("heatmap spread far from the reference (tail 0.004")
+    assert items[1]["reasons"] == ["probability below 0.6"] and items[2]["reasons"] == ["NG"]
+    off = TestClient(create_records_review_app(url, decisions, far=0)).get("/api/items").json()["items"]
+    assert [it["id"] for it in off] == [502, 501]

@@ -30,11 +30,19 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--records",
         metavar="URL",
-        help="review the line's hard cases instead: the recorded decisions judged NG or below --below whose image "
-        "the service kept (serve --record URL --keep …); decisions name them record:ID",
+        help="review the line's hard cases instead: the recorded decisions judged NG, below --below, or with a "
+        "heatmap far from the model's reference (--far), whose image the service kept (serve --record URL --keep …); "
+        "decisions name them record:ID",
     )
     p.add_argument(
         "--below", type=number_in(0, 1), default=0.6, help="with --records: also list answers below this probability"
+    )
+    p.add_argument(
+        "--far",
+        type=number_in(0, 1),
+        default=0.01,
+        help="with --records: also list answers whose heatmap peak position or spread has a two-sided tail "
+        "probability below this in the model's reference (beyond its range: 2/(n+1)); 0 = off (default 0.01)",
     )
     p.add_argument("--limit", type=int_at_least(1), default=200, help="with --records: at most this many (newest)")
     add_listen(p, 8010)
@@ -54,6 +62,6 @@ def run(args: argparse.Namespace) -> None:
     from mieruka.serve.review_records import create_records_review_app
 
     decisions = (args.dir or Path(".")) / "decisions.csv"
-    app = create_records_review_app(args.records, decisions, below=args.below, limit=args.limit)
+    app = create_records_review_app(args.records, decisions, below=args.below, far=args.far, limit=args.limit)
     print(f"mieruka review: http://{args.host}:{args.port}/ ; decisions go to {decisions}")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -21,16 +21,23 @@ from scipy import ndimage
 __all__ = [
     "COLUMN",
     "FEATURES",
+    "HEATMAP_FEATURES",
     "HeatmapSummary",
     "ImageFeatures",
     "heatmap_summary",
     "image_features",
     "reference_from_rows",
+    "tail_probability",
+    "unusual_heatmap",
     "values_of",
 ]
 
 FEATURES = ("confidence", "brightness", "contrast", "sharpness", "peak_x", "peak_y", "spread")
 """The numeric features ``monitor`` compares with their reference (``confidence``: the top class's probability)."""
+
+HEATMAP_FEATURES = ("peak_x", "peak_y", "spread")
+"""The heatmap's features: a map whose values fall in their reference's far tails looks where the model rarely
+looked (``review --records --far``)."""
 
 COLUMN = {"confidence": "probability"}
 """A feature's column in the record, where its name differs."""
@@ -104,3 +111,25 @@ def reference_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "classes": {c: k / n for c, k in classes.items()} if n else {},
         "ng_rate": sum(r["verdict"] == "NG" for r in rows) / n if n else 0.0,
     }
+
+
+def tail_probability(value: float, reference: list[float] | np.ndarray) -> float:
+    """Two-sided empirical tail probability of ``value`` among ``reference``: 2 · (min(#≤, #≥) + 1) / (n + 1), at
+    most 1 (a value beyond the whole reference of n gets 2 / (n + 1), the least it can get)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    below, above = int((ref <= value).sum()), int((ref >= value).sum())
+    return min(1.0, 2 * (min(below, above) + 1) / (len(ref) + 1))
+
+
+def unusual_heatmap(row: dict[str, Any], reference: dict[str, Any]) -> tuple[str, float]:
+    """The heatmap feature of a decision most unusual against ``reference`` (a stored reference's shape), with its
+    tail probability; (``""``, 1.0) when the decision has no heatmap or the reference no values."""
+    found = ("", 1.0)
+    for f in HEATMAP_FEATURES:
+        values = reference.get("features", {}).get(f) or []
+        if row.get(f) is None or len(values) < 2:
+            continue
+        p = tail_probability(float(row[f]), values)
+        if p < found[1]:
+            found = (f, p)
+    return found

@@ -34,7 +34,16 @@ from mieruka.record.features import FEATURES, reference_from_rows, values_of
 from mieruka.record.query import Selection, iter_rows
 from mieruka.record.schema import decisions, models
 
-__all__ = ["PSI_ALERT", "P_ALERT", "DriftReport", "monitor", "psi", "reference_from_rows", "send_webhook"]
+__all__ = [
+    "PSI_ALERT",
+    "P_ALERT",
+    "DriftReport",
+    "model_reference",
+    "monitor",
+    "psi",
+    "reference_from_rows",
+    "send_webhook",
+]
 
 PSI_ALERT = 0.25
 P_ALERT = 1e-3
@@ -111,6 +120,22 @@ def _stored_reference(engine: Engine, model_id: str) -> dict[str, Any] | None:
     return None if row is None or row[0] is None else json.loads(row[0])
 
 
+def model_reference(engine: Engine, model_id: str, reference: int = 500) -> tuple[dict[str, Any], str, int]:
+    """The reference of a model's decisions (module docstring): its distributions, where they come from, and the id
+    of the last decision it holds (0 for training's, which holds none of the record's)."""
+    stored = _stored_reference(engine, model_id)
+    if stored is not None:
+        return stored, "the model's training (validation split)", 0
+    head = _select(engine, select(decisions).where(decisions.c.model_id == model_id).order_by(decisions.c.id)
+                   .limit(reference))  # fmt: skip
+    if len(head) < reference:
+        raise MierukaError(
+            f"model {model_id[:12]}: {len(head)} decisions in the record, fewer than the {reference} its "
+            "reference needs (its training stored none): wait for more, or lower --reference"
+        )
+    return reference_from_rows(head), f"the model's first {reference} decisions in the record", int(head[-1]["id"])
+
+
 def monitor(
     engine: Engine,
     *,
@@ -122,20 +147,7 @@ def monitor(
 ) -> DriftReport:
     """Compare the window with the reference (module docstring)."""
     model_id = _newest_model(engine) if model is None else _full_id(engine, model)
-    stored = _stored_reference(engine, model_id)
-    first_id = 0
-    if stored is not None:
-        ref, source = stored, "the model's training (validation split)"
-    else:
-        head = _select(engine, select(decisions).where(decisions.c.model_id == model_id).order_by(decisions.c.id)
-                       .limit(reference))  # fmt: skip
-        if len(head) < reference:
-            raise MierukaError(
-                f"model {model_id[:12]}: {len(head)} decisions in the record, fewer than the {reference} its "
-                "reference needs (its training stored none): wait for more, or lower --reference"
-            )
-        first_id = int(head[-1]["id"])
-        ref, source = reference_from_rows(head), f"the model's first {reference} decisions in the record"
+    ref, source, first_id = model_reference(engine, model_id, reference)
     chosen = Selection(model=model_id, since=since, until=until, last=None if since else window)
     current = [r for r in _rows(engine, chosen) if r["id"] > first_id]
     if not current:
