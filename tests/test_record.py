@@ -159,9 +159,20 @@ def test_monitor_is_quiet_on_a_stable_line_and_names_what_moved(
     assert report["alerts"] == [] and set(report["psi"]) == {*FEATURES, "class_mix"}
     assert report["reference"]["n"] == 500 and report["window"]["n"] == 300
     rec.record([_row(800 + i, rng, brightness=0.3) for i in range(300)], [[] for _ in range(300)])  # darker by 40 %
-    assert main(["monitor", url, "--window", "300", "--json"]) == 3
-    alerts = json.loads(capsys.readouterr().out)["alerts"]
+    assert report["histograms"]["brightness"]["reference"] == pytest.approx([0.1] * 10, abs=0.002)  # its deciles
+    assert max(abs(w - 0.1) for w in report["histograms"]["brightness"]["window"]) < 0.06  # a stable line's window
+    chart = report["ng_rate"]["chart"]
+    assert [p["n"] for p in chart] == [30] * 10 and all(p["lower"] <= p["rate"] <= p["upper"] for p in chart)
+    plot = tmp_path / "drift" / "drift.png"
+    assert main(["monitor", url, "--window", "300", "--json", "--plot", str(plot)]) == 3
+    darker = json.loads(capsys.readouterr().out)
+    alerts = darker["alerts"]
     assert [a["feature"] for a in alerts] == ["brightness"] and "moved down" in alerts[0]["message"]
+    assert darker["histograms"]["brightness"]["window"][0] > 0.9  # nearly all below the reference's first decile
+    from PIL import Image
+
+    with Image.open(plot) as picture:
+        assert picture.size == (1200, 840)  # 3 × 3 panels: 7 features, the class mix, the p-chart
     engine = open_record(url)
     ng_jump = monitor(engine, window=300)
     assert ng_jump.psi["brightness"] is not None and ng_jump.psi["brightness"] > 0.25

@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 
 from mieruka.cli import main
 from mieruka.model_file import TorchModel
+from mieruka.record.features import FEATURES
 from mieruka.record.line import LineRecord
 from mieruka.record.query import Selection, export
 from mieruka.record.store import Recorder
@@ -107,7 +108,6 @@ def test_training_stores_the_reference_the_service_would_record(
 ) -> None:
     """The reference is the validation images as the service records them: the same features, the same answers."""
     from mieruka.checkpoint import read_info
-    from mieruka.record.features import FEATURES
     from mieruka.record.reference import REFERENCE_KEY
 
     model = tiny_run / "model.safetensors"
@@ -340,6 +340,11 @@ def test_the_line_record_and_drift_views_in_a_real_browser(tiny_run: Path, synth
             page.wait_for_selector("#drift-body table")
             assert "the model's training (validation split)" in page.inner_text("#drift-body")
             assert "brightness" in page.inner_text("#drift-body table")
+            # plots: a reference and a window bar per bin for each feature (10 bins of the reference's deciles at
+            # most), the class mix too, and the p-chart's points
+            assert page.locator("#drift-body tbody svg").count() == len(FEATURES) + 1
+            assert page.locator("#drift-body tbody tr").first.locator("rect").count() % 2 == 0
+            assert page.locator("#drift-body .pchart circle").count() >= 1
             page.select_option("#line-verdict", "OK")
             page.wait_for_function("[...document.querySelectorAll('#line-rows tr td:last-child')]"
                                    ".every(td => td.textContent === 'OK')")  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from mieruka.cli._common import int_at_least
@@ -34,6 +35,12 @@ def register(sub: Any) -> None:
     )
     m.add_argument("--json", action="store_true", help="print the report as one JSON object")
     m.add_argument("--webhook", metavar="URL", help="POST the report's JSON here when there is an alert")
+    m.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        type=Path,
+        help="also draw the report: each feature's distribution against its reference, the class mix, the p-chart",
+    )
     m.set_defaults(func=run_monitor)
 
 
@@ -53,6 +60,10 @@ def run_monitor(args: argparse.Namespace) -> int:
         )
     finally:
         engine.dispose()
+    if args.plot is not None:
+        from mieruka.record.plots import plot_report
+
+        plot_report(report, args.plot)
     if args.json:
         print(json.dumps(report.as_json(), ensure_ascii=False))
     else:

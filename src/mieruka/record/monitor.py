@@ -48,16 +48,25 @@ __all__ = [
 PSI_ALERT = 0.25
 P_ALERT = 1e-3
 BINS = 10
+CHART_GROUPS = 10
+"""The p-chart's points: the window cut into this many consecutive subgroups."""
 _EPS = 1e-4
 
 
-def psi(reference: np.ndarray, current: np.ndarray, bins: int = BINS) -> float:
-    """Population stability index of ``current`` against ``reference``, over the reference's quantile bins."""
+def binned(reference: np.ndarray, current: np.ndarray, bins: int = BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference's inner quantile edges (at most ``bins`` - 1), and the share of each sample in every bin they
+    make (below the first edge, between edges, from the last edge up)."""
     ref = np.asarray(reference, dtype=np.float64)
     cur = np.asarray(current, dtype=np.float64)
     edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1]))
     r = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=len(edges) + 1) / len(ref)
     c = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=len(edges) + 1) / len(cur)
+    return edges, r, c
+
+
+def psi(reference: np.ndarray, current: np.ndarray, bins: int = BINS) -> float:
+    """Population stability index of ``current`` against ``reference``, over the reference's quantile bins."""
+    _, r, c = binned(reference, current, bins)
     r, c = np.clip(r, _EPS, None), np.clip(c, _EPS, None)
     return float(np.sum((c - r) * np.log(c / r)))
 
@@ -81,6 +90,9 @@ class DriftReport:
     classes: dict[str, Any] = field(default_factory=dict)
     ng_rate: dict[str, Any] = field(default_factory=dict)
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    histograms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    """Per feature: the reference's quantile ``edges`` and the ``reference`` / ``window`` share in each bin (the
+    bins the PSI sums over), for plots."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -92,6 +104,7 @@ class DriftReport:
             "classes": self.classes,
             "ng_rate": self.ng_rate,
             "alerts": self.alerts,
+            "histograms": self.histograms,
             "thresholds": {"psi": PSI_ALERT, "p_value": P_ALERT, "ng_rate": "3-sigma p-chart"},
         }
 
@@ -180,6 +193,12 @@ def _compare_features(report: DriftReport, ref: dict[str, Any], current: list[di
             continue
         value, p = psi(r, c), float(stats.ks_2samp(r, c).pvalue)
         report.psi[f], report.p_values[f] = round(value, 4), p
+        edges, shares_r, shares_c = binned(r, c)
+        report.histograms[f] = {
+            "edges": [float(e) for e in edges],
+            "reference": [round(float(v), 6) for v in shares_r],
+            "window": [round(float(v), 6) for v in shares_c],
+        }
         if value >= PSI_ALERT and p < P_ALERT:
             moved = "up" if np.median(c) > np.median(r) else "down"
             report.alerts.append({
@@ -209,10 +228,24 @@ def _compare_ng_rate(report: DriftReport, ref: dict[str, Any], current: list[dic
     rate = sum(x["verdict"] == "NG" for x in current) / n
     sigma = math.sqrt(max(p0 * (1 - p0), 1e-12) / n)
     upper, lower = min(1.0, p0 + 3 * sigma), max(0.0, p0 - 3 * sigma)
-    report.ng_rate = {"reference": p0, "window": rate, "lower": lower, "upper": upper}
+    report.ng_rate = {"reference": p0, "window": rate, "lower": lower, "upper": upper, "chart": _p_chart(p0, current)}
     if rate > upper or rate < lower:
         message = f"NG rate {rate:.3f} outside its 3-sigma limits [{lower:.3f}, {upper:.3f}]"
         report.alerts.append({"feature": "ng_rate", "psi": None, "p_value": None, "message": message})
+
+
+def _p_chart(p0: float, current: list[dict[str, Any]], groups: int = CHART_GROUPS) -> list[dict[str, float]]:
+    """The window cut into at most ``groups`` consecutive subgroups: each one's NG rate and its 3-sigma limits."""
+    points = []
+    for part in np.array_split(np.arange(len(current)), min(groups, len(current))):
+        n = len(part)
+        sigma = math.sqrt(max(p0 * (1 - p0), 1e-12) / n)
+        points.append({
+            "n": n, "first": float(current[part[0]]["time"]),
+            "rate": sum(current[i]["verdict"] == "NG" for i in part) / n,
+            "lower": max(0.0, p0 - 3 * sigma), "upper": min(1.0, p0 + 3 * sigma),
+        })  # fmt: skip
+    return points
 
 
 def send_webhook(url: str, report: DriftReport, timeout: float = 10.0) -> None:
