@@ -31,7 +31,8 @@ def plot_report(report: Any, path: str | Path) -> Path:
         ax.bar([i - 0.2 for i in x], h["reference"], width=0.4, color="0.65", label="reference")
         ax.bar([i + 0.2 for i in x], h["window"], width=0.4, color="tab:red" if f in moved else "tab:blue",
                label="window")  # fmt: skip
-        ax.set_xticks(list(x), ["<"] + [f"{e:.3g}" for e in h["edges"]], fontsize=6, rotation=45)
+        labels = [f"<{h['edges'][0]:.3g}"] + [f"≥{e:.3g}" for e in h["edges"]] if h["edges"] else ["all"]
+        ax.set_xticks(list(x), labels, fontsize=6, rotation=45)
         ax.set_title(f"{f}  PSI {report.psi[f]:.2f}" + ("  ALERT" if f in moved else ""), fontsize=9)
     ax = axes.flat[len(features)]
     names = sorted(set(report.classes.get("reference", {})) | set(report.classes.get("window", {})))
@@ -40,7 +41,8 @@ def plot_report(report: Any, path: str | Path) -> Path:
     ax.bar([i + 0.2 for i in x], [report.classes["window"].get(c, 0.0) for c in names], width=0.4,
            color="tab:red" if "class_mix" in moved else "tab:blue")  # fmt: skip
     ax.set_xticks(list(x), names, fontsize=7, rotation=45)
-    ax.set_title(f"class mix  PSI {report.psi.get('class_mix', 0.0):.2f}", fontsize=9)
+    alert = "  ALERT" if "class_mix" in moved else ""
+    ax.set_title(f"class mix  PSI {report.psi.get('class_mix', 0.0):.2f}{alert}", fontsize=9)
     ax = axes.flat[len(features) + 1]
     chart = report.ng_rate["chart"]
     x = range(1, len(chart) + 1)
@@ -49,7 +51,7 @@ def plot_report(report: Any, path: str | Path) -> Path:
     ax.step(list(x), [p["lower"] for p in chart], "--", where="mid", color="0.4")
     ax.axhline(report.ng_rate["reference"], color="0.65")
     ax.set(xlabel="subgroup of the window (oldest first)")
-    ax.set_title("NG rate (p-chart, 3-sigma limits)", fontsize=9)
+    ax.set_title("NG rate (p-chart, 3-sigma limits)" + ("  ALERT" if "ng_rate" in moved else ""), fontsize=9)
     for extra in list(axes.flat)[panels:]:
         extra.axis("off")
     axes.flat[0].legend(fontsize=7)
