@@ -1,9 +1,9 @@
 """The line's record under load, in one run: ``mieruka serve`` with and without ``--record``, side by side.
 
-1. Side by side: the service without a record, then with ``--record sqlite:///… --keep ng``, then both again
-   (A B A B on the same machine, one warm-up each); N concurrent clients × M requests (bench/serve_load.py's load:
-   keep-alive connections, one image per request, overlay included). Reported: p50 and throughput of each phase,
-   and the ratios record / plain of their medians.
+1. Side by side: the service without a record, then with ``--record sqlite:///… --keep ng``, ``--rounds`` times
+   (A B A B A B by default, on the same machine, one warm-up each); N concurrent clients × M requests
+   (bench/serve_load.py's load: keep-alive connections, one image per request, overlay included). Reported: p50
+   and throughput of each phase, and the ratios record / plain of their medians (and of each round).
 2. Kill -9 under load: the recording service is killed with SIGKILL while N clients send (each request with its own
    ``X-Part-Id``), then restarted on the same record, ``--kills`` times; afterwards every request that was answered
    with ``"recorded": true`` must be in the record (``lost`` counts the ones that are not).
@@ -171,6 +171,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, help="image to upload (default: a synthetic 224 × 224 crack)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=50, help="requests per client and phase")
+    parser.add_argument("--rounds", type=int, default=3, help="A B pairs (plain, record) side by side")
     parser.add_argument("--kills", type=int, default=3, help="kill -9 restarts under load")
     parser.add_argument("--kill-after", type=float, default=8.0, help="seconds of load before each kill")
     parser.add_argument("--export-rows", type=int, default=100_000)
@@ -188,7 +189,7 @@ def main() -> None:
             data, name = buf.getvalue(), "crack.png"
         body, ctype = _multipart(name, data)
         phases: dict[str, list[dict[str, Any]]] = {"plain": [], "record": []}
-        for k in range(2):
+        for k in range(args.rounds):
             phases["plain"].append(_phase(model, None, body, ctype, args.clients, args.requests))
             url = f"sqlite:///{tmp / f'side{k}' / 'records.db'}"
             phases["record"].append(_phase(model, url, body, ctype, args.clients, args.requests))
@@ -212,9 +213,12 @@ def main() -> None:
 
     p50_ratio = median("record", "p50_ms") / median("plain", "p50_ms")
     rps_ratio = median("record", "rps") / median("plain", "rps")
+    pairs = list(zip(phases["plain"], phases["record"], strict=True))  # each round's own ratio, as measured
+    round_ratios = [{"p50": round(float(b["p50_ms"]) / float(a["p50_ms"]), 3), "rps": round(b["rps"] / a["rps"], 3)}
+                    for a, b in pairs]  # fmt: skip
     print(json.dumps({
         "plain": phases["plain"], "record": phases["record"],
-        "p50_ratio": round(p50_ratio, 3), "rps_ratio": round(rps_ratio, 3),
+        "p50_ratio": round(p50_ratio, 3), "rps_ratio": round(rps_ratio, 3), "round_ratios": round_ratios,
         "meets_latency": p50_ratio <= 1.1, "meets_throughput": rps_ratio >= 0.9,
         "kills": args.kills, "acknowledged": len(acknowledged), "lost": len(lost),
         "recorded_rows": len(rows), "rows_with_kept_files": with_files,

@@ -400,16 +400,19 @@ def test_serve_with_workers_hands_uvicorn_a_factory(tiny_onnx: Path, monkeypatch
 
 
 @pytest.mark.slow
-def test_serve_with_two_worker_processes_answers(tiny_onnx: Path, synth_dir: Path) -> None:
-    """The real thing: `mieruka serve --workers 2` as its own process, one upload, a full answer."""
+def test_serve_with_two_worker_processes_answers(tiny_onnx: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """The real thing: `mieruka serve --workers 2 --record …` as its own process, one upload, a full answer; then
+    concurrent uploads, every one recorded once in the one database both processes write."""
     import http.client
     import json
     import subprocess
     import sys
 
     port = free_port()
+    url = f"sqlite:///{tmp_path / 'records.db'}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "mieruka", "serve", str(tiny_onnx), "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "mieruka", "serve", str(tiny_onnx), "--port", str(port), "--workers", "2",
+         "--record", url, "--keep", "all"],  # fmt: skip
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -447,12 +450,29 @@ def test_serve_with_two_worker_processes_answers(tiny_onnx: Path, synth_dir: Pat
         assert result["filename"] == image.name and result["verdict"] in ("OK", "NG")
         overlay = Image.open(io.BytesIO(base64.b64decode(result["overlay_png"])))
         assert overlay.size == Image.open(image).size
+
+        def send(i: int) -> bool:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "X-Part-Id": f"W-{i}"}
+            c.request("POST", "/v1/predict", body=body, headers=headers)
+            return bool(json.loads(c.getresponse().read())["recorded"])
+
+        with ThreadPoolExecutor(4) as pool:
+            assert all(pool.map(send, range(8)))
     finally:
         server.terminate()
         try:
             server.wait(20)
         except subprocess.TimeoutExpired:
             server.kill()
+    import csv
+
+    from mieruka.record.query import Selection, export
+
+    assert export(url, Selection(), tmp_path / "all.csv") == 9
+    rows = list(csv.DictReader((tmp_path / "all.csv").open(encoding="utf-8")))
+    assert sorted(r["part_id"] for r in rows if r["part_id"]) == [f"W-{i}" for i in range(8)]
+    assert len(rows) == 9 and len({r["model_id"] for r in rows}) == 1
 
 
 class _Broken:
