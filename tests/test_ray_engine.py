@@ -29,6 +29,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray insta
 T = TypeVar("T")
 RAY_TIMEOUT_S = 240
 RAY = EngineOptions("ray", workers=2, cpus_per_worker=0.5)
+"""Two replicas: the predict test (and the two-node cluster's) show the shards of several replicas merged in order."""
+RAY_ONE = EngineOptions("ray", workers=1, cpus_per_worker=1.0)
+"""One replica, for the tests of what a replica computes: every replica is a process that imports PyTorch and loads
+the model, the most of a small job's time on a 2-core machine that runs other tests beside it."""
 
 
 def bounded(fn: Callable[[], T]) -> T:
@@ -39,8 +43,8 @@ def bounded(fn: Callable[[], T]) -> T:
 
 @pytest.fixture
 def one_thread() -> Iterator[None]:
-    """The local engine on one PyTorch thread, as each replica of :data:`RAY` runs: the same float sums, so the
-    rank-based audit figures (AP, rank correlations), which amplify rounding, can be compared exactly."""
+    """The local engine on one PyTorch thread, as a replica of :data:`RAY` or :data:`RAY_ONE` runs: the same float
+    sums, so the rank-based audit figures (AP, rank correlations), which amplify rounding, can be compared exactly."""
     import torch
 
     threads = torch.get_num_threads()
@@ -89,7 +93,7 @@ def test_explain_on_ray_equals_local(tiny_run: Path, synth_dir: Path, tmp_path: 
     model = tiny_run / "model.safetensors"
     a = run_explain(model, [synth_dir], tmp_path / "local", progress=False, normalization="fixed")
     b = bounded(
-        lambda: run_explain(model, [synth_dir], tmp_path / "ray", progress=False, normalization="fixed", engine=RAY)
+        lambda: run_explain(model, [synth_dir], tmp_path / "ray", progress=False, normalization="fixed", engine=RAY_ONE)
     )
     assert [r["file"] for r in a.manifest["images"]] == [r["file"] for r in b.manifest["images"]]
     assert a.manifest["fixed_scale"] == pytest.approx(b.manifest["fixed_scale"], abs=1e-4)
@@ -107,7 +111,7 @@ def test_explain_on_ray_equals_local(tiny_run: Path, synth_dir: Path, tmp_path: 
     spec = ModelFile.read(model).resolve("gradcam")
     worker = ExplainWorker(str(model), "cpu", "gradcam", spec, "pred", 4)
     maps = {}
-    for name, engine in (("local", EngineOptions()), ("ray", RAY)):
+    for name, engine in (("local", EngineOptions()), ("ray", RAY_ONE)):
         chunks = bounded(
             lambda engine=engine, name=name: list(
                 run_items(worker, items, engine=engine, chunk=3, shard_dir=tmp_path / name, progress=False, desc="")
@@ -131,7 +135,7 @@ def test_audit_on_ray_writes_the_local_files(
     model = tiny_run / "model.safetensors"
     options: dict[str, Any] = {"methods": ["gradcam", "layercam"], "faithfulness": 3, "progress": False}
     run_audit(model, synth_dir, tmp_path / "local", **options)
-    bounded(lambda: run_audit(model, synth_dir, tmp_path / "ray", engine=RAY, **options))
+    bounded(lambda: run_audit(model, synth_dir, tmp_path / "ray", engine=RAY_ONE, **options))
     local, distributed = _rows(tmp_path / "local" / "audit.csv"), _rows(tmp_path / "ray" / "audit.csv")
     assert len(local) == 24 and [r["image"] for r in local] == [r["image"] for r in distributed]
     assert local == distributed  # every figure of every row, to its 6 written decimals
@@ -196,6 +200,15 @@ def test_a_worker_that_dies_is_replaced_on_a_two_node_cluster(tiny_run: Path, sy
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
+def test_the_ray_tests_keep_to_one_worker_process(request: pytest.FixtureRequest) -> None:
+    """Under `make test` (pytest-xdist, --dist loadgroup) this module's tests carry their group in their node id,
+    which keeps them on one worker: one Ray instance at a time. A pytest or pytest-xdist release that loses the mark
+    fails here, not as a suite that runs two Ray instances at once on two cores."""
+    if not getattr(request.config.option, "loadgroup", False):  # what pytest-xdist sets in a worker
+        pytest.skip("not run with pytest-xdist's --dist loadgroup")
+    assert request.node.nodeid.endswith("@ray"), request.node.nodeid
+
+
 def test_replica_plan_defaults() -> None:
     from mieruka.batch.ray_engine import LOCAL_EXTRA_CPUS, replica_plan
 
@@ -220,6 +233,11 @@ def test_bad_input_met_by_a_replica_is_the_users_error(
     with pytest.raises(ValueError, match="--layer nolayer: no such module"):
         bounded(
             lambda: run_explain(
-                tiny_run / "model.safetensors", [synth_dir], tmp_path, layers=["nolayer"], progress=False, engine=RAY
+                tiny_run / "model.safetensors",
+                [synth_dir],
+                tmp_path,
+                layers=["nolayer"],
+                progress=False,
+                engine=RAY_ONE,
             )
         )

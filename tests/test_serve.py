@@ -410,9 +410,10 @@ def test_serve_with_two_worker_processes_answers(tiny_onnx: Path, synth_dir: Pat
 
     port = free_port()
     url = f"sqlite:///{tmp_path / 'records.db'}"
+    command = [sys.executable, "-m", "mieruka", "serve", str(tiny_onnx), "--port", str(port), "--workers", "2",
+               "--record", url, "--keep", "all"]  # fmt: skip
     server = subprocess.Popen(
-        [sys.executable, "-m", "mieruka", "serve", str(tiny_onnx), "--port", str(port), "--workers", "2",
-         "--record", url, "--keep", "all"],  # fmt: skip
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
