@@ -199,9 +199,11 @@ def main() -> None:
             acknowledged += _kill_under_load(model, record_url, data, args.clients, args.kill_after)
         from mieruka.record.query import Selection, iter_rows, open_record
 
-        engine = open_record(record_url)
-        rows = [row for page in iter_rows(engine, Selection()) for row in page]
-        engine.dispose()
+        rows: list[Any] = []
+        if args.kills:
+            engine = open_record(record_url)
+            rows = [row for page in iter_rows(engine, Selection()) for row in page]
+            engine.dispose()
         kept = {row[2] for row in rows}  # part_id is the third column
         with_files = sum(1 for row in rows if row[-2] is not None)  # image_file
         lost = [p for p in acknowledged if p not in kept]

@@ -12,7 +12,7 @@ sampling). Heatmap features are computed on the map min–max scaled to [0, 1], 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,7 +53,7 @@ class ImageFeatures:
     sharpness: float
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {"brightness": self.brightness, "contrast": self.contrast, "sharpness": self.sharpness}
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class HeatmapSummary:
     fragments: int
 
     def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+        return {"peak_x": self.peak_x, "peak_y": self.peak_y, "spread": self.spread, "fragments": self.fragments}
 
 
 def image_features(image: np.ndarray) -> ImageFeatures:
@@ -72,7 +72,10 @@ def image_features(image: np.ndarray) -> ImageFeatures:
     step = max(1, -(-max(image.shape[:2]) // IMAGE_SIDE))
     x = image[::step, ::step]
     scale = 255.0 if image.dtype == np.uint8 else float(np.iinfo(image.dtype).max) if image.dtype.kind == "u" else 1.0
-    grey = (x.mean(axis=2, dtype=np.float32) if x.ndim == 3 else x.astype(np.float32)) / np.float32(scale)
+    if x.ndim == 3:  # the channels' mean, as a matrix product (a quarter of the time of mean(axis=2) here)
+        grey = x.astype(np.float32) @ np.full(x.shape[2], 1.0 / (x.shape[2] * scale), dtype=np.float32)
+    else:
+        grey = x.astype(np.float32) / np.float32(scale)
     sharpness = 0.0
     if min(grey.shape) >= 3:  # the Laplacian inside the border
         lap = grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4 * grey[1:-1, 1:-1]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from mieruka.errors import MierukaError
 from mieruka.record.schema import decisions, migrate, models, open_engine
@@ -37,6 +37,8 @@ from mieruka.record.schema import decisions, migrate, models, open_engine
 __all__ = ["KEEP_CHOICES", "Kept", "Recorder", "files_folder", "kept_file"]
 
 KEEP_CHOICES = ("all", "ng", "none")
+WRITTEN_MEMORY = 100_000
+"""The most kept-file names the writer remembers as written (then it starts again from none)."""
 PRUNE_EVERY_S = 300.0
 """How often the writer applies the retention limits (and once when it starts)."""
 
@@ -108,6 +110,11 @@ class Recorder:
         self.failed = 0
         self.recorded = 0
         self._last_prune = 0.0
+        self._conn: Connection | None = None
+        self._insert = insert(decisions)  # built once: the writer runs it for every batch
+        self._written: set[str] = set()
+        """Names of the files this writer kept (or found) since the last prune, so that an image sent again is
+        not looked up on disk again."""
         self._thread = threading.Thread(target=self._run, name="mieruka-recorder", daemon=True)
         self._thread.start()
 
@@ -152,6 +159,7 @@ class Recorder:
         """Write what is queued, then stop the writer."""
         self.queue.put(None)
         self._thread.join(timeout)
+        self._drop_connection()
         self.engine.dispose()
 
     def _run(self) -> None:
@@ -179,10 +187,13 @@ class Recorder:
                     names = [self._keep_file(f) for f in files]
                     rows.append({**row, "image_file": names[0] if names else None,
                                  "overlay_file": names[1] if len(names) > 1 else None})  # fmt: skip
-            with self.engine.begin() as conn:
-                conn.execute(insert(decisions), rows)
+            if self._conn is None:  # the writer's own connection, kept open (no pool checkout per batch)
+                self._conn = self.engine.connect()
+            with self._conn.begin():
+                self._conn.execute(self._insert, rows)
             self.recorded += len(rows)
         except Exception as exc:
+            self._drop_connection()  # a broken one is opened anew for the next batch
             for _, _, done in batch:
                 done.set_exception(exc)
             return
@@ -192,16 +203,28 @@ class Recorder:
             self._last_prune = time.monotonic()
             self.prune()
 
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
     def _keep_file(self, kept: Kept) -> str:
         assert self.files is not None
         digest = hashlib.sha256(kept.data).hexdigest()
         name = f"{digest[:2]}/{digest}{kept.suffix}"
-        path = self.files / name
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(kept.data)
+        if name in self._written:  # kept by this writer since the last prune: it is there
+            return name
+        path = os.path.join(self.files, digest[:2], f"{digest}{kept.suffix}")  # strings: this runs per image
+        if not os.path.isfile(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{os.path.dirname(path)}/.{digest}{kept.suffix}.{threading.get_ident()}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(kept.data)
             os.replace(tmp, path)  # a reader never sees half a file
+        if len(self._written) >= WRITTEN_MEMORY:
+            self._written.clear()
+        self._written.add(name)
         return name
 
     def prune(self, now: float | None = None) -> int:
@@ -222,6 +245,7 @@ class Recorder:
                     break
                 gone.append(p)
                 total -= size
+        self._written.clear()  # prune removes files: look again
         names = [f"{p.parent.name}/{p.name}" for p in gone]
         with self.engine.begin() as conn:
             for column in (decisions.c.image_file, decisions.c.overlay_file):
