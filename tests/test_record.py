@@ -221,3 +221,41 @@ def test_review_of_the_record_lists_ng_hesitant_and_far_heatmaps_with_their_reas
     assert items[1]["reasons"] == ["probability below 0.6"] and items[2]["reasons"] == ["NG"]
     off = TestClient(create_records_review_app(url, decisions, far=0)).get("/api/items").json()["items"]
     assert [it["id"] for it in off] == [502, 501]
+
+
+def test_a_decision_flagged_later_is_reviewed_first_and_a_version_1_record_is_brought_forward(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+
+    from mieruka.record.flags import flags_of
+    from mieruka.serve.review_records import create_records_review_app
+
+    rec = _recorder(tmp_path, keep="all")
+    rng = np.random.default_rng(6)
+    rows = [_row(i, rng, ng=0.0) for i in range(3)]
+    for r in rows:
+        r["probability"] = 0.95  # confident passes: nothing would list them
+    rec.record(rows, [[Kept(f"ok{i}".encode(), ".png")] for i in range(3)])
+    url = rec.url
+    rec.close()
+    db = tmp_path / "r" / "records.db"
+    with sqlite3.connect(db) as conn:  # as a record of schema version 1 was: no flags table
+        conn.execute("DROP TABLE flags")
+        conn.execute("UPDATE mieruka_meta SET value = '1' WHERE key = 'schema_version'")
+    capsys.readouterr()
+    assert main(["flag", url, "--part", "P00001", "--note", "crack found at the final test"]) == 0
+    assert capsys.readouterr().out.strip() == "decision 2 flagged: escape"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM mieruka_meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert main(["flag", url, "--id", "99"]) == 2  # no such decision: refused, named
+    assert "decision 99: no such decision" in capsys.readouterr().err
+    review = TestClient(create_records_review_app(url, tmp_path / "decisions.csv", far=0))
+    items = review.get("/api/items").json()["items"]
+    assert [it["id"] for it in items] == [2]
+    assert items[0]["reasons"] == ["flagged later: escape (crack found at the final test)"]
+    engine = open_record(url)
+    assert [f.kind for f in flags_of(engine)[2]] == ["escape"]
+    engine.dispose()

@@ -91,6 +91,14 @@ def test_the_service_records_every_answer_with_its_part_id(tiny_run: Path, synth
     drift = client.get("/v1/drift", params={"window": 5}).json()  # against the reference training stored
     assert drift["reference"]["source"] == "the model's training (validation split)"
     assert drift["window"]["n"] == 5 and isinstance(drift["alerts"], list) and "brightness" in drift["psi"]
+    # another station reports what it found later: the newest decision of the part, or one by its id
+    flagged = client.post("/v1/records/flags", json={"part_id": "LOT7-0042", "note": "failed the leak test"})
+    assert flagged.status_code == 200 and flagged.json() == {"decision": page["rows"][1]["id"], "kind": "escape"}
+    by_id = client.post("/v1/records/flags", json={"id": older[0]["id"], "kind": "overkill"})
+    assert by_id.json() == {"decision": older[0]["id"], "kind": "overkill"}
+    assert client.post("/v1/records/flags", json={"part_id": "NOPE"}).status_code == 404
+    assert client.post("/v1/records/flags", json={"kind": "escape"}).status_code == 422  # which decision?
+    assert client.post("/v1/records/flags", json={"id": 1, "kind": "maybe"}).status_code == 422
     line.recorder.close()
 
 

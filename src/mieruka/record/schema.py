@@ -6,6 +6,8 @@ store of a newer version is refused (this mieruka would not know its columns). V
 
 ``decisions``: one row per answered image. ``models``: each model that answered, by id (the SHA-256 of its file),
 with its classes and, when its training stored them, the reference distributions ``monitor`` compares with.
+``flags`` (version 2): what was learnt of a decision later — a part the line passed that failed downstream (an
+``escape``) or one it rejected that was good (an ``overkill``) — with when, and a note (:mod:`mieruka.record.flags`).
 """
 
 from __future__ import annotations
@@ -30,9 +32,18 @@ from sqlalchemy import (
 
 from mieruka.errors import MierukaError
 
-__all__ = ["SCHEMA_VERSION", "UPGRADES", "decisions", "metadata", "migrate", "models", "open_engine"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "UPGRADES",
+    "decisions",
+    "flags",
+    "metadata",
+    "migrate",
+    "models",
+    "open_engine",
+]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -78,10 +89,22 @@ models = Table(
     Column("first_seen", Float, nullable=False),
 )
 
+flags = Table(
+    "flags",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("decision_id", Integer, nullable=False, index=True),
+    Column("kind", String(20), nullable=False),  # mieruka.record.FLAG_KINDS
+    Column("note", Text),
+    Column("time", Float, nullable=False),  # when it was flagged
+)
+
 meta = Table("mieruka_meta", metadata, Column("key", String(50), primary_key=True), Column("value", Text))
 
-UPGRADES: dict[int, Callable[[Connection], None]] = {}
-"""``version → step`` bringing a store of that version to the next one (none yet: version 1 is the first)."""
+UPGRADES: dict[int, Callable[[Connection], None]] = {
+    1: lambda conn: flags.create(conn, checkfirst=True),  # 1 → 2: decisions flagged later
+}
+"""``version → step`` bringing a store of that version to the next one."""
 
 
 def open_engine(url: str) -> Engine:

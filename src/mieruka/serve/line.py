@@ -1,13 +1,15 @@
 """The record's views of the service (``serve --record``): ``GET /v1/records`` (the newest decisions, filtered,
-a page at a time), ``GET /v1/records/files/…`` (a kept image or overlay) and ``GET /v1/drift`` (``monitor``'s
-report), which the page's History and Drift views read."""
+a page at a time), ``GET /v1/records/files/…`` (a kept image or overlay), ``POST /v1/records/flags`` (a decision
+found wrong later, :mod:`mieruka.record.flags`) and ``GET /v1/drift`` (``monitor``'s report), which the page's
+History and Drift views read."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
 
 from mieruka.errors import MierukaError
 
@@ -16,11 +18,20 @@ if TYPE_CHECKING:
 
     from mieruka.record.line import LineRecord
 
-__all__ = ["add_record_routes"]
+__all__ = ["FlagBody", "add_record_routes"]
 
 _SHOWN = ("id", "time", "part_id", "filename", "class", "probability", "verdict", "ng_probability", "threshold",
           "model_id", "brightness", "contrast", "sharpness", "peak_x", "peak_y", "spread", "fragments",
           "image_file", "overlay_file")  # fmt: skip
+
+
+class FlagBody(BaseModel):
+    """``POST /v1/records/flags``: one decision (by ``id``, or the newest of ``part_id``) and what was found."""
+
+    kind: Literal["escape", "overkill"] = "escape"
+    id: int | None = None
+    part_id: str | None = None
+    note: str | None = Field(default=None, max_length=2000)
 
 
 def add_record_routes(app: FastAPI, record: LineRecord, check_key: Callable[..., None]) -> None:
@@ -61,6 +72,22 @@ def add_record_routes(app: FastAPI, record: LineRecord, check_key: Callable[...,
         if path is None:
             raise HTTPException(404, f"{folder}/{name}: no such kept file")
         return FileResponse(path, headers={"Cache-Control": "max-age=86400, immutable"})
+
+    @app.post(
+        "/v1/records/flags",
+        summary="flag a decision found wrong later (an escape found downstream, an overkill)",
+        dependencies=[Depends(check_key)],
+    )
+    def flag(body: FlagBody) -> dict[str, Any]:
+        from mieruka.record.flags import NoSuchDecision, add_flag
+
+        try:
+            decision = add_flag(engine, kind=body.kind, decision=body.id, part=body.part_id, note=body.note)
+        except NoSuchDecision as exc:
+            raise HTTPException(404, str(exc)) from None
+        except MierukaError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"decision": decision, "kind": body.kind}
 
     @app.get(
         "/v1/drift", summary="drift of the newest decisions against the reference", dependencies=[Depends(check_key)]

@@ -32,12 +32,14 @@ __all__ = ["create_records_review_app", "review_items"]
 def review_items(
     url: str, *, below: float = 0.6, far: float = 0.01, limit: int = 200
 ) -> tuple[list[dict[str, Any]], list[str], Path]:
-    """The decisions worth a look with a kept image, newest first, each with its ``reasons``: judged NG, top
-    probability below ``below``, or a heatmap far from the model's reference (a peak position or spread whose
-    two-sided tail probability in the reference is below ``far``: :func:`~mieruka.record.features.unusual_heatmap`;
-    0 turns that off); at most ``limit``. Also the classes of their models and the folder of the kept files."""
+    """The decisions worth a look with a kept image, each with its ``reasons``: flagged later as an escape or an
+    overkill (:mod:`mieruka.record.flags`; these first), then, newest first, judged NG, top probability below
+    ``below``, or a heatmap far from the model's reference (a peak position or spread whose two-sided tail
+    probability in the reference is below ``far``: :func:`~mieruka.record.features.unusual_heatmap`; 0 turns that
+    off); at most ``limit``. Also the classes of their models and the folder of the kept files."""
     from sqlalchemy import select
 
+    from mieruka.record.flags import flags_of
     from mieruka.record.query import open_record
     from mieruka.record.schema import decisions, models
     from mieruka.record.store import files_folder
@@ -48,19 +50,26 @@ def review_items(
         columns = [decisions.c[c] for c in ("id", "time", "part_id", "filename", "class", "probability", "verdict",
                                             "ng_probability", "model_id", "peak_x", "peak_y", "spread",
                                             "image_file", "overlay_file")]  # fmt: skip
-        q = select(*columns).where(decisions.c.image_file.is_not(None)).order_by(decisions.c.id.desc())
+        kept = select(*columns).where(decisions.c.image_file.is_not(None)).order_by(decisions.c.id.desc())
+        flagged = flags_of(engine)
         references: dict[str, dict[str, Any] | None] = {}
         items: list[dict[str, Any]] = []
         with engine.connect() as conn:
-            for r in conn.execution_options(yield_per=1000).execute(q):
-                row = dict(r._mapping)
-                if row["model_id"] not in references:
-                    references[row["model_id"]] = _reference(engine, row["model_id"]) if far > 0 else None
-                row["reasons"] = _reasons(row, below, far, references[row["model_id"]])
-                if row["reasons"]:
-                    items.append(row)
+            # the decisions flagged later first (an escape found downstream is the hardest case), then the rest
+            for q in (kept.where(decisions.c.id.in_(list(flagged))), kept.where(decisions.c.id.not_in(list(flagged)))):
+                result = conn.execution_options(yield_per=1000).execute(q)
+                for r in result:
                     if len(items) == limit:
                         break
+                    row = dict(r._mapping)
+                    if row["model_id"] not in references:
+                        references[row["model_id"]] = _reference(engine, row["model_id"]) if far > 0 else None
+                    row["reasons"] = _flag_reasons(flagged.get(row["id"], [])) + _reasons(
+                        row, below, far, references[row["model_id"]]
+                    )
+                    if row["reasons"]:
+                        items.append(row)
+                result.close()
             classes: list[str] = []
             for (text,) in conn.execute(select(models.c.classes)):
                 classes += [c for c in json.loads(text) if c not in classes]
@@ -77,6 +86,10 @@ def _reference(engine: Any, model_id: str) -> dict[str, Any] | None:
         return model_reference(engine, model_id)[0]
     except MierukaError:
         return None
+
+
+def _flag_reasons(found: list[Any]) -> list[str]:
+    return [f"flagged later: {f.kind}" + (f" ({f.note})" if f.note else "") for f in found]
 
 
 def _reasons(row: dict[str, Any], below: float, far: float, reference: dict[str, Any] | None) -> list[str]:
