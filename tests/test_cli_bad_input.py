@@ -81,6 +81,12 @@ def _bad_arguments(tmp: Path, model: Path, data: Path) -> dict[str, list[tuple[l
             ([f"sqlite:///{tmp / 'none.db'}"], "none.db: no such record"),
             ([f"sqlite:///{tmp / 'none.db'}", "--window", "1"], "--window"),
         ],
+        "flag": [
+            ([f"sqlite:///{tmp / 'none.db'}", "--part", "P1"], "none.db: no such record"),
+            ([f"sqlite:///{tmp / 'none.db'}"], "one of the arguments --part --id is required"),
+            ([f"sqlite:///{tmp / 'none.db'}", "--id", "0"], "--id"),
+            ([f"sqlite:///{tmp / 'none.db'}", "--part", "P1", "--kind", "maybe"], "--kind"),
+        ],
         "explain": [
             ([str(model), str(data), "--out", str(tmp / "x"), "--alpha", "3"], "--alpha"),
             ([str(model), str(data), "--out", str(tmp / "x"), "--batch-size", "0"], "--batch-size"),
