@@ -259,3 +259,11 @@ def test_a_decision_flagged_later_is_reviewed_first_and_a_version_1_record_is_br
     engine = open_record(url)
     assert [f.kind for f in flags_of(engine)[2]] == ["escape"]
     engine.dispose()
+
+
+def test_record_files_go_with_add_records() -> None:
+    from mieruka.config import TrainConfig
+
+    with pytest.raises(ValueError, match="--record-files goes with --add-records URL"):
+        TrainConfig(record_files="/srv/line-files")
+    assert TrainConfig(add_records="postgresql://line/records", record_files="/srv/line-files").record_files

@@ -27,6 +27,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
 from mieruka.cli import main
+from mieruka.errors import MierukaError
 from mieruka.model_file import TorchModel
 from mieruka.record.features import FEATURES
 from mieruka.record.line import LineRecord
@@ -259,6 +260,13 @@ def test_the_record_works_the_same_on_postgresql(
     report = json.loads(capsys.readouterr().out)  # the reference training stored, read back from PostgreSQL
     assert report["reference"]["source"] == "the model's training (validation split)"
     assert report["reference"]["n"] == runtime.info.summary["drift_reference"]["n"] and report["window"]["n"] == 8
+    # the review of its hard cases reads the kept images from the folder the service was given
+    from mieruka.serve.review_records import review_items
+
+    with pytest.raises(MierukaError, match="give --record-files DIR"):
+        review_items(postgres_url)
+    items, _, folder = review_items(postgres_url, below=1.01, files=tmp_path / "files")
+    assert folder == tmp_path / "files" and items and all((folder / it["image_file"]).is_file() for it in items)
 
 
 def test_train_adds_the_reviewed_production_images_to_the_training_split_only(

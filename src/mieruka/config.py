@@ -88,6 +88,9 @@ class TrainConfig:
             exported graph computes, so the line shows what the audit measured; ``auto-all`` among every candidate,
             earlier layers included (:mod:`mieruka.audit.selection`; Grad-CAM where validation has none); or a
             method spec such as ``gradcam`` or ``layercam:multiscale/mean``.
+        add_records: ``--add-records URL``: the line's record whose reviewed images join the training split.
+        record_files: Where that record keeps its files, when it is a server database (a SQLite record keeps them
+            beside it).
         bit_depth: Significant bits of 16-bit images (10, 12, 14 or 16; default: the container's 16), stored in
             the model so that every command and the service scale pixels the same way.
         augment: Augmentation strengths.
@@ -123,6 +126,7 @@ class TrainConfig:
     explain_method: str = "auto"
     corrections: str = ""
     add_records: str = ""
+    record_files: str = ""
     bit_depth: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -134,6 +138,7 @@ class TrainConfig:
                 f"--output-stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}",
             ),
             (self.epochs >= 1, "--epochs must be at least 1"),
+            (not self.record_files or bool(self.add_records), "--record-files goes with --add-records URL"),
             (self.batch_size >= 2, "--batch-size must be at least 2"),
             (self.lr > 0, "--lr must be positive"),
             (self.weight_decay >= 0, "--weight-decay must not be negative"),

@@ -44,6 +44,11 @@ def register(sub: Any) -> None:
         help="with --records: also list answers whose heatmap peak position or spread has a two-sided tail "
         "probability below this in the model's reference (beyond its range: 2/(n+1)); 0 = off (default 0.01)",
     )
+    p.add_argument(
+        "--record-files",
+        metavar="DIR",
+        help="with --records postgresql://…: the folder of the record's kept images (serve --record-files DIR)",
+    )
     p.add_argument("--limit", type=int_at_least(1), default=200, help="with --records: at most this many (newest)")
     add_listen(p, 8010)
     p.set_defaults(func=run)
@@ -62,6 +67,8 @@ def run(args: argparse.Namespace) -> None:
     from mieruka.serve.review_records import create_records_review_app
 
     decisions = (args.dir or Path(".")) / "decisions.csv"
-    app = create_records_review_app(args.records, decisions, below=args.below, far=args.far, limit=args.limit)
+    app = create_records_review_app(
+        args.records, decisions, below=args.below, far=args.far, limit=args.limit, files=args.record_files
+    )
     print(f"mieruka review: http://{args.host}:{args.port}/ ; decisions go to {decisions}")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

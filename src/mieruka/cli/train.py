@@ -40,6 +40,7 @@ _TRAIN_OPTIONS = [
     "explain_method",
     "corrections",
     "add_records",
+    "record_files",
 ]
 
 
@@ -158,6 +159,11 @@ def _add_explanation(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="with --corrections: add the line's recorded images that the decisions label (record:ID; serve "
         "--record URL kept them) to the training split only; recorded in RUN/config.json",
+    )
+    p.add_argument(
+        "--record-files",
+        metavar="DIR",
+        help="with --add-records postgresql://…: the folder of the record's kept images (serve --record-files DIR)",
     )
     p.add_argument(
         "--guide",

@@ -30,13 +30,14 @@ __all__ = ["create_records_review_app", "review_items"]
 
 
 def review_items(
-    url: str, *, below: float = 0.6, far: float = 0.01, limit: int = 200
+    url: str, *, below: float = 0.6, far: float = 0.01, limit: int = 200, files: str | os.PathLike[str] | None = None
 ) -> tuple[list[dict[str, Any]], list[str], Path]:
     """The decisions worth a look with a kept image, each with its ``reasons``: flagged later as an escape or an
     overkill (:mod:`mieruka.record.flags`; these first), then, newest first, judged NG, top probability below
     ``below``, or a heatmap far from the model's reference (a peak position or spread whose two-sided tail
     probability in the reference is below ``far``: :func:`~mieruka.record.features.unusual_heatmap`; 0 turns that
-    off); at most ``limit``. Also the classes of their models and the folder of the kept files."""
+    off); at most ``limit``. Also the classes of their models and the folder of the kept files (``files``, needed for
+    a server database; else beside the SQLite record)."""
     from sqlalchemy import select
 
     from mieruka.record.flags import flags_of
@@ -46,7 +47,7 @@ def review_items(
 
     engine = open_record(url)
     try:
-        folder = files_folder(engine, None)
+        folder = files_folder(engine, files, "--record-files")
         columns = [decisions.c[c] for c in ("id", "time", "part_id", "filename", "class", "probability", "verdict",
                                             "ng_probability", "model_id", "peak_x", "peak_y", "spread",
                                             "image_file", "overlay_file")]  # fmt: skip
@@ -108,10 +109,16 @@ def _reasons(row: dict[str, Any], below: float, far: float, reference: dict[str,
 
 
 def create_records_review_app(
-    url: str, decisions_path: str | os.PathLike[str], *, below: float = 0.6, far: float = 0.01, limit: int = 200
+    url: str,
+    decisions_path: str | os.PathLike[str],
+    *,
+    below: float = 0.6,
+    far: float = 0.01,
+    limit: int = 200,
+    files: str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """The review service of a record's hard cases (see the module docstring)."""
-    items, classes, folder = review_items(url, below=below, far=far, limit=limit)
+    items, classes, folder = review_items(url, below=below, far=far, limit=limit, files=files)
     if not classes:
         raise DataError(f"{url}: the record holds no model yet (serve --record {url} writes one)")
     log = DecisionLog(Path(decisions_path), classes)

@@ -172,7 +172,7 @@ def _with_records(dataset: Dataset, cfg: TrainConfig) -> tuple[Dataset, dict[str
         raise DataError("--add-records needs --corrections DECISIONS_CSV: the decisions say which images, and labels")
     from mieruka.train.records import add_records, describe
 
-    dataset, record = add_records(dataset, cfg.add_records, cfg.corrections)
+    dataset, record = add_records(dataset, cfg.add_records, cfg.corrections, cfg.record_files or None)
     print(describe(record))
     return dataset, record
 

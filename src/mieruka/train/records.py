@@ -39,8 +39,11 @@ def record_decisions(path: str | os.PathLike[str]) -> dict[int, Decision]:
     return out
 
 
-def add_records(dataset: Dataset, url: str, corrections: str | os.PathLike[str]) -> tuple[Dataset, dict[str, Any]]:
-    """``dataset`` with the recorded images the decisions of ``corrections`` label, in its training split."""
+def add_records(
+    dataset: Dataset, url: str, corrections: str | os.PathLike[str], files: str | os.PathLike[str] | None = None
+) -> tuple[Dataset, dict[str, Any]]:
+    """``dataset`` with the recorded images the decisions of ``corrections`` label, in its training split (``files``:
+    the record's folder of kept files, for a server database)."""
     decided = record_decisions(corrections)
     if not decided:
         raise DataError(
@@ -55,7 +58,7 @@ def add_records(dataset: Dataset, url: str, corrections: str | os.PathLike[str])
 
     engine = open_record(url)
     try:
-        folder = files_folder(engine, None)
+        folder = files_folder(engine, files, "--record-files")
         with engine.connect() as conn:
             found = conn.execute(
                 select(decisions.c.id, decisions.c["class"], decisions.c.image_file).where(
