@@ -55,11 +55,9 @@ def add_flag(
     return int(found[0])
 
 
-def flags_of(engine: Engine, kind: str | None = None) -> dict[int, list[Flag]]:
-    """Every flag (of ``kind``, or all), by decision id, oldest first."""
+def flags_of(engine: Engine) -> dict[int, list[Flag]]:
+    """Every flag, by decision id, oldest first."""
     q = select(flags.c.decision_id, flags.c.kind, flags.c.note, flags.c.time).order_by(flags.c.id)
-    if kind is not None:
-        q = q.where(flags.c.kind == kind)
     out: dict[int, list[Flag]] = {}
     with engine.connect() as conn:
         for d, k, n, t in conn.execute(q):

@@ -67,6 +67,10 @@ def binned(reference: np.ndarray, current: np.ndarray, bins: int = BINS) -> tupl
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = BINS) -> float:
     """Population stability index of ``current`` against ``reference``, over the reference's quantile bins."""
     _, r, c = binned(reference, current, bins)
+    return _psi_of_shares(r, c)
+
+
+def _psi_of_shares(r: np.ndarray, c: np.ndarray) -> float:
     r, c = np.clip(r, _EPS, None), np.clip(c, _EPS, None)
     return float(np.sum((c - r) * np.log(c / r)))
 
@@ -191,9 +195,9 @@ def _compare_features(report: DriftReport, ref: dict[str, Any], current: list[di
         if len(r) < 2 or len(c) < 2:
             report.psi[f], report.p_values[f] = None, None
             continue
-        value, p = psi(r, c), float(stats.ks_2samp(r, c).pvalue)
+        edges, shares_r, shares_c = binned(r, c)  # once: the PSI's bins are the plot's
+        value, p = _psi_of_shares(shares_r, shares_c), float(stats.ks_2samp(r, c).pvalue)
         report.psi[f], report.p_values[f] = round(value, 4), p
-        edges, shares_r, shares_c = binned(r, c)
         report.histograms[f] = {
             "edges": [float(e) for e in edges],
             "reference": [round(float(v), 6) for v in shares_r],
@@ -226,8 +230,7 @@ def _compare_ng_rate(report: DriftReport, ref: dict[str, Any], current: list[dic
     n = len(current)
     p0 = float(ref["ng_rate"])
     rate = sum(x["verdict"] == "NG" for x in current) / n
-    sigma = math.sqrt(max(p0 * (1 - p0), 1e-12) / n)
-    upper, lower = min(1.0, p0 + 3 * sigma), max(0.0, p0 - 3 * sigma)
+    lower, upper = _limits(p0, n)
     report.ng_rate = {"reference": p0, "window": rate, "lower": lower, "upper": upper, "chart": _p_chart(p0, current)}
     if rate > upper or rate < lower:
         message = f"NG rate {rate:.3f} outside its 3-sigma limits [{lower:.3f}, {upper:.3f}]"
@@ -239,13 +242,18 @@ def _p_chart(p0: float, current: list[dict[str, Any]], groups: int = CHART_GROUP
     points = []
     for part in np.array_split(np.arange(len(current)), min(groups, len(current))):
         n = len(part)
-        sigma = math.sqrt(max(p0 * (1 - p0), 1e-12) / n)
+        lower, upper = _limits(p0, n)
         points.append({
             "n": n, "first": float(current[part[0]]["time"]),
-            "rate": sum(current[i]["verdict"] == "NG" for i in part) / n,
-            "lower": max(0.0, p0 - 3 * sigma), "upper": min(1.0, p0 + 3 * sigma),
+            "rate": sum(current[i]["verdict"] == "NG" for i in part) / n, "lower": lower, "upper": upper,
         })  # fmt: skip
     return points
+
+
+def _limits(p0: float, n: int) -> tuple[float, float]:
+    """The 3-sigma binomial control limits of the NG rate of ``n`` decisions around ``p0``."""
+    sigma = math.sqrt(max(p0 * (1 - p0), 1e-12) / n)
+    return max(0.0, p0 - 3 * sigma), min(1.0, p0 + 3 * sigma)
 
 
 def send_webhook(url: str, report: DriftReport, timeout: float = 10.0) -> None:

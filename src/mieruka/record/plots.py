@@ -27,22 +27,12 @@ def plot_report(report: Any, path: str | Path) -> Path:
     moved = {a["feature"] for a in report.alerts}
     for ax, f in zip(axes.flat, features, strict=False):
         h = report.histograms[f]
-        x = range(len(h["reference"]))
-        ax.bar([i - 0.2 for i in x], h["reference"], width=0.4, color="0.65", label="reference")
-        ax.bar([i + 0.2 for i in x], h["window"], width=0.4, color="tab:red" if f in moved else "tab:blue",
-               label="window")  # fmt: skip
         labels = [f"<{h['edges'][0]:.3g}"] + [f"≥{e:.3g}" for e in h["edges"]] if h["edges"] else ["all"]
-        ax.set_xticks(list(x), labels, fontsize=6, rotation=45)
-        ax.set_title(f"{f}  PSI {report.psi[f]:.2f}" + ("  ALERT" if f in moved else ""), fontsize=9)
-    ax = axes.flat[len(features)]
+        _bars(ax, h["reference"], h["window"], labels, f"{f}  PSI {report.psi[f]:.2f}", f in moved)
     names = sorted(set(report.classes.get("reference", {})) | set(report.classes.get("window", {})))
-    x = range(len(names))
-    ax.bar([i - 0.2 for i in x], [report.classes["reference"].get(c, 0.0) for c in names], width=0.4, color="0.65")
-    ax.bar([i + 0.2 for i in x], [report.classes["window"].get(c, 0.0) for c in names], width=0.4,
-           color="tab:red" if "class_mix" in moved else "tab:blue")  # fmt: skip
-    ax.set_xticks(list(x), names, fontsize=7, rotation=45)
-    alert = "  ALERT" if "class_mix" in moved else ""
-    ax.set_title(f"class mix  PSI {report.psi.get('class_mix', 0.0):.2f}{alert}", fontsize=9)
+    _bars(axes.flat[len(features)], [report.classes["reference"].get(c, 0.0) for c in names],
+          [report.classes["window"].get(c, 0.0) for c in names], names,
+          f"class mix  PSI {report.psi.get('class_mix', 0.0):.2f}", "class_mix" in moved)  # fmt: skip
     ax = axes.flat[len(features) + 1]
     chart = report.ng_rate["chart"]
     x = range(1, len(chart) + 1)
@@ -62,3 +52,12 @@ def plot_report(report: Any, path: str | Path) -> Path:
     out = atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=100))
     plt.close(fig)
     return out
+
+
+def _bars(ax: Any, reference: list[float], window: list[float], labels: list[str], title: str, alert: bool) -> None:
+    """The reference's shares (grey) beside the window's (red on an alert) in one panel."""
+    x = range(len(reference))
+    ax.bar([i - 0.2 for i in x], reference, width=0.4, color="0.65", label="reference")
+    ax.bar([i + 0.2 for i in x], window, width=0.4, color="tab:red" if alert else "tab:blue", label="window")
+    ax.set_xticks(list(x), labels, fontsize=6, rotation=45)
+    ax.set_title(title + ("  ALERT" if alert else ""), fontsize=9)

@@ -62,16 +62,16 @@ def kept_file(folder: Path | None, relative: str) -> Path | None:
     return folder / relative
 
 
-def files_folder(engine: Engine, given: str | os.PathLike[str] | None, option: str = "--record-files") -> Path:
-    """Where the kept files go: ``given``, else beside a SQLite database (``records.db`` → ``records-files/``);
-    ``option`` names the command's option for ``given`` in the error of a server database without it."""
+def files_folder(engine: Engine, given: str | os.PathLike[str] | None) -> Path:
+    """Where the kept files go: ``given`` (every command's ``--record-files``), else beside a SQLite database
+    (``records.db`` → ``records-files/``)."""
     if given is not None:
         return Path(given)
     database = engine.url.database
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         raise MierukaError(
             f"{engine.url.render_as_string(hide_password=True)}: a server database keeps no files beside it; give "
-            f"{option} DIR, the folder of its kept images (serve --record-files DIR)"
+            "--record-files DIR, the folder of its kept images (serve --record-files DIR)"
         )
     path = Path(database)
     return path.with_name(f"{path.stem}-files")

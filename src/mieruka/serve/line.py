@@ -5,13 +5,14 @@ History and Drift views read."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from mieruka.errors import MierukaError
+from mieruka.record import FLAG_KINDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,12 +27,13 @@ _SHOWN = ("id", "time", "part_id", "filename", "class", "probability", "verdict"
 
 
 class FlagBody(BaseModel):
-    """``POST /v1/records/flags``: one decision (by ``id``, or the newest of ``part_id``) and what was found."""
+    """``POST /v1/records/flags``: one decision (by ``id``, or the newest of ``part_id``) and what was found (the
+    kind and the note are checked by :func:`mieruka.record.flags.add_flag`, a 422 when wrong)."""
 
-    kind: Literal["escape", "overkill"] = "escape"
+    kind: str = Field(default="escape", description=f"one of {', '.join(FLAG_KINDS)}")
     id: int | None = None
     part_id: str | None = None
-    note: str | None = Field(default=None, max_length=2000)
+    note: str | None = None
 
 
 def add_record_routes(app: FastAPI, record: LineRecord, check_key: Callable[..., None]) -> None:

@@ -47,7 +47,7 @@ def review_items(
 
     engine = open_record(url)
     try:
-        folder = files_folder(engine, files, "--record-files")
+        folder = files_folder(engine, files)
         columns = [decisions.c[c] for c in ("id", "time", "part_id", "filename", "class", "probability", "verdict",
                                             "ng_probability", "model_id", "peak_x", "peak_y", "spread",
                                             "image_file", "overlay_file")]  # fmt: skip

@@ -58,7 +58,7 @@ def add_records(
 
     engine = open_record(url)
     try:
-        folder = files_folder(engine, files, "--record-files")
+        folder = files_folder(engine, files)
         with engine.connect() as conn:
             found = conn.execute(
                 select(decisions.c.id, decisions.c["class"], decisions.c.image_file).where(
