@@ -148,3 +148,20 @@ def served(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextlib.contextmanager
+def browser_page(locale: str | None = None) -> Iterator[tuple[Any, list[str]]]:
+    """A page of a headless Chromium (Debian's, :data:`CHROMIUM`) and the list its script errors go to; the browser
+    is closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(locale=locale) if locale else browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield page, errors
+        finally:
+            browser.close()

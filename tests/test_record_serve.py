@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHROMIUM, free_port, served
+from conftest import CHROMIUM, browser_page, free_port, served
 
 pytest.importorskip("sqlalchemy")
 pytest.importorskip("fastapi")
@@ -331,42 +331,33 @@ def test_train_adds_the_reviewed_production_images_to_the_training_split_only(
 def test_the_line_record_and_drift_views_in_a_real_browser(tiny_run: Path, synth_dir: Path, tmp_path: Path) -> None:
     """Judging images on the page fills the Line record view (newest first, overlays kept for NG, a click opens the
     input beside its heatmap) and the Drift view (the training's reference, the features, the NG rate)."""
-    from playwright.sync_api import sync_playwright
-
     model = tiny_run / "model.safetensors"
     runtime = TorchModel(model)
     line = LineRecord(Recorder(f"sqlite:///{tmp_path / 'records.db'}", keep="all"), model, runtime.info, runtime.method)
     images = _images(synth_dir)
-    with served(create_app(runtime, record=line)) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(locale="en-US")
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url)
-            page.wait_for_selector("#line:not([hidden])")
-            page.set_input_files("#files", [str(p) for p in images])
-            page.wait_for_function(f"document.querySelectorAll('#line-rows tr').length === {len(images)}")
-            loaded = "sel => [...document.querySelectorAll(sel)].every(e => e.complete && e.naturalWidth > 0)"
-            assert page.locator("#line-rows img.thumb").count() == len(images)  # every overlay kept (--keep all)
-            page.wait_for_function(loaded, arg="#line-rows img.thumb")  # and shown
-            page.locator("#line-rows tr").first.click()
-            assert page.locator("#zoom img").count() == 2  # the input beside its heatmap
-            page.wait_for_function(loaded, arg="#zoom img")
-            page.wait_for_selector("#drift-body table")
-            assert "the model's training (validation split)" in page.inner_text("#drift-body")
-            assert "brightness" in page.inner_text("#drift-body table")
-            # plots: a reference and a window bar per bin for each feature (10 bins of the reference's deciles at
-            # most), the class mix too, and the p-chart's points
-            assert page.locator("#drift-body tbody svg").count() == len(FEATURES) + 1
-            assert page.locator("#drift-body tbody tr").first.locator("rect").count() % 2 == 0
-            assert page.locator("#drift-body .pchart circle").count() >= 1
-            page.select_option("#line-verdict", "OK")
-            page.wait_for_function("[...document.querySelectorAll('#line-rows tr td:last-child')]"
-                                   ".every(td => td.textContent === 'OK')")  # fmt: skip
-            assert not errors, errors
-        finally:
-            browser.close()
+    with served(create_app(runtime, record=line)) as url, browser_page("en-US") as (page, errors):
+        page.goto(url)
+        page.wait_for_selector("#line:not([hidden])")
+        page.set_input_files("#files", [str(p) for p in images])
+        page.wait_for_function(f"document.querySelectorAll('#line-rows tr').length === {len(images)}")
+        loaded = "sel => [...document.querySelectorAll(sel)].every(e => e.complete && e.naturalWidth > 0)"
+        assert page.locator("#line-rows img.thumb").count() == len(images)  # every overlay kept (--keep all)
+        page.wait_for_function(loaded, arg="#line-rows img.thumb")  # and shown
+        page.locator("#line-rows tr").first.click()
+        assert page.locator("#zoom img").count() == 2  # the input beside its heatmap
+        page.wait_for_function(loaded, arg="#zoom img")
+        page.wait_for_selector("#drift-body table")
+        assert "the model's training (validation split)" in page.inner_text("#drift-body")
+        assert "brightness" in page.inner_text("#drift-body table")
+        # plots: a reference and a window bar per bin for each feature (10 bins of the reference's deciles at
+        # most), the class mix too, and the p-chart's points
+        assert page.locator("#drift-body tbody svg").count() == len(FEATURES) + 1
+        assert page.locator("#drift-body tbody tr").first.locator("rect").count() % 2 == 0
+        assert page.locator("#drift-body .pchart circle").count() >= 1
+        page.select_option("#line-verdict", "OK")
+        page.wait_for_function("[...document.querySelectorAll('#line-rows tr td:last-child')]"
+                               ".every(td => td.textContent === 'OK')")  # fmt: skip
+        assert not errors, errors
     line.recorder.close()
 
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, TINY, served
+from conftest import CHROMIUM, TINY, browser_page, served
 from fastapi.testclient import TestClient
 
 from mieruka.audit.collect import what_to_collect
@@ -162,48 +162,39 @@ def test_what_to_collect_names_the_kind_category_and_traits() -> None:
 def test_review_loop_in_a_real_browser(evil_audit: tuple[Path, Path], tmp_path: Path) -> None:
     """Open the review page, decide two items, restart the server and find them kept; retrain with the decisions
     and find the relabel in the run's split and config."""
-    from playwright.sync_api import sync_playwright
-
     manifest, audit = evil_audit
     (audit / "decisions.csv").unlink(missing_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            dialogs: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            with served(create_review_app(audit)) as url:
-                page.goto(url)
-                page.wait_for_selector("body.reviewing")
-                rows = page.locator("#review tbody tr")
-                assert rows.count() >= 2
-                picked = [rows.nth(i).get_attribute("data-image") for i in (0, 1)]
-                rows.nth(0).locator(".d-kind").select_option("relabel")
-                rows.nth(0).locator(".d-label").select_option("good")
-                rows.nth(0).locator(".d-comment").fill("a good part")
-                rows.nth(0).locator(".d-save").click()
-                rows.nth(1).locator(".d-kind").select_option("exclude")
-                rows.nth(1).locator(".d-save").click()
-                page.wait_for_function(
-                    "[...document.querySelectorAll('#review .status')].filter(e => e.textContent).length == 2"
-                )
-            with served(create_review_app(audit)) as url:  # a restart: the page reads the decisions back
-                page.goto(url)
-                page.wait_for_selector("body.reviewing")
-                row = page.locator(f"#review tbody tr[data-image='{picked[0]}']")
-                assert row.locator(".d-kind").input_value() == "relabel"
-                assert row.locator(".d-label").input_value() == "good"
-                assert row.locator(".d-comment").input_value() == "a good part"
-                other = page.locator(f"#review tbody tr[data-image='{picked[1]}'] .d-kind")
-                assert other.input_value() == "exclude"
-                page.click("#review th:nth-child(3)")  # sorts by the true class without an error
-                link = page.locator("#files a[href='decisions.csv']")
-                assert link.count() == 1 and "exclude" in page.request.get(url + "decisions.csv").text()
-            assert not errors and not dialogs, (errors, dialogs)
-        finally:
-            browser.close()
+    with browser_page() as (page, errors):
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        with served(create_review_app(audit)) as url:
+            page.goto(url)
+            page.wait_for_selector("body.reviewing")
+            rows = page.locator("#review tbody tr")
+            assert rows.count() >= 2
+            picked = [rows.nth(i).get_attribute("data-image") for i in (0, 1)]
+            rows.nth(0).locator(".d-kind").select_option("relabel")
+            rows.nth(0).locator(".d-label").select_option("good")
+            rows.nth(0).locator(".d-comment").fill("a good part")
+            rows.nth(0).locator(".d-save").click()
+            rows.nth(1).locator(".d-kind").select_option("exclude")
+            rows.nth(1).locator(".d-save").click()
+            page.wait_for_function(
+                "[...document.querySelectorAll('#review .status')].filter(e => e.textContent).length == 2"
+            )
+        with served(create_review_app(audit)) as url:  # a restart: the page reads the decisions back
+            page.goto(url)
+            page.wait_for_selector("body.reviewing")
+            row = page.locator(f"#review tbody tr[data-image='{picked[0]}']")
+            assert row.locator(".d-kind").input_value() == "relabel"
+            assert row.locator(".d-label").input_value() == "good"
+            assert row.locator(".d-comment").input_value() == "a good part"
+            other = page.locator(f"#review tbody tr[data-image='{picked[1]}'] .d-kind")
+            assert other.input_value() == "exclude"
+            page.click("#review th:nth-child(3)")  # sorts by the true class without an error
+            link = page.locator("#files a[href='decisions.csv']")
+            assert link.count() == 1 and "exclude" in page.request.get(url + "decisions.csv").text()
+        assert not errors and not dialogs, (errors, dialogs)
     run = tmp_path / "run"
     corrections = str(audit / "decisions.csv")
     assert main(["train", str(manifest), "--out", str(run), "--corrections", corrections, *_TRAIN_FAST]) == 0

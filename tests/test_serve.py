@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHROMIUM, free_port, served
+from conftest import CHROMIUM, browser_page, free_port, served
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -233,43 +233,34 @@ def live_ja_service(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (make test installs it)")
 def test_web_page_in_a_real_browser(live_ja_service: str, synth_dir: Path, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     image = _crack_images(synth_dir)[0]
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(locale="en-US")
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(live_ja_service)
-            page.wait_for_function("document.getElementById('model').textContent.includes('欠陥A')")
-            page.set_input_files("#files", str(image))
-            verdict = page.locator(".result .verdict").first
-            verdict.wait_for(timeout=20_000)
-            assert verdict.inner_text() in ("OK", "NG")
-            color = verdict.evaluate("e => getComputedStyle(e).color")
-            assert color == ("rgb(207, 34, 46)" if verdict.inner_text() == "NG" else "rgb(26, 127, 55)")
-            # input and overlay side by side, both decoded by the browser
-            sizes = page.eval_on_selector_all(".result figure img", "els => els.map(e => [e.naturalWidth, e.complete])")
-            assert sizes == [[64, True]] * 3  # the input, and the overlay: the input under the heatmap
-            boxes = [page.locator(f".result figure.{c} img").first.bounding_box() for c in ("input", "overlay")]
-            assert boxes[0] and boxes[1] and boxes[1]["x"] > boxes[0]["x"] + boxes[0]["width"] - 1
-            names = page.eval_on_selector_all(".result .bars td.name", "els => els.map(e => e.textContent)")
-            assert sorted(names) == sorted(["欠陥A", "欠陥B", "良品", "正常(汚れ)", "正常(キズ)", "欠陥C"])
-            # Japanese glyphs render with a real font: a CJK name is wider than the same number of spaces would be
-            width = page.eval_on_selector(".result .bars td.name", "e => e.getBoundingClientRect().width")
-            assert width > 20
-            assert page.inner_text(".result figure.overlay figcaption").startswith("heatmap")
-            assert re.fullmatch(r"NG probability 0\.\d{3} \(NG from 0\.\d{3}\)", page.inner_text(".result .ngline"))
-            page.click("#lang")
-            assert page.inner_text(".result figure.input figcaption") == "入力画像"
-            assert page.inner_text(".result .predicted").startswith("予測: ")
-            assert page.evaluate("document.documentElement.lang") == "ja"
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-            assert not errors, errors
-        finally:
-            browser.close()
+    with browser_page("en-US") as (page, errors):
+        page.goto(live_ja_service)
+        page.wait_for_function("document.getElementById('model').textContent.includes('欠陥A')")
+        page.set_input_files("#files", str(image))
+        verdict = page.locator(".result .verdict").first
+        verdict.wait_for(timeout=20_000)
+        assert verdict.inner_text() in ("OK", "NG")
+        color = verdict.evaluate("e => getComputedStyle(e).color")
+        assert color == ("rgb(207, 34, 46)" if verdict.inner_text() == "NG" else "rgb(26, 127, 55)")
+        # input and overlay side by side, both decoded by the browser
+        sizes = page.eval_on_selector_all(".result figure img", "els => els.map(e => [e.naturalWidth, e.complete])")
+        assert sizes == [[64, True]] * 3  # the input, and the overlay: the input under the heatmap
+        boxes = [page.locator(f".result figure.{c} img").first.bounding_box() for c in ("input", "overlay")]
+        assert boxes[0] and boxes[1] and boxes[1]["x"] > boxes[0]["x"] + boxes[0]["width"] - 1
+        names = page.eval_on_selector_all(".result .bars td.name", "els => els.map(e => e.textContent)")
+        assert sorted(names) == sorted(["欠陥A", "欠陥B", "良品", "正常(汚れ)", "正常(キズ)", "欠陥C"])
+        # Japanese glyphs render with a real font: a CJK name is wider than the same number of spaces would be
+        width = page.eval_on_selector(".result .bars td.name", "e => e.getBoundingClientRect().width")
+        assert width > 20
+        assert page.inner_text(".result figure.overlay figcaption").startswith("heatmap")
+        assert re.fullmatch(r"NG probability 0\.\d{3} \(NG from 0\.\d{3}\)", page.inner_text(".result .ngline"))
+        page.click("#lang")
+        assert page.inner_text(".result figure.input figcaption") == "入力画像"
+        assert page.inner_text(".result .predicted").startswith("予測: ")
+        assert page.evaluate("document.documentElement.lang") == "ja"
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        assert not errors, errors
 
 
 @pytest.mark.slow
@@ -280,8 +271,6 @@ def test_page_splits_uploads_previews_tiff_rejudges_and_keeps_history(
     """Three images to a service that takes two per request: two requests, three results; the TIFF shows (the
     server's preview); the threshold slider re-judges without a request; opacity, zoom; the history survives a
     reload and downloads as CSV."""
-    from playwright.sync_api import sync_playwright
-
     folder = tmp_path / "parts"
     folder.mkdir()
     images = _crack_images(synth_dir)[:2]
@@ -290,50 +279,44 @@ def test_page_splits_uploads_previews_tiff_rejudges_and_keeps_history(
     Image.open(images[0]).save(folder / "camera.tif")
     (folder / "notes.txt").write_text("not an image")
     requests: list[str] = []
-    with served(create_app(TorchModel(tiny_run / "model.safetensors"), max_images=2)) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(locale="en-US")
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: requests.append(r.url) if "/v1/predict" in r.url else None)
-            page.goto(url)
-            page.wait_for_function("document.getElementById('threshold-value').textContent !== ''")
-            model_threshold = float(page.inner_text("#threshold-value"))
-            page.set_input_files("#folder", str(folder))  # the folder button: every file under it
-            page.wait_for_selector(".batchhead")
-            assert page.locator(".result").count() == 3 and len(requests) == 2
-            assert "skipped" in page.inner_text("#status")  # notes.txt
-            tif = page.locator(".result", has_text="camera.tif").locator("figure.input img")
-            assert tif.evaluate("e => [e.naturalWidth, e.src.startsWith('data:image/png')]") == [64, True]
+    app = create_app(TorchModel(tiny_run / "model.safetensors"), max_images=2)
+    with served(app) as url, browser_page("en-US") as (page, errors):
+        page.on("request", lambda r: requests.append(r.url) if "/v1/predict" in r.url else None)
+        page.goto(url)
+        page.wait_for_function("document.getElementById('threshold-value').textContent !== ''")
+        model_threshold = float(page.inner_text("#threshold-value"))
+        page.set_input_files("#folder", str(folder))  # the folder button: every file under it
+        page.wait_for_selector(".batchhead")
+        assert page.locator(".result").count() == 3 and len(requests) == 2
+        assert "skipped" in page.inner_text("#status")  # notes.txt
+        tif = page.locator(".result", has_text="camera.tif").locator("figure.input img")
+        assert tif.evaluate("e => [e.naturalWidth, e.src.startsWith('data:image/png')]") == [64, True]
 
-            def verdicts() -> list[str]:
-                return page.eval_on_selector_all(".result .verdict", "els => els.map(e => e.textContent)")
+        def verdicts() -> list[str]:
+            return page.eval_on_selector_all(".result .verdict", "els => els.map(e => e.textContent)")
 
-            page.eval_on_selector("#threshold", "e => { e.value = 0; e.dispatchEvent(new Event('input')); }")
-            assert verdicts() == ["NG"] * 3 and len(requests) == 2  # re-judged in the page, no new request
-            assert page.inner_text(".batchhead") == "3 images: 0 OK, 3 NG"
-            page.click("#threshold-reset")
-            assert float(page.inner_text("#threshold-value")) == model_threshold
-            page.eval_on_selector("#opacity", "e => { e.value = 0.2; e.dispatchEvent(new Event('input')); }")
-            assert page.locator("img.heat").first.evaluate("e => getComputedStyle(e).opacity") == "0.2"
-            page.locator(".result figure.overlay").first.click()
-            assert page.locator("#zoom.open img.heat").count() == 1
-            page.keyboard.press("Escape")
-            page.reload()
-            page.wait_for_function("document.querySelectorAll('#history-rows tr').length === 3")
-            with page.expect_download() as download:
-                page.click("#history-csv")
-            lines = Path(download.value.path()).read_text().splitlines()
-            assert lines[0] == "time,file,class,probability,ng_probability,threshold,verdict" and len(lines) == 4
-            assert sorted(line.split(",")[1] for line in lines[1:]) == sorted(["parts/camera.tif"] + [
-                f"parts/{p.name}" for p in images
-            ])  # fmt: skip
-            page.click("#history-clear")
-            assert page.locator("#history-rows tr").count() == 0
-            assert not errors, errors
-        finally:
-            browser.close()
+        page.eval_on_selector("#threshold", "e => { e.value = 0; e.dispatchEvent(new Event('input')); }")
+        assert verdicts() == ["NG"] * 3 and len(requests) == 2  # re-judged in the page, no new request
+        assert page.inner_text(".batchhead") == "3 images: 0 OK, 3 NG"
+        page.click("#threshold-reset")
+        assert float(page.inner_text("#threshold-value")) == model_threshold
+        page.eval_on_selector("#opacity", "e => { e.value = 0.2; e.dispatchEvent(new Event('input')); }")
+        assert page.locator("img.heat").first.evaluate("e => getComputedStyle(e).opacity") == "0.2"
+        page.locator(".result figure.overlay").first.click()
+        assert page.locator("#zoom.open img.heat").count() == 1
+        page.keyboard.press("Escape")
+        page.reload()
+        page.wait_for_function("document.querySelectorAll('#history-rows tr').length === 3")
+        with page.expect_download() as download:
+            page.click("#history-csv")
+        lines = Path(download.value.path()).read_text().splitlines()
+        assert lines[0] == "time,file,class,probability,ng_probability,threshold,verdict" and len(lines) == 4
+        assert sorted(line.split(",")[1] for line in lines[1:]) == sorted(["parts/camera.tif"] + [
+            f"parts/{p.name}" for p in images
+        ])  # fmt: skip
+        page.click("#history-clear")
+        assert page.locator("#history-rows tr").count() == 0
+        assert not errors, errors
 
 
 def test_serve_command_warns_when_open_without_a_key(tiny_onnx: Path, monkeypatch, capsys) -> None:
