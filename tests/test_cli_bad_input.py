@@ -76,6 +76,7 @@ def _bad_arguments(tmp: Path, model: Path, data: Path) -> dict[str, list[tuple[l
             ([f"sqlite:///{tmp / 'none.db'}", "--out", str(tmp / "r.csv")], "none.db: no such record"),
             ([f"sqlite:///{tmp / 'none.db'}", "--out", str(tmp / "r.txt")], "give a .csv or .parquet file"),
             ([f"sqlite:///{tmp / 'none.db'}", "--since", "soon", "--out", str(tmp / "r.csv")], "--since 'soon'"),
+            (["postgresql://line@127.0.0.1:1/records", "--out", str(tmp / "r.csv")], "cannot open the record"),
         ],
         "monitor": [
             ([f"sqlite:///{tmp / 'none.db'}"], "none.db: no such record"),

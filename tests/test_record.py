@@ -169,6 +169,8 @@ def test_monitor_is_quiet_on_a_stable_line_and_names_what_moved(
     alerts = darker["alerts"]
     assert [a["feature"] for a in alerts] == ["brightness"] and "moved down" in alerts[0]["message"]
     assert darker["histograms"]["brightness"]["window"][0] > 0.9  # nearly all below the reference's first decile
+    assert main(["monitor", url, "--window", "300", "--plot", "/dev/null/drift.png"]) == 2  # named, not a traceback
+    assert "--plot /dev/null/drift.png: cannot write it" in capsys.readouterr().err
     from PIL import Image
 
     with Image.open(plot) as picture:

@@ -10,6 +10,7 @@ from typing import Any
 
 from mieruka.cli._common import int_at_least
 from mieruka.cli.records import add_selection
+from mieruka.errors import MierukaError
 
 __all__ = ["ALERT_EXIT", "register", "run_monitor"]
 
@@ -63,7 +64,10 @@ def run_monitor(args: argparse.Namespace) -> int:
     if args.plot is not None:
         from mieruka.record.plots import plot_report
 
-        plot_report(report, args.plot)
+        try:
+            plot_report(report, args.plot)
+        except OSError as exc:
+            raise MierukaError(f"--plot {args.plot}: cannot write it ({exc.strerror or exc})") from None
     if args.json:
         print(json.dumps(report.as_json(), ensure_ascii=False))
     else:

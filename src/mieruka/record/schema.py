@@ -130,8 +130,16 @@ def open_engine(url: str) -> Engine:
 
 
 def migrate(engine: Engine) -> int:
-    """Create the tables of a new store, bring an older one forward; returns the schema version."""
-    metadata.create_all(engine)
+    """Create the tables of a new store, bring an older one forward; returns the schema version. The first touch
+    of the database: one that cannot be reached is refused naming it."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        metadata.create_all(engine)
+    except OperationalError as exc:
+        reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+        url = engine.url.render_as_string(hide_password=True).replace("postgresql+psycopg://", "postgresql://")
+        raise MierukaError(f"{url}: cannot open the record ({reason})") from None
     with engine.begin() as conn:
         row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
         if row is None:
