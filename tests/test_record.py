@@ -41,6 +41,10 @@ def test_heatmap_summary_finds_the_peak_the_spread_and_the_pieces() -> None:
     s = heatmap_summary(heat)
     assert (s.peak_x, s.peak_y) == (pytest.approx(15.5 / 20), pytest.approx(2.5 / 10))
     assert s.fragments == 2 and s.spread == pytest.approx(5 / 200)
+    shifted = heatmap_summary(heat * 3.0 - 2.0)  # "half its maximum" lies between the map's minimum and maximum
+    assert (shifted.peak_x, shifted.peak_y, shifted.spread, shifted.fragments) == (s.peak_x, s.peak_y, s.spread, 2)
+    flat = heatmap_summary(np.full((4, 8), 0.3, np.float32))
+    assert (flat.peak_x, flat.peak_y, flat.spread, flat.fragments) == (1 / 16, 1 / 8, 0.0, 0)
 
 
 def test_psi_is_near_zero_for_one_distribution_and_large_for_a_shift() -> None:
@@ -105,6 +109,24 @@ def test_the_recorder_commits_before_it_answers_and_keeps_files_once(tmp_path: P
     assert [r["part_id"] for r in got] == ["P00000", "P00001", "P00002"]
     assert got[0]["image_file"] == f"{digest[:2]}/{digest}.png" and got[2]["image_file"] == ""
     rec.close()
+
+
+def test_the_writer_stores_every_column_as_given(tmp_path: Path) -> None:
+    """The writer's insert goes to the driver directly (no SQLAlchemy parameter handling): every value comes back."""
+    from sqlalchemy import select
+
+    from mieruka.record.schema import decisions
+
+    rec = _recorder(tmp_path, keep="none")
+    rng = np.random.default_rng(3)
+    rows = [_row(i, rng) for i in range(2)]
+    rows[1]["part_id"] = None  # a decision without a part id
+    assert rec.record(rows, [[], []])
+    with rec.engine.connect() as conn:
+        got = [dict(r._mapping) for r in conn.execute(select(decisions).order_by(decisions.c.id))]
+    rec.close()
+    for want, row in zip(rows, got, strict=True):
+        assert {k: row[k] for k in want} == want and row["image_file"] is None and row["overlay_file"] is None
 
 
 def test_retention_removes_old_files_and_their_names_but_keeps_the_rows(tmp_path: Path) -> None:

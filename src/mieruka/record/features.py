@@ -83,18 +83,29 @@ def image_features(image: np.ndarray) -> ImageFeatures:
     return ImageFeatures(float(grey.mean(dtype=np.float64)), float(grey.std(dtype=np.float64)), sharpness)
 
 
+_EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
+
+
 def heatmap_summary(heat: np.ndarray) -> HeatmapSummary:
-    """Where an (h, w) heatmap peaks, how much of it is above half its maximum, and in how many pieces."""
+    """Where an (h, w) heatmap peaks, how much of it is above half its maximum, and in how many pieces.
+
+    Computed on the map as it is, with "half its maximum" taken between its minimum and maximum (the same as on
+    the min–max scaled map, without scaling it: the service runs this for every answer)."""
     step = max(1, -(-max(heat.shape) // HEATMAP_SIDE))
     h = np.asarray(heat[::step, ::step], dtype=np.float32)
-    lo, hi = float(h.min()), float(h.max())
-    scaled = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
-    y, x = np.unravel_index(int(scaled.argmax()), scaled.shape)
-    above = scaled >= 0.5
-    _, fragments = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
-    rows, cols = scaled.shape
+    peak = int(h.argmax())
+    lo, hi = float(h.min()), float(h.flat[peak])
+    rows, cols = h.shape
+    if not hi > lo:  # a flat map: no peak, nothing above half
+        return HeatmapSummary(peak_x=0.5 / cols, peak_y=0.5 / rows, spread=0.0, fragments=0)
+    above = h >= np.float32(lo + 0.5 * (hi - lo))
+    _, fragments = ndimage.label(above, structure=_EIGHT_NEIGHBOURS)
+    y, x = divmod(peak, cols)
     return HeatmapSummary(
-        peak_x=(x + 0.5) / cols, peak_y=(y + 0.5) / rows, spread=float(above.mean()), fragments=int(fragments)
+        peak_x=(x + 0.5) / cols,
+        peak_y=(y + 0.5) / rows,
+        spread=np.count_nonzero(above) / above.size,
+        fragments=int(fragments),
     )
 
 

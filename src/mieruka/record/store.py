@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
 from mieruka.errors import MierukaError
 from mieruka.record.schema import decisions, migrate, models, open_engine
@@ -77,6 +77,26 @@ def files_folder(engine: Engine, given: str | os.PathLike[str] | None) -> Path:
     return path.with_name(f"{path.stem}-files")
 
 
+class _Insert:
+    """The insert of decisions, compiled once for the engine's driver and run through it directly: the writer runs
+    it for every batch, and SQLAlchemy's statement cache and parameter handling cost more than the insert itself
+    (every column is a plain number or string, which the drivers take as they are)."""
+
+    def __init__(self, engine: Engine):
+        columns = [c for c in decisions.columns if not c.primary_key]
+        statement = insert(decisions).values({c.name: bindparam(c.name) for c in columns})
+        compiled = statement.compile(dialect=engine.dialect)
+        self.sql = str(compiled)
+        self.names = [c.name for c in columns]
+        self.order = compiled.positiontup  # the parameters' order for a positional driver (SQLite); None: by name
+
+    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if self.order is not None:
+            conn.exec_driver_sql(self.sql, [tuple(r.get(k) for k in self.order) for r in rows])
+        else:
+            conn.exec_driver_sql(self.sql, [{k: r.get(k) for k in self.names} for r in rows])
+
+
 class Recorder:
     """Writes the decisions of a service to ``url`` (see the module docstring).
 
@@ -115,7 +135,7 @@ class Recorder:
         self.recorded = 0
         self._last_prune = 0.0
         self._conn: Connection | None = None
-        self._insert = insert(decisions)  # built once: the writer runs it for every batch
+        self._insert = _Insert(self.engine)  # built once: the writer runs it for every batch
         self._written: set[str] = set()
         """Names of the files this writer kept (or found) since the last prune, so that an image sent again is
         not looked up on disk again."""
@@ -194,7 +214,7 @@ class Recorder:
             if self._conn is None:  # the writer's own connection, kept open (no pool checkout per batch)
                 self._conn = self.engine.connect()
             with self._conn.begin():
-                self._conn.execute(self._insert, rows)
+                self._insert.run(self._conn, rows)
             self.recorded += len(rows)
         except Exception as exc:
             self._drop_connection()  # a broken one is opened anew for the next batch
