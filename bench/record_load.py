@@ -111,7 +111,7 @@ def _kill_under_load(model: Path, record: str, data: bytes, clients: int, second
     return acknowledged
 
 
-def _history_ms(model: Path, url: str) -> dict[str, float]:
+def _history_ms(model: Path, url: str, rows: int) -> dict[str, float]:
     """Median time of the History view's request on the record at ``url`` (the service's app, in process)."""
     from fastapi.testclient import TestClient
 
@@ -124,7 +124,7 @@ def _history_ms(model: Path, url: str) -> dict[str, float]:
     line = LineRecord(Recorder(url, keep="none"), model, runtime.info, runtime.method)
     client = TestClient(create_app(runtime, record=line))
     out = {}
-    for name, params in (("newest", {}), ("ng", {"verdict": "NG"}), ("part", {"part": "P99999"}),
+    for name, params in (("newest", {}), ("ng", {"verdict": "NG"}), ("part", {"part": f"P{rows - 1}"}),
                          ("page_deep", {"before": 1000})):  # fmt: skip
         times = []
         for _ in range(21):
@@ -208,7 +208,7 @@ def main() -> None:
         with_files = sum(1 for row in rows if row[-2] is not None)  # image_file
         lost = [p for p in acknowledged if p not in kept]
         export_s, export_url = _export_rows(tmp, args.export_rows)
-        history = _history_ms(model, export_url)
+        history = _history_ms(model, export_url, args.export_rows)
 
     def median(name: str, key: str) -> float:
         return float(statistics.median(float(r[key]) for r in phases[name]))
