@@ -91,6 +91,7 @@ def main() -> None:
         send(val)
         for name, alter in (("test", None), ("dark", _dark), ("shift", _shift)):
             send(test, alter)
+            line.recorder.sync()  # the writer's next flush, now
             engine = open_record(url)
             found = [monitor(engine, window=w, reference=len(val)) for w in windows]
             engine.dispose()

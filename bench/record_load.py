@@ -141,7 +141,7 @@ def _export_rows(tmp: Path, rows: int) -> tuple[float, str]:
     from mieruka.record.store import Recorder
 
     url = f"sqlite:///{tmp / 'export' / 'records.db'}"
-    recorder = Recorder(url, keep="none", queue_size=10_000)
+    recorder = Recorder(url, keep="none")
     rng = np.random.default_rng(0)
     base = {"model_id": "b" * 64, "model_version": "bench", "tta": "none", "method": "gradcam", "threshold": 0.5,
             "width": 224, "height": 224, "fragments": 1}  # fmt: skip

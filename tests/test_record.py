@@ -1,4 +1,4 @@
-"""The line's record: features, the recorder (group commit, content-addressed files, retention), export, drift."""
+"""The line's record: features, the recorder (journal, content-addressed files, retention), export, drift."""
 
 from __future__ import annotations
 
@@ -88,18 +88,22 @@ class _Info:
 
 
 def _recorder(tmp_path: Path, **kw: Any) -> Recorder:
+    kw.setdefault("flush_s", 3600.0)  # written to the database by sync() or close() only: no test races the writer
     rec = Recorder(f"sqlite:///{tmp_path / 'r' / 'records.db'}", **kw)
     rec.register_model("a" * 64, _Info(), "model.safetensors", None)
     return rec
 
 
-def test_the_recorder_commits_before_it_answers_and_keeps_files_once(tmp_path: Path) -> None:
+def test_the_recorder_journals_before_it_answers_writes_once_and_keeps_files_once(tmp_path: Path) -> None:
     rec = _recorder(tmp_path, keep="ng")
     rng = np.random.default_rng(1)
     png = b"\x89PNG fake bytes"
     rows = [_row(i, rng) for i in range(3)]
     assert rec.record(rows, [[Kept(png, ".png")], [Kept(png, ".png")], []])
-    assert rec.count() == 3  # committed when record() returned
+    journal = [json.loads(line) for line in rec.journal.path.read_text(encoding="utf-8").splitlines()]
+    assert [r["part_id"] for r in journal] == ["P00000", "P00001", "P00002"]  # in the file when record() returned
+    assert rec.count() == 0 and rec.sync() == 3 and rec.count() == 3
+    assert rec.sync() == 0 and rec.count() == 3  # written once
     digest = hashlib.sha256(png).hexdigest()
     kept = tmp_path / "r" / "records-files" / digest[:2] / f"{digest}.png"
     assert kept.read_bytes() == png and len(list((tmp_path / "r" / "records-files").rglob("*.png"))) == 1
@@ -108,6 +112,79 @@ def test_the_recorder_commits_before_it_answers_and_keeps_files_once(tmp_path: P
     got = list(csv.DictReader(out.open(encoding="utf-8")))
     assert [r["part_id"] for r in got] == ["P00000", "P00001", "P00002"]
     assert got[0]["image_file"] == f"{digest[:2]}/{digest}.png" and got[2]["image_file"] == ""
+    rec.close()
+
+
+_KILLED_SERVICE = """
+import json, os, signal, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from test_record import _row
+from mieruka.record.store import Recorder
+rec = Recorder(sys.argv[1], keep="none", flush_s=3600.0)
+rng = np.random.default_rng(7)
+assert rec.record([_row(i, rng) for i in range(2)], [[], []]) and rec.sync() == 2  # written, its offset stored
+later = [{k: v for k, v in _row(2 + i, rng).items() if k != "brightness"} for i in range(3)]
+assert rec.record(later, [[], [], []], lambda: [{"brightness": 0.5}] * 3)  # journaled only, features to come
+os.write(rec.journal.fd, b'{"time": 1780000099.0, "part_id": "CU')  # the kill cuts a line being written
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_services_journal_is_written_once_by_the_next_that_opens_the_record(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'r' / 'records.db'}"
+    child = subprocess.run([sys.executable, "-c", _KILLED_SERVICE, url, str(Path(__file__).parent)], timeout=120)
+    assert child.returncode == -9
+    pending = tmp_path / "r" / "records-files.pending"
+    assert len(list(pending.glob("*.jsonl"))) == 1
+    out = tmp_path / "all.csv"
+    assert export(url, Selection(), out) == 5  # the reader wrote the three journaled rows first, not the cut line
+    got = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [r["part_id"] for r in got] == [f"P{i:05d}" for i in range(5)]
+    assert [r["brightness"] == "" for r in got] == [False, False, True, True, True]  # the decision, not its features
+    assert list(pending.glob("*.jsonl")) == [] and export(url, Selection(), out) == 5
+    engine = open_record(url)
+    with engine.connect() as conn:
+        assert [k for (k,) in conn.exec_driver_sql("SELECT key FROM mieruka_meta")] == ["schema_version"]
+    engine.dispose()
+
+
+def test_a_live_services_journal_is_left_to_it_and_a_long_one_is_renewed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mieruka.record.store as store
+
+    rec = _recorder(tmp_path, keep="none")
+    rng = np.random.default_rng(8)
+    assert rec.record([_row(i, rng) for i in range(3)], [[], [], []])
+    assert export(rec.url, Selection(), tmp_path / "a.csv") == 0  # its process lives: not an orphan
+    monkeypatch.setattr(store, "ROTATE_BYTES", 1)
+    first = rec.journal.path
+    assert rec.sync() == 3 and not first.exists() and rec.journal.path != first  # all written: a new file
+    assert rec.record([_row(3, rng)], [[]]) and rec.sync() == 1 and rec.count() == 4
+    bare = {k: v for k, v in _row(4, rng).items() if k not in ("brightness", "spread")}
+    assert rec.record([bare], [[]], lambda: [{"brightness": 0.123, "spread": 0.25}])
+    assert rec.record([bare], [[]], lambda: 1 / 0)  # features that fail: the decision is kept without them
+    assert rec.sync() == 2
+    with rec.engine.connect() as conn:
+        got = conn.exec_driver_sql("SELECT brightness, spread, verdict FROM decisions WHERE id > 4").fetchall()
+    assert got == [(0.123, 0.25, bare["verdict"]), (None, None, bare["verdict"])]
+    refused = {**_row(5, rng), "class": None}  # NOT NULL: the database refuses it, and only it
+    assert rec.record([_row(6, rng), refused, _row(7, rng)], [[], [], []]) and rec.sync() == 2 and rec.failed == 1
+    assert rec.sync() == 0 and rec.count() == 8
+    rec.close()
+    assert list((tmp_path / "r" / "records-files.pending").glob("*")) == []
+    assert export(rec.url, Selection(), tmp_path / "b.csv") == 8
+
+
+def test_answers_say_not_recorded_when_too_much_waits_for_the_database(tmp_path: Path) -> None:
+    rec = _recorder(tmp_path, keep="none", max_pending_mb=1e-4)  # about 100 bytes: one row's line is more
+    rng = np.random.default_rng(9)
+    assert rec.record([_row(0, rng)], [[]]) and not rec.record([_row(1, rng)], [[]]) and rec.failed == 1
+    assert rec.sync() == 1 and rec.record([_row(2, rng)], [[]])  # written: room again
     rec.close()
 
 
@@ -121,7 +198,8 @@ def test_the_writer_stores_every_column_as_given(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     rows = [_row(i, rng) for i in range(2)]
     rows[1]["part_id"] = None  # a decision without a part id
-    assert rec.record(rows, [[], []])
+    rows[0]["filename"] = 'ひび\n割れ "A".png'  # through the journal's JSON lines as it came
+    assert rec.record(rows, [[], []]) and rec.sync() == 2
     with rec.engine.connect() as conn:
         got = [dict(r._mapping) for r in conn.execute(select(decisions).order_by(decisions.c.id))]
     rec.close()
@@ -135,6 +213,7 @@ def test_retention_removes_old_files_and_their_names_but_keeps_the_rows(tmp_path
     rec = _recorder(tmp_path, keep="all", retention=(1.0, None))
     rng = np.random.default_rng(2)
     assert rec.record([_row(0, rng), _row(1, rng)], [[Kept(b"old", ".png")], [Kept(b"new", ".png")]])
+    rec.sync()
     files = sorted((tmp_path / "r" / "records-files").rglob("*.png"))
     old = next(p for p in files if p.read_bytes() == b"old")
     os.utime(old, (time.time() - 3 * 86400,) * 2)
@@ -174,6 +253,7 @@ def test_monitor_is_quiet_on_a_stable_line_and_names_what_moved(
     rec = _recorder(tmp_path, keep="none")
     rng = np.random.default_rng(4)
     rec.record([_row(i, rng) for i in range(800)], [[] for _ in range(800)])  # reference 500, then 300 alike
+    rec.sync()
     url = rec.url
     capsys.readouterr()
     assert main(["monitor", url, "--window", "300", "--json"]) == 0
@@ -181,6 +261,7 @@ def test_monitor_is_quiet_on_a_stable_line_and_names_what_moved(
     assert report["alerts"] == [] and set(report["psi"]) == {*FEATURES, "class_mix"}
     assert report["reference"]["n"] == 500 and report["window"]["n"] == 300
     rec.record([_row(800 + i, rng, brightness=0.3) for i in range(300)], [[] for _ in range(300)])  # darker by 40 %
+    rec.sync()
     assert report["histograms"]["brightness"]["reference"] == pytest.approx([0.1] * 10, abs=0.002)  # its deciles
     assert max(abs(w - 0.1) for w in report["histograms"]["brightness"]["window"]) < 0.06  # a stable line's window
     chart = report["ng_rate"]["chart"]
@@ -202,6 +283,7 @@ def test_monitor_is_quiet_on_a_stable_line_and_names_what_moved(
     assert ng_jump.psi["brightness"] is not None and ng_jump.psi["brightness"] > 0.25
     engine.dispose()
     rec.record([_row(1100 + i, rng, ng=0.6) for i in range(300)], [[] for _ in range(300)])  # NG rate 0.2 → 0.6
+    rec.sync()
     assert main(["monitor", url, "--window", "300"]) == 3
     assert "ALERT: NG rate" in capsys.readouterr().out
     rec.close()

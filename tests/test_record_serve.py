@@ -57,8 +57,11 @@ def test_the_service_records_every_answer_with_its_part_id(tiny_run: Path, synth
     assert answer["recorded"] is True
     form = client.post("/v1/predict", files=files[:1], data={"part_id": "F-1"}).json()
     assert form["recorded"] is True
+    too_long = client.post("/v1/predict", files=files[:1], headers={"X-Part-Id": "P" * 201})
+    assert too_long.status_code == 422 and "200 characters" in too_long.text  # the record's column: refused, said
     described = client.get("/v1/model").json()["record"]
     assert described["model_id"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    line.recorder.sync()  # what the writer does every 0.2 s: another reader sees the answers from then on
     rows = _rows(url, tmp_path / "r.csv")
     assert [r["part_id"] for r in rows] == ["LOT7-0042"] * 4 + ["F-1"]
     for row, result in zip(rows, [*answer["results"], *form["results"]], strict=True):

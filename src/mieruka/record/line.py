@@ -8,6 +8,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ __all__ = ["PART_ID_HEADER", "LineRecord", "model_id"]
 
 OVERLAY_SIDE = 512
 """A kept overlay is drawn at most this many pixels a side (the service's own answer size)."""
+
+FILENAME_MAX = 400
+"""The longest file name the record keeps (longer ones are cut: the schema's ``filename`` column)."""
 
 PART_ID_HEADER = "X-Part-Id"
 """The header (or the form field ``part_id``) that carries the client's id of the part in the picture."""
@@ -62,16 +66,15 @@ class LineRecord:
         recorder.register_model(self.model_id, info, str(model_path), info.summary.get("drift_reference"))  # training's
 
     def row(self, a: Answered, part_id: str | None, now: float) -> tuple[dict[str, Any], list[Kept]]:
-        """The row of one answer, and the files to keep with it."""
+        """The row of one answer (without the features :func:`features` computes), and the files to keep."""
         classes = self.info.classes
         top = int(a.probs.argmax())
-        heat = heatmap_summary(a.heat).as_dict() if a.heat is not None else {}
         row = {
             "time": now,
             "part_id": part_id,
             "model_id": self.model_id,
             "model_version": self.info.version,
-            "filename": a.filename,
+            "filename": None if a.filename is None else a.filename[:FILENAME_MAX],
             "class": classes[top],
             "probability": float(a.probs[top]),
             "probabilities": json.dumps(
@@ -84,12 +87,10 @@ class LineRecord:
             "method": self.method,
             "width": int(a.image.shape[1]),
             "height": int(a.image.shape[0]),
-            **image_features(a.image).as_dict(),
-            **heat,
         }
         kept: list[Kept] = []
         if self.recorder.wants(a.verdict):
-            suffix = Path(a.filename or "upload.png").suffix.lower() or ".img"
+            suffix = os.path.splitext(a.filename or "upload.png")[1].lower() or ".img"
             kept.append(Kept(a.raw, suffix))
             if a.overlay_png is not None:
                 kept.append(Kept(a.overlay_png, ".png"))
@@ -98,7 +99,18 @@ class LineRecord:
         return row, kept
 
     def record(self, answered: list[Answered], part_id: str | None) -> bool:
-        """Record one request's images (every one with the request's part id); False when it could not be."""
+        """Record one request's images (every one with the request's part id); False when it could not be. Their
+        image and heatmap features are computed by the recorder's writer thread, for many answers in a row."""
         now = time.time()
         pairs = [self.row(a, part_id, now) for a in answered]
-        return self.recorder.record([r for r, _ in pairs], [k for _, k in pairs])
+        pictures = [(a.image, a.heat) for a in answered]
+        return self.recorder.record([r for r, _ in pairs], [k for _, k in pairs], partial(features, pictures))
+
+
+def features(pictures: list[tuple[np.ndarray, np.ndarray | None]]) -> list[dict[str, Any]]:
+    """The drift features of answered images (:mod:`mieruka.record.features`): of the image, and of its heatmap
+    when there is one."""
+    return [
+        {**image_features(image).as_dict(), **(heatmap_summary(heat).as_dict() if heat is not None else {})}
+        for image, heat in pictures
+    ]

@@ -4,6 +4,7 @@ memory stays flat, written to CSV or Parquet (``mieruka records``) or handed to 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ __all__ = ["COLUMNS", "Selection", "export", "iter_rows", "open_record", "parse_
 
 COLUMNS = tuple(c.name for c in decisions.columns)
 PAGE = 5000
+
+_log = logging.getLogger("mieruka.record")
 
 
 def parse_time(text: str | None, option: str) -> float | None:
@@ -75,6 +78,13 @@ def open_record(url: str) -> Engine:
         raise MierukaError(f"{url}: no such record (serve --record {url} writes one)")
     engine = open_engine(url)
     migrate(engine)
+    if engine.dialect.name == "sqlite":  # the answers a killed service left in its journal: written first
+        from mieruka.record.store import files_folder, write_orphans
+
+        try:
+            write_orphans(engine, files_folder(engine, None))
+        except Exception as exc:  # a read-only copy of the record, say: read what is there
+            _log.warning("%s: the answers left in its journal are not written (%s)", url, exc)
     return engine
 
 

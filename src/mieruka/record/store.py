@@ -1,11 +1,11 @@
 """The service's record: every answered image kept, without holding the answer for long.
 
-A request hands its rows (and the files to keep) to :meth:`Recorder.record` and waits for the write: one thread
-takes what the requests queued (a bounded queue), writes the files, inserts every row queued meanwhile in one
-transaction and commits (a group commit), then releases the requests. So an answer is sent only once its record
-is committed (a killed service loses no acknowledged answer), and a busy service pays one commit per batch, not
-per image. When the queue is full or the write takes longer than ``wait_s``, the answer goes out anyway and says
-``"recorded": false`` (:attr:`Recorder.failed` counts them).
+A request writes its files and appends its rows to this process's journal (:mod:`mieruka.record.journal`, one line
+each) and answers: a killed service loses no acknowledged answer. The writer thread writes the journal's new lines
+to the database every ``flush_s`` (0.2 s), in one transaction; readers of the record see an answer that much later
+(the service's own History and Drift views write what is pending first). When the journal cannot be written (a full
+disk), or more than ``max_pending_mb`` wait for a database that does not take them, the answer goes out anyway and
+says ``"recorded": false`` (:attr:`Recorder.failed` counts them).
 
 Files are content-addressed (``files/ab/abcdef….png``, the SHA-256 of their bytes): the same image sent twice is
 kept once. ``keep``: ``all``, ``ng`` (the images judged NG) or ``none``. Retention applies to the files (the rows,
@@ -18,29 +18,37 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
-import queue
 import re
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy.exc import DataError, IntegrityError
 
 from mieruka.errors import MierukaError
+from mieruka.record.journal import Journal, fold_orphans, forget, pending_folder, set_offset
 from mieruka.record.schema import decisions, migrate, models, open_engine
 
-__all__ = ["KEEP_CHOICES", "Kept", "Recorder", "files_folder", "kept_file"]
+__all__ = ["KEEP_CHOICES", "Kept", "Recorder", "files_folder", "kept_file", "write_orphans"]
 
 KEEP_CHOICES = ("all", "ng", "none")
 WRITTEN_MEMORY = 100_000
 """The most kept-file names the writer remembers as written (then it starts again from none)."""
 PRUNE_EVERY_S = 300.0
 """How often the writer applies the retention limits (and once when it starts)."""
+ROTATE_BYTES = 16 << 20
+"""A journal this long, all of it in the database, is replaced by a new one (and removed)."""
+
+_log = logging.getLogger("mieruka.record")
+
+Later = Callable[[], list[dict[str, Any]]]
+"""Computes more columns of a request's rows (one dict per row) when the writer writes them."""
 
 
 @dataclass(frozen=True)
@@ -71,10 +79,29 @@ def files_folder(engine: Engine, given: str | os.PathLike[str] | None) -> Path:
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         raise MierukaError(
             f"{engine.url.render_as_string(hide_password=True)}: a server database keeps no files beside it; give "
-            "--record-files DIR, the folder of its kept images (serve --record-files DIR)"
+            "--record-files DIR, the folder of its kept images and of the answers waiting to be written "
+            "(serve --record-files DIR)"
         )
     path = Path(database)
     return path.with_name(f"{path.stem}-files")
+
+
+def write_orphans(engine: Engine, files: Path) -> int:
+    """Write to the database what the journals of killed services beside ``files`` hold (see
+    :mod:`mieruka.record.journal`); returns how many rows."""
+    return fold_orphans(engine, pending_folder(files), _Insert(engine).run)
+
+
+def _completed(rows: list[dict[str, Any]], later: Later | None) -> list[dict[str, Any]]:
+    """``rows`` with the columns ``later`` computes (without them when it fails: the decision is kept)."""
+    if later is None:
+        return rows
+    try:
+        more = later()
+    except Exception as exc:
+        _log.error("record: the features of %d answered rows not computed (%s)", len(rows), exc)
+        return rows
+    return [{**row, **extra} for row, extra in zip(rows, more, strict=True)]
 
 
 class _Insert:
@@ -103,10 +130,11 @@ class Recorder:
     Args:
         url: ``sqlite:///PATH`` or ``postgresql://…``.
         keep: Which images (and their overlays) to keep as files.
-        files: Folder for the files (default: beside a SQLite database).
-        retain_days, retain_gb: Retention limits of the files (None: none).
-        queue_size: Most rows waiting to be written.
-        wait_s: Longest a request waits for its record.
+        files: Folder for the files (default: beside a SQLite database; a server database needs one, for its
+            journal).
+        retention: Retention limits of the files, (days, GiB) (None: none).
+        flush_s: How often the writer thread writes the journal to the database.
+        max_pending_mb: Most journal waiting for the database before answers say ``"recorded": false``.
     """
 
     def __init__(
@@ -116,8 +144,8 @@ class Recorder:
         keep: str = "ng",
         files: str | os.PathLike[str] | None = None,
         retention: tuple[float | None, float | None] = (None, None),
-        queue_size: int = 4096,
-        wait_s: float = 5.0,
+        flush_s: float = 0.2,
+        max_pending_mb: float = 64.0,
     ):
         if keep not in KEEP_CHOICES:
             raise MierukaError(f"--keep {keep}: choose one of {', '.join(KEEP_CHOICES)}")
@@ -125,27 +153,34 @@ class Recorder:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = open_engine(url)
         migrate(self.engine)
-        self.url, self.keep, self.wait_s = url, keep, wait_s
-        self.files = files_folder(self.engine, files) if keep != "none" else None
+        self.url, self.keep, self.flush_s = url, keep, flush_s
+        folder = files_folder(self.engine, files)
+        self.files = folder if keep != "none" else None
         self.retain_days, self.retain_gb = retention
-        self.queue: queue.Queue[tuple[list[dict[str, Any]], list[list[Kept]], Future[None]] | None] = queue.Queue(
-            queue_size
-        )
+        self.max_pending = int(max_pending_mb * (1 << 20))
         self.failed = 0
         self.recorded = 0
-        self._last_prune = 0.0
-        self._conn: Connection | None = None
         self._insert = _Insert(self.engine)  # built once: the writer runs it for every batch
+        self.pending = pending_folder(folder)
+        self.recorded += write_orphans(self.engine, folder)  # what a killed predecessor answered
+        self.journal = Journal(self.pending)
+        self._done = 0
+        """Bytes of this process's journal in the database."""
+        self._ready: list[dict[str, Any]] = []
+        """Rows taken from the journal, complete, waiting for the database (when it failed)."""
+        self._ready_end = 0
+        self._flushing = threading.Lock()
+        self._failing = False
+        self._last_prune = 0.0
         self._written: set[str] = set()
-        """Names of the files this writer kept (or found) since the last prune, so that an image sent again is
+        """Names of the files this process kept (or found) since the last prune, so that an image sent again is
         not looked up on disk again."""
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mieruka-recorder", daemon=True)
         self._thread.start()
 
     def register_model(self, model_id: str, info: Any, path: str, reference: dict[str, Any] | None) -> None:
         """Describe the model that answers (once per model id; ``serve --workers N`` processes may race here)."""
-        from sqlalchemy.exc import IntegrityError
-
         with contextlib.suppress(IntegrityError):  # another worker process registered it first
             self._register(model_id, info, path, reference)
 
@@ -168,70 +203,106 @@ class Recorder:
         """Whether an image with this verdict is kept as a file."""
         return self.keep == "all" or (self.keep == "ng" and verdict == "NG")
 
-    def record(self, rows: list[dict[str, Any]], kept: list[list[Kept]]) -> bool:
-        """Queue ``rows`` (and each row's files) and wait for their commit; False when it did not happen in time."""
-        done: Future[None] = Future()
-        try:
-            self.queue.put((rows, kept, done), timeout=self.wait_s)
-            done.result(timeout=self.wait_s)
-        except Exception:  # a full queue, a slow or failed write: the answer goes out, saying so
+    def record(self, rows: list[dict[str, Any]], kept: list[list[Kept]], later: Later | None = None) -> bool:
+        """Keep each row's files and append the rows to the journal; False when that could not be done (the
+        answer goes out anyway, saying so). ``later``: more columns of each row, which the writer thread computes
+        when it writes them to the database (a row written from a killed service's journal has none of them)."""
+        if self.journal.written - self._done > self.max_pending:
             self.failed += len(rows)
             return False
-        return True
+        try:
+            named = []
+            for row, files in zip(rows, kept, strict=True):
+                names = [self._keep_file(f) for f in files]
+                named.append({**row, "image_file": names[0] if names else None,
+                              "overlay_file": names[1] if len(names) > 1 else None})  # fmt: skip
+            if self.journal.append(named, later):
+                return True
+        except OSError as exc:
+            _log.error("record: cannot keep an answer (%s)", exc)
+        self.failed += len(rows)
+        return False
+
+    def sync(self) -> int:
+        """Write what was answered to the database now (the writer does every ``flush_s``); returns how many rows."""
+        with self._flushing:
+            for rows, later, end in self.journal.take():
+                self._ready += _completed(rows, later)
+                self._ready_end = end
+            if not self._ready:
+                return 0
+            try:
+                with self.engine.begin() as conn:
+                    self._insert.run(conn, self._ready)
+                    set_offset(conn, self.journal.key, self._ready_end)
+                written = len(self._ready)
+            except (DataError, IntegrityError):  # a row the database refuses must not hold up the others
+                written = self._one_by_one()
+            self._ready, self._done = [], self._ready_end
+            self.recorded += written
+            if self._done >= ROTATE_BYTES:
+                self._rotate()
+            return written
+
+    def _one_by_one(self) -> int:
+        """Write the ready rows one transaction each, the last one with the journal's offset; a row refused is
+        dropped, named in the log (the service checks what it records, so this is not expected)."""
+        written = 0
+        for k, row in enumerate(self._ready):
+            try:
+                with self.engine.begin() as conn:
+                    self._insert.run(conn, [row])
+                    if k == len(self._ready) - 1:
+                        set_offset(conn, self.journal.key, self._ready_end)
+                written += 1
+            except (DataError, IntegrityError) as exc:
+                _log.error("record: the database refused a decision (part %r): %s", row.get("part_id"), exc)
+                self.failed += 1
+        with self.engine.begin() as conn:  # when the last row was refused
+            set_offset(conn, self.journal.key, self._ready_end)
+        return written
+
+    def _rotate(self) -> None:
+        """Go on in a new journal when this one is long and all of it is in the database; remove the old one."""
+        with self.journal.lock:
+            if self.journal.written != self._done or self.journal.waiting:  # answers appended meanwhile: later
+                return
+            path, fd = self.journal.renew()
+            self._done = 0
+        forget(self.engine, path)  # still locked: no other process takes it for an orphan meanwhile
+        os.close(fd)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued, then stop the writer."""
-        self.queue.put(None)
+        """Write what is pending, then stop the writer (and remove the journal, all of it written)."""
+        self._stop.set()
         self._thread.join(timeout)
-        self._drop_connection()
+        try:
+            self.sync()
+        except Exception as exc:  # the journal stays, for the next process that opens the record
+            _log.error("record: %s; the answers wait in %s", exc, self.journal.path)
+            self.journal.close()
+        else:
+            forget(self.engine, self.journal.path)
+            self.journal.close()
         self.engine.dispose()
 
     def _run(self) -> None:
-        while True:
-            first = self.queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < 256:
+        while not self._stop.wait(self.flush_s):
+            try:
+                self.sync()
+                if self._failing:
+                    _log.warning("record: writing to the database again")
+                self._failing = False
+            except Exception as exc:  # the rows wait in the journal; tried again at the next flush
+                if not self._failing:
+                    _log.error("record: cannot write to the database (%s); answers wait in the journal", exc)
+                self._failing = True
+            if time.monotonic() - self._last_prune > PRUNE_EVERY_S:
+                self._last_prune = time.monotonic()
                 try:
-                    more = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self.queue.put(None)  # stop after this batch
-                    break
-                batch.append(more)
-            self._write(batch)
-
-    def _write(self, batch: Sequence[tuple[list[dict[str, Any]], list[list[Kept]], Future[None]]]) -> None:
-        try:
-            rows = []
-            for request_rows, kept, _ in batch:
-                for row, files in zip(request_rows, kept, strict=True):
-                    names = [self._keep_file(f) for f in files]
-                    rows.append({**row, "image_file": names[0] if names else None,
-                                 "overlay_file": names[1] if len(names) > 1 else None})  # fmt: skip
-            if self._conn is None:  # the writer's own connection, kept open (no pool checkout per batch)
-                self._conn = self.engine.connect()
-            with self._conn.begin():
-                self._insert.run(self._conn, rows)
-            self.recorded += len(rows)
-        except Exception as exc:
-            self._drop_connection()  # a broken one is opened anew for the next batch
-            for _, _, done in batch:
-                done.set_exception(exc)
-            return
-        for _, _, done in batch:
-            done.set_result(None)
-        if time.monotonic() - self._last_prune > PRUNE_EVERY_S:
-            self._last_prune = time.monotonic()
-            self.prune()
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
+                    self.prune()
+                except Exception as exc:
+                    _log.error("record: retention not applied (%s)", exc)
 
     def _keep_file(self, kept: Kept) -> str:
         assert self.files is not None

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["API_KEY_HEADER", "create_app"]
 
 API_KEY_HEADER = "X-API-Key"
+PART_ID_MAX = 200
+"""The longest part id a request may give (the record's ``part_id`` column); a longer one is refused (422)."""
 """The header that carries the API key when the service is started with one."""
 
 _key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="required when the service has a key")
@@ -105,9 +107,12 @@ def create_app(
             float | None, Query(ge=0.0, le=1.0, description="NG-probability threshold (default: the model's)")
         ] = None,
         part_header: Annotated[
-            str | None, Header(alias="X-Part-Id", description="the part's id, kept in the record")
+            str | None,
+            Header(alias="X-Part-Id", max_length=PART_ID_MAX, description="the part's id, kept in the record"),
         ] = None,
-        part_id: Annotated[str | None, Form(description="the part's id (instead of the X-Part-Id header)")] = None,
+        part_id: Annotated[
+            str | None, Form(max_length=PART_ID_MAX, description="the part's id (instead of the X-Part-Id header)")
+        ] = None,
     ) -> dict[str, Any]:
         return judge.answer(files, pictures, threshold, part_header or part_id)
 

@@ -60,6 +60,7 @@ def add_record_routes(app: FastAPI, record: LineRecord, check_key: Callable[...,
                 q = q.where(column == value)
         if before is not None:
             q = q.where(decisions.c.id < before)
+        record.recorder.sync()  # this process's newest answers first
         with engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(q)]
         return {
@@ -100,6 +101,7 @@ def add_record_routes(app: FastAPI, record: LineRecord, check_key: Callable[...,
     ) -> dict[str, Any]:
         from mieruka.record.monitor import monitor
 
+        record.recorder.sync()
         try:
             report = monitor(engine, model=record.model_id, window=window, reference=reference)
         except MierukaError as exc:
