@@ -47,6 +47,19 @@ def test_heatmap_summary_finds_the_peak_the_spread_and_the_pieces() -> None:
     assert (flat.peak_x, flat.peak_y, flat.spread, flat.fragments) == (1 / 16, 1 / 8, 0.0, 0)
 
 
+def test_heatmaps_summarised_together_are_summarised_as_one_by_one() -> None:
+    from mieruka.record.features import heatmap_summaries, in_stacks
+
+    rng = np.random.default_rng(11)
+    pieces = np.zeros((12, 12), np.float32)
+    pieces[1, 1] = pieces[5, 5] = pieces[9, 2] = 1.0  # three pieces
+    noise = [rng.random(shape).astype(np.float32) for shape in ((12, 12), (30, 20))]
+    maps = [noise[0], np.zeros((12, 12), np.float32), pieces, noise[1], pieces * 2 - 1, (noise[0] > 0.7) * 1.0]
+    together = in_stacks(heatmap_summaries, maps)  # two sizes, a flat map between maps with pieces
+    assert together == [heatmap_summary(m) for m in maps]
+    assert [s.fragments for s in together][1:3] == [0, 3] and together[4].fragments == 3
+
+
 def test_psi_is_near_zero_for_one_distribution_and_large_for_a_shift() -> None:
     rng = np.random.default_rng(0)
     ref = rng.normal(0.5, 0.1, 2000)
@@ -125,7 +138,8 @@ rec = Recorder(sys.argv[1], keep="none", flush_s=3600.0)
 rng = np.random.default_rng(7)
 assert rec.record([_row(i, rng) for i in range(2)], [[], []]) and rec.sync() == 2  # written, its offset stored
 later = [{k: v for k, v in _row(2 + i, rng).items() if k != "brightness"} for i in range(3)]
-assert rec.record(later, [[], [], []], lambda: [{"brightness": 0.5}] * 3)  # journaled only, features to come
+rec.complete = lambda attached: [{"brightness": a} for a in attached]
+assert rec.record(later, [[], [], []], [0.5] * 3)  # journaled only, its features to come
 os.write(rec.journal.fd, b'{"time": 1780000099.0, "part_id": "CU')  # the kill cuts a line being written
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -166,18 +180,19 @@ def test_a_live_services_journal_is_left_to_it_and_a_long_one_is_renewed(
     assert rec.sync() == 3 and not first.exists() and rec.journal.path != first  # all written: a new file
     assert rec.record([_row(3, rng)], [[]]) and rec.sync() == 1 and rec.count() == 4
     bare = {k: v for k, v in _row(4, rng).items() if k not in ("brightness", "spread")}
-    assert rec.record([bare], [[]], lambda: [{"brightness": 0.123, "spread": 0.25}])
-    assert rec.record([bare], [[]], lambda: 1 / 0)  # features that fail: the decision is kept without them
-    assert rec.sync() == 2
+    rec.complete = lambda attached: [{"brightness": 1 / a, "spread": a / 8} for a in attached]  # all at once
+    assert rec.record([bare, bare], [[], []], [2.0, 4.0]) and rec.record([bare], [[]]) and rec.sync() == 3
+    assert rec.record([bare], [[]], [0.0]) and rec.sync() == 1  # features that fail: the decision kept without
     with rec.engine.connect() as conn:
         got = conn.exec_driver_sql("SELECT brightness, spread, verdict FROM decisions WHERE id > 4").fetchall()
-    assert got == [(0.123, 0.25, bare["verdict"]), (None, None, bare["verdict"])]
+    v = bare["verdict"]
+    assert got == [(0.5, 0.25, v), (0.25, 0.5, v), (None, None, v), (None, None, v)]
     refused = {**_row(5, rng), "class": None}  # NOT NULL: the database refuses it, and only it
     assert rec.record([_row(6, rng), refused, _row(7, rng)], [[], [], []]) and rec.sync() == 2 and rec.failed == 1
-    assert rec.sync() == 0 and rec.count() == 8
+    assert rec.sync() == 0 and rec.count() == 10
     rec.close()
     assert list((tmp_path / "r" / "records-files.pending").glob("*")) == []
-    assert export(rec.url, Selection(), tmp_path / "b.csv") == 8
+    assert export(rec.url, Selection(), tmp_path / "b.csv") == 10
 
 
 def test_answers_say_not_recorded_when_too_much_waits_for_the_database(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ sampling). Heatmap features are computed on the map min–max scaled to [0, 1], 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from scipy import ndimage
@@ -24,8 +25,10 @@ __all__ = [
     "HEATMAP_FEATURES",
     "HeatmapSummary",
     "ImageFeatures",
+    "heatmap_summaries",
     "heatmap_summary",
     "image_features",
+    "in_stacks",
     "reference_from_rows",
     "tail_probability",
     "unusual_heatmap",
@@ -44,6 +47,8 @@ COLUMN = {"confidence": "probability"}
 
 IMAGE_SIDE = 128
 HEATMAP_SIDE = 64
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,29 +89,56 @@ def image_features(image: np.ndarray) -> ImageFeatures:
 
 
 _EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
+_EIGHT_NEIGHBOURS_IN_EACH = np.zeros((3, 3, 3), dtype=bool)
+_EIGHT_NEIGHBOURS_IN_EACH[1] = True  # connected within a map, never across the stack
 
 
 def heatmap_summary(heat: np.ndarray) -> HeatmapSummary:
     """Where an (h, w) heatmap peaks, how much of it is above half its maximum, and in how many pieces.
 
     Computed on the map as it is, with "half its maximum" taken between its minimum and maximum (the same as on
-    the min–max scaled map, without scaling it: the service runs this for every answer)."""
-    step = max(1, -(-max(heat.shape) // HEATMAP_SIDE))
-    h = np.asarray(heat[::step, ::step], dtype=np.float32)
-    peak = int(h.argmax())
-    lo, hi = float(h.min()), float(h.flat[peak])
-    rows, cols = h.shape
-    if not hi > lo:  # a flat map: no peak, nothing above half
-        return HeatmapSummary(peak_x=0.5 / cols, peak_y=0.5 / rows, spread=0.0, fragments=0)
-    above = h >= np.float32(lo + 0.5 * (hi - lo))
-    _, fragments = ndimage.label(above, structure=_EIGHT_NEIGHBOURS)
-    y, x = divmod(peak, cols)
-    return HeatmapSummary(
-        peak_x=(x + 0.5) / cols,
-        peak_y=(y + 0.5) / rows,
-        spread=np.count_nonzero(above) / above.size,
-        fragments=int(fragments),
-    )
+    the min–max scaled map, without scaling it). A flat map has no piece and nothing above half; its peak is
+    the first cell."""
+    return heatmap_summaries(heat[None])[0]
+
+
+def heatmap_summaries(heats: np.ndarray) -> list[HeatmapSummary]:
+    """:func:`heatmap_summary` of a stack of N maps of one shape, (N, h, w), computed together (the service's
+    writer thread does this for the answers it writes at once: a third of the time per map)."""
+    step = max(1, -(-max(heats.shape[1:]) // HEATMAP_SIDE))
+    h = np.asarray(heats[:, ::step, ::step], dtype=np.float32)
+    n, rows, cols = h.shape
+    flat = h.reshape(n, -1)
+    peak = flat.argmax(axis=1)
+    hi, lo = flat[np.arange(n), peak].astype(np.float64), flat.min(axis=1).astype(np.float64)
+    above = h >= (lo + 0.5 * (hi - lo)).astype(np.float32)[:, None, None]
+    above[~(hi > lo)] = False  # a flat map: nothing above half
+    if n == 1:
+        fragments = np.array([ndimage.label(above[0], structure=_EIGHT_NEIGHBOURS)[1]])
+    else:  # labels are numbered in scan order, so a map's pieces follow the previous maps': count by the running max
+        labels, _ = ndimage.label(above, structure=_EIGHT_NEIGHBOURS_IN_EACH)
+        fragments = np.diff(np.maximum.accumulate(labels.reshape(n, -1).max(axis=1)), prepend=0)
+    spread = np.count_nonzero(above.reshape(n, -1), axis=1) / (rows * cols)
+    y, x = np.divmod(peak, cols)
+    return [
+        HeatmapSummary(
+            peak_x=(int(x[i]) + 0.5) / cols, peak_y=(int(y[i]) + 0.5) / rows, spread=float(spread[i]), fragments=int(f)
+        )
+        for i, f in enumerate(fragments)
+    ]
+
+
+def in_stacks(compute: Callable[[np.ndarray], list[T]], arrays: Sequence[np.ndarray]) -> list[T]:
+    """``compute`` (:func:`heatmap_summaries`) of each array, the arrays of one shape and type stacked and computed
+    together; in the arrays' order."""
+    groups: dict[tuple[tuple[int, ...], np.dtype[Any]], list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault((a.shape, a.dtype), []).append(i)
+    out: list[T | None] = [None] * len(arrays)
+    for members in groups.values():
+        for i, value in zip(members, compute(np.stack([arrays[i] for i in members])), strict=True):
+            out[i] = value
+    return cast("list[T]", out)
 
 
 def values_of(rows: list[dict[str, Any]], feature: str) -> list[float]:

@@ -8,14 +8,13 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mieruka.explain.render import picture_png
-from mieruka.record.features import heatmap_summary, image_features
+from mieruka.record.features import heatmap_summaries, image_features, in_stacks
 from mieruka.record.store import Kept, Recorder
 
 __all__ = ["PART_ID_HEADER", "LineRecord", "model_id"]
@@ -63,6 +62,7 @@ class LineRecord:
     def __init__(self, recorder: Recorder, model_path: str | os.PathLike[str], info: Any, method: str | None):
         self.recorder, self.info, self.method = recorder, info, method
         self.model_id = model_id(model_path)
+        recorder.complete = features  # computed by the recorder's writer, for all the answers it writes at once
         recorder.register_model(self.model_id, info, str(model_path), info.summary.get("drift_reference"))  # training's
 
     def row(self, a: Answered, part_id: str | None, now: float) -> tuple[dict[str, Any], list[Kept]]:
@@ -104,13 +104,16 @@ class LineRecord:
         now = time.time()
         pairs = [self.row(a, part_id, now) for a in answered]
         pictures = [(a.image, a.heat) for a in answered]
-        return self.recorder.record([r for r, _ in pairs], [k for _, k in pairs], partial(features, pictures))
+        return self.recorder.record([r for r, _ in pairs], [k for _, k in pairs], pictures)
 
 
 def features(pictures: list[tuple[np.ndarray, np.ndarray | None]]) -> list[dict[str, Any]]:
-    """The drift features of answered images (:mod:`mieruka.record.features`): of the image, and of its heatmap
-    when there is one."""
-    return [
-        {**image_features(image).as_dict(), **(heatmap_summary(heat).as_dict() if heat is not None else {})}
-        for image, heat in pictures
-    ]
+    """The drift features of answered images (:mod:`mieruka.record.features`): of each image, and of its heatmap
+    when there is one (the maps of one size summarised together)."""
+    out = [image_features(image).as_dict() for image, _ in pictures]
+    heats = {k: heat for k, (_, heat) in enumerate(pictures) if heat is not None}
+    mapped = list(heats)
+    summaries = in_stacks(heatmap_summaries, list(heats.values()))
+    for k, summary in zip(mapped, summaries, strict=True):
+        out[k].update(summary.as_dict())
+    return out

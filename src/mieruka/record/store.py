@@ -47,8 +47,9 @@ ROTATE_BYTES = 16 << 20
 
 _log = logging.getLogger("mieruka.record")
 
-Later = Callable[[], list[dict[str, Any]]]
-"""Computes more columns of a request's rows (one dict per row) when the writer writes them."""
+Complete = Callable[[list[Any]], list[dict[str, Any]]]
+"""More columns of rows from what was attached to each (one dict per row), computed by the writer for all the rows
+it writes at once."""
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,13 @@ def write_orphans(engine: Engine, files: Path) -> int:
     return fold_orphans(engine, pending_folder(files), _Insert(engine).run)
 
 
-def _completed(rows: list[dict[str, Any]], later: Later | None) -> list[dict[str, Any]]:
-    """``rows`` with the columns ``later`` computes (without them when it fails: the decision is kept)."""
-    if later is None:
+def _completed(rows: list[dict[str, Any]], attached: list[Any], complete: Complete | None) -> list[dict[str, Any]]:
+    """``rows`` with the columns ``complete`` computes from ``attached`` (the rows as they are when it fails: the
+    decisions are kept)."""
+    if complete is None or not attached:
         return rows
     try:
-        more = later()
+        more = complete(attached)
     except Exception as exc:
         _log.error("record: the features of %d answered rows not computed (%s)", len(rows), exc)
         return rows
@@ -169,6 +171,8 @@ class Recorder:
         self._ready: list[dict[str, Any]] = []
         """Rows taken from the journal, complete, waiting for the database (when it failed)."""
         self._ready_end = 0
+        self.complete: Complete | None = None
+        """Computes more columns of the rows recorded with something attached (:meth:`record`)."""
         self._flushing = threading.Lock()
         self._failing = False
         self._last_prune = 0.0
@@ -203,10 +207,10 @@ class Recorder:
         """Whether an image with this verdict is kept as a file."""
         return self.keep == "all" or (self.keep == "ng" and verdict == "NG")
 
-    def record(self, rows: list[dict[str, Any]], kept: list[list[Kept]], later: Later | None = None) -> bool:
+    def record(self, rows: list[dict[str, Any]], kept: list[list[Kept]], attached: list[Any] | None = None) -> bool:
         """Keep each row's files and append the rows to the journal; False when that could not be done (the
-        answer goes out anyway, saying so). ``later``: more columns of each row, which the writer thread computes
-        when it writes them to the database (a row written from a killed service's journal has none of them)."""
+        answer goes out anyway, saying so). ``attached``: what :attr:`complete` computes more columns of each row
+        from, when the writer writes them (a row written from a killed service's journal has none of them)."""
         if self.journal.written - self._done > self.max_pending:
             self.failed += len(rows)
             return False
@@ -216,7 +220,7 @@ class Recorder:
                 names = [self._keep_file(f) for f in files]
                 named.append({**row, "image_file": names[0] if names else None,
                               "overlay_file": names[1] if len(names) > 1 else None})  # fmt: skip
-            if self.journal.append(named, later):
+            if self.journal.append(named, attached):
                 return True
         except OSError as exc:
             _log.error("record: cannot keep an answer (%s)", exc)
@@ -226,9 +230,16 @@ class Recorder:
     def sync(self) -> int:
         """Write what was answered to the database now (the writer does every ``flush_s``); returns how many rows."""
         with self._flushing:
-            for rows, later, end in self.journal.take():
-                self._ready += _completed(rows, later)
-                self._ready_end = end
+            taken = self.journal.take()
+            if taken:
+                rows = [row for batch, _, _ in taken for row in batch]
+                attached = [a for batch, extra, _ in taken for a in (extra or [None] * len(batch))]
+                with_extra = [k for k, a in enumerate(attached) if a is not None]
+                done = _completed([rows[k] for k in with_extra], [attached[k] for k in with_extra], self.complete)
+                for k, row in zip(with_extra, done, strict=True):
+                    rows[k] = row
+                self._ready += rows
+                self._ready_end = taken[-1][2]
             if not self._ready:
                 return 0
             try:
