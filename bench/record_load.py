@@ -6,7 +6,8 @@
    and throughput of each phase, and the ratios record / plain of their medians (and of each round).
 2. Kill -9 under load: the recording service is killed with SIGKILL while N clients send (each request with its own
    ``X-Part-Id``), then restarted on the same record, ``--kills`` times; afterwards every request that was answered
-   with ``"recorded": true`` must be in the record (``lost`` counts the ones that are not).
+   with ``"recorded": true`` must be in the record (``lost`` counts the ones that are not). The last killed service
+   is not restarted: opening the record here writes what its journal held, as any reader does.
 3. Export: ``--export-rows`` decisions written to a fresh record, then ``mieruka records URL --out F.csv`` timed as a
    command (its start-up included); and the History view's request (``GET /v1/records``, 50 rows: the newest, the
    newest NG, one part, a deep page) on that record, median of 21.
