@@ -70,7 +70,11 @@ def register(sub: Any) -> None:
         help="which images the record keeps as files, with their overlays (default ng)",
     )
     g.add_argument(
-        "--record-files", type=Path, metavar="DIR", help="folder of the kept files (default: beside the SQLite file)"
+        "--record-files",
+        type=Path,
+        metavar="DIR",
+        help="folder of the kept files, with the journal of answers not yet in the database beside it (DIR.pending); "
+        "default: beside the SQLite file; a PostgreSQL record needs it",
     )
     g.add_argument(
         "--retain-days", type=number_in(0, 1e6, low_open=True), help="remove kept files older than this many days"
