@@ -195,6 +195,24 @@ def test_a_live_services_journal_is_left_to_it_and_a_long_one_is_renewed(
     assert export(rec.url, Selection(), tmp_path / "b.csv") == 10
 
 
+def test_a_line_cut_by_a_full_disk_spoils_no_later_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import mieruka.record.journal as journal
+
+    rec = _recorder(tmp_path, keep="none")
+    rng = np.random.default_rng(10)
+    real = os.write
+    monkeypatch.setattr(journal.os, "write", lambda fd, data: real(fd, data[: len(data) // 2]))  # the disk fills
+    assert not rec.record([_row(0, rng)], [[]]) and rec.failed == 1
+    monkeypatch.setattr(journal.os, "write", real)  # room again
+    assert rec.record([_row(1, rng)], [[]])
+    lines = rec.journal.path.read_bytes().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["part_id"] == "P00001"
+    assert rec.sync() == 1 and rec.count() == 1
+    rec.close()
+
+
 def test_answers_say_not_recorded_when_too_much_waits_for_the_database(tmp_path: Path) -> None:
     rec = _recorder(tmp_path, keep="none", max_pending_mb=1e-4)  # about 100 bytes: one row's line is more
     rng = np.random.default_rng(9)

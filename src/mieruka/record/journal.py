@@ -62,6 +62,8 @@ class Journal:
         self.written = 0
         """Bytes appended to the current file."""
         self.waiting: list[tuple[list[dict[str, Any]], Any, int]] = []
+        self.cut = False
+        """Whether the last write was cut short (its line not ended)."""
 
     def _open(self) -> tuple[Path, int]:
         host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
@@ -75,7 +77,7 @@ class Journal:
         :attr:`lock`, so that no answer is appended to the old file afterwards."""
         old = self.path, self.fd
         self.path, self.fd = self._open()
-        self.written = 0
+        self.written, self.cut = 0, False
         return old
 
     def append(self, rows: list[dict[str, Any]], attached: Any = None) -> bool:
@@ -83,11 +85,15 @@ class Journal:
         wait for :meth:`take` with the offset their lines end at."""
         data = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in rows).encode()
         with self.lock:
+            if self.cut:  # the last line was cut (a full disk): end it first, so that it spoils no later line
+                data = b"\n" + data
             n = os.write(self.fd, data)
             self.written += n
-            if n == len(data):
-                self.waiting.append((rows, attached, self.written))
-        return n == len(data)
+            self.cut = n < len(data)
+            if self.cut:
+                return False
+            self.waiting.append((rows, attached, self.written))
+        return True
 
     def take(self) -> list[tuple[list[dict[str, Any]], Any, int]]:
         """What was appended since the last call: (rows, attached, the offset their lines end at), in order."""
