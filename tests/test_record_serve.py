@@ -129,12 +129,13 @@ def test_training_stores_the_reference_the_service_would_record(
     assert reference["n"] == len(val) > 0 and set(reference["features"]) == set(FEATURES)
     runtime = TorchModel(model)
     url = f"sqlite:///{tmp_path / 'records.db'}"
-    line = LineRecord(Recorder(url, keep="none"), model, runtime.info, runtime.method)
-    client = TestClient(create_app(runtime, record=line))
-    for s in val:
-        files = [("files", (s.image.name, s.image.read_bytes(), "image/png"))]
-        assert client.post("/v1/predict", files=files, params={"overlay": "false"}).json()["recorded"]
-    line.recorder.close()
+    line = LineRecord(Recorder(url, keep="none", flush_s=3600.0), model, runtime.info, runtime.method)
+    with TestClient(create_app(runtime, record=line)) as client:  # the service's start and stop
+        for s in val:
+            files = [("files", (s.image.name, s.image.read_bytes(), "image/png"))]
+            assert client.post("/v1/predict", files=files, params={"overlay": "false"}).json()["recorded"]
+        assert line.recorder.count() == 0  # all in the journal still
+    assert list((tmp_path / "records-files.pending").iterdir()) == []  # the stopping service wrote it and removed it
     rows = _rows(url, tmp_path / "val.csv")
     for feature, column in (("brightness", "brightness"), ("sharpness", "sharpness"), ("confidence", "probability"),
                             ("peak_x", "peak_x"), ("spread", "spread")):  # fmt: skip

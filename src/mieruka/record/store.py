@@ -284,7 +284,9 @@ class Recorder:
         os.close(fd)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write what is pending, then stop the writer (and remove the journal, all of it written)."""
+        """Write what is pending, then stop the writer (and remove the journal, all of it written). Once."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join(timeout)
         try:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import hmac
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,6 +33,8 @@ from mieruka.runtime import Runtime, prepare, run_with_tta
 from mieruka.serve.limits import BodyLimit, add_error_handler
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from mieruka.record.line import LineRecord
 
 __all__ = ["API_KEY_HEADER", "create_app"]
@@ -67,6 +71,7 @@ def create_app(
     colorize(np.zeros((1, 1), np.float32))  # load the color map now, not in the first request
     broken = _probe(runtime)
     app = FastAPIOffline(  # /docs and /redoc from files bundled with the package: no CDN, works offline
+        lifespan=partial(_lifespan, record),
         title="mieruka",
         version=__version__,
         description="Explainable visual inspection: class, OK/NG verdict and a Grad-CAM-family heatmap per image.",
@@ -117,6 +122,14 @@ def create_app(
         return judge.answer(files, pictures, threshold, part_header or part_id)
 
     return app
+
+
+@asynccontextmanager
+async def _lifespan(record: LineRecord | None, _app: FastAPI) -> AsyncIterator[None]:
+    """When the service stops, its record writes what is pending (with its features) and removes its journal."""
+    yield
+    if record is not None:
+        record.recorder.close()
 
 
 @dataclass(frozen=True)
