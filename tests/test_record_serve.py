@@ -249,6 +249,8 @@ def test_the_record_works_the_same_on_postgresql(
 ) -> None:
     model = tiny_run / "model.safetensors"
     runtime = TorchModel(model)
+    with pytest.raises(MierukaError, match="give --record-files DIR, the folder of its kept images and of the answers"):
+        Recorder(postgres_url, keep="none")  # the journal needs a folder on this machine, even with nothing kept
     line = LineRecord(Recorder(postgres_url, keep="ng", files=tmp_path / "files"), model, runtime.info, runtime.method)
     client = TestClient(create_app(runtime, record=line))
     files = [("files", (p.name, p.read_bytes(), "image/png")) for p in _images(synth_dir)]

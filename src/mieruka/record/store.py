@@ -154,9 +154,9 @@ class Recorder:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = open_engine(url)
+        folder = files_folder(self.engine, files)  # before touching the database: a missing folder is refused first
         migrate(self.engine)
         self.url, self.keep, self.flush_s = url, keep, flush_s
-        folder = files_folder(self.engine, files)
         self.files = folder if keep != "none" else None
         self.retain_days, self.retain_gb = retention
         self.max_pending = int(max_pending_mb * (1 << 20))
