@@ -129,20 +129,19 @@ def set_offset(conn: Connection, key: str, offset: int) -> None:
         conn.execute(meta.insert().values(key=key, value=str(offset)))
 
 
-def write_lines(engine: Engine, insert: InsertRows, path: Path, start: int | None = None) -> tuple[int, int]:
-    """Write the journal's complete lines from ``start`` (default: where the database says it stopped) to the
-    database, a chunk per transaction with the offset it reached; returns (that offset, rows written)."""
+def write_lines(engine: Engine, insert: InsertRows, path: Path) -> int:
+    """Write a journal's complete lines, from where the database says it stopped, to the database: a chunk per
+    transaction with the offset it reached; returns how many rows."""
     key, written = _key(path), 0
-    if start is None:
-        with engine.connect() as conn:
-            start = _offset(conn, key)
+    with engine.connect() as conn:
+        start = _offset(conn, key)
     with open(path, "rb") as fh:
         while True:
             fh.seek(start)
             data = fh.read(CHUNK)
             cut = data.rfind(b"\n") + 1
             if cut == 0:
-                return start, written
+                return written
             rows = list(_lines(data[:cut]))
             with engine.begin() as conn:
                 if rows:
@@ -182,8 +181,7 @@ def fold_orphans(engine: Engine, folder: Path, insert: InsertRows) -> int:
                 same = False
             if not same:  # another process folded and removed it before this one got the lock
                 continue
-            _, rows = write_lines(engine, insert, path)
-            written += rows
+            written += write_lines(engine, insert, path)
             forget(engine, path)
         finally:
             os.close(fd)

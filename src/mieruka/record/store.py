@@ -164,7 +164,7 @@ class Recorder:
         self.recorded = 0
         self._insert = _Insert(self.engine)  # built once: the writer runs it for every batch
         self.pending = pending_folder(folder)
-        self.recorded += write_orphans(self.engine, folder)  # what a killed predecessor answered
+        self.recorded += fold_orphans(self.engine, self.pending, self._insert.run)  # what a killed predecessor answered
         self.journal = Journal(self.pending)
         self._done = 0
         """Bytes of this process's journal in the database."""
@@ -256,21 +256,23 @@ class Recorder:
             return written
 
     def _one_by_one(self) -> int:
-        """Write the ready rows one transaction each, the last one with the journal's offset; a row refused is
+        """Write the ready rows one transaction each, the journal's offset with the last one; a row refused is
         dropped, named in the log (the service checks what it records, so this is not expected)."""
         written = 0
         for k, row in enumerate(self._ready):
+            last = k == len(self._ready) - 1
             try:
                 with self.engine.begin() as conn:
                     self._insert.run(conn, [row])
-                    if k == len(self._ready) - 1:
+                    if last:
                         set_offset(conn, self.journal.key, self._ready_end)
                 written += 1
             except (DataError, IntegrityError) as exc:
                 _log.error("record: the database refused a decision (part %r): %s", row.get("part_id"), exc)
                 self.failed += 1
-        with self.engine.begin() as conn:  # when the last row was refused
-            set_offset(conn, self.journal.key, self._ready_end)
+                if last:
+                    with self.engine.begin() as conn:
+                        set_offset(conn, self.journal.key, self._ready_end)
         return written
 
     def _rotate(self) -> None:
